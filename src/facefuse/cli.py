@@ -1,0 +1,120 @@
+"""The ``facefuse`` command: thin subcommands over the Python API.
+
+Call :func:`main` with an argument list to run it in process (as the tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from facefuse import __version__
+
+DEFAULT_DATA_ROOTS = (Path("../shared/data"), Path("shared/data"))
+
+
+def default_data_root() -> Path | None:
+    """``../shared/data`` (or ``shared/data``) relative to the working directory, if present."""
+    return next((p for p in DEFAULT_DATA_ROOTS if p.is_dir()), None)
+
+
+def _data_root(arg: str | None) -> Path:
+    if arg is not None:
+        return Path(arg)
+    root = default_data_root()
+    if root is None:
+        raise SystemExit("facefuse: no data root given and neither ../shared/data nor "
+                         "shared/data exists here; pass ROOT")
+    return root
+
+
+def cmd_data_summary(args: argparse.Namespace) -> int:
+    from facefuse.data.readers import DatasetError, SplitConfig
+    from facefuse.data.summary import format_summary, summarize_root
+
+    root = _data_root(args.root)
+    try:
+        summaries = summarize_root(root, SplitConfig(seed=args.seed))
+    except DatasetError as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
+    if not summaries:
+        print(f"facefuse: no known dataset layout under {root}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps([s.to_dict() for s in summaries], indent=1))
+    else:
+        print(format_summary(summaries, max_skipped=args.max_skipped))
+    return 1 if any(s.error for s in summaries) else 0
+
+
+def cmd_data_cache(args: argparse.Namespace) -> int:
+    from facefuse.data.cache import CacheSpec, build_cache
+    from facefuse.data.readers import DatasetError, SplitConfig, read_dataset
+    from facefuse.data.table import SampleTable
+
+    root = _data_root(args.root)
+    try:
+        results = [read_dataset(name, root, SplitConfig(seed=args.seed))
+                   for name in args.dataset]
+        spec = CacheSpec(size=args.size, crop=args.crop)
+    except (DatasetError, KeyError, ValueError) as exc:
+        print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    table = SampleTable.concat([r.table for r in results])
+    cache = build_cache(table, args.out, spec, name="-".join(args.dataset),
+                        workers=args.workers, progress=not args.quiet)
+    skipped = sum(len(r.skipped) for r in results) + len(cache.meta["skipped"])
+    print(f"{cache.path}: {cache.meta['valid']} of {len(cache)} images at {spec.size}px "
+          f"({cache.meta['images_per_second']} img/s when built); {skipped} file(s) skipped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facefuse", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"facefuse {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="inspect datasets and build training caches")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    summary = data_sub.add_parser("summary", help="counts, label distributions and skipped "
+                                                   "files of every dataset found under ROOT")
+    summary.add_argument("root", nargs="?", help="data root (default: ../shared/data)")
+    summary.add_argument("--json", action="store_true", help="machine-readable output")
+    summary.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    summary.add_argument("--max-skipped", type=int, default=None,
+                         help="list at most this many skipped files per dataset")
+    summary.set_defaults(func=cmd_data_summary)
+
+    cache = data_sub.add_parser("cache", help="decode, crop and resize datasets into a "
+                                              "memory-mapped training cache")
+    cache.add_argument("root", nargs="?", help="data root (default: ../shared/data)")
+    cache.add_argument("--dataset", action="append", required=True,
+                       help="dataset reader name (repeat to mix datasets)")
+    cache.add_argument("--size", type=int, default=112, help="side in pixels (default 112)")
+    cache.add_argument("--crop", default="auto", help="auto (landmark/centre crops) or none")
+    cache.add_argument("--out", default=".facefuse-cache", help="cache folder")
+    cache.add_argument("--workers", type=int, default=None, help="decoding processes")
+    cache.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    cache.add_argument("--quiet", action="store_true", help="no progress bar")
+    cache.set_defaults(func=cmd_data_cache)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = [logging.ERROR, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("facefuse").setLevel(level)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Augmentation on whole batches, on the batch's device (GPU when training there).
+
+Geometric transforms move landmark labels with the pixels (a horizontal flip also swaps the
+left and right points of the 68-point markup), so landmark targets stay correct.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+#: For each of the 68 iBUG points, the index of its mirror image under a horizontal flip.
+FLIP_68: tuple[int, ...] = (
+    tuple(range(16, -1, -1))  # jaw
+    + tuple(range(26, 21, -1)) + tuple(range(21, 16, -1))  # brows swap
+    + (27, 28, 29, 30)  # nose bridge
+    + (35, 34, 33, 32, 31)  # nose base
+    + (45, 44, 43, 42, 47, 46)  # right eye <- left eye
+    + (39, 38, 37, 36, 41, 40)  # left eye <- right eye
+    + (54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55)  # outer lip
+    + (64, 63, 62, 61, 60, 67, 66, 65)  # inner lip
+)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Random batch augmentation settings (all applied per sample)."""
+
+    flip: float = 0.5  # probability of a horizontal flip
+    max_rotation: float = 10.0  # degrees
+    max_scale: float = 0.1  # zoom in/out by up to this share
+    max_shift: float = 0.05  # share of the side
+    brightness: float = 0.2  # multiplicative jitter
+    contrast: float = 0.2
+    grayscale: float = 0.05  # probability of dropping colour
+
+
+def augment_batch(images: torch.Tensor, landmarks: torch.Tensor | None, spec: AugmentSpec,
+                  generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Augment float images ``(N, 3, H, W)`` in 0..1 and their landmarks ``(N, 68, 2)``
+    (normalised 0..1 coordinates; NaN where missing)."""
+    n, dev = images.shape[0], images.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device="cpu").to(dev)
+
+    flip = rand(n) < spec.flip
+    angle = (rand(n) * 2 - 1) * math.radians(spec.max_rotation)
+    scale = 1 + (rand(n) * 2 - 1) * spec.max_scale
+    shift = (rand(n, 2) * 2 - 1) * spec.max_shift * 2  # in [-1, 1] grid units
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    sign = torch.where(flip, -1.0, 1.0).to(images.dtype)
+    # theta maps output grid coords to input grid coords; flip mirrors the input x
+    theta = torch.zeros(n, 2, 3, device=dev, dtype=images.dtype)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = sign * cos, sign * -sin, sign * shift[:, 0]
+    theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2] = sin, cos, shift[:, 1]
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    bright = 1 + (rand(n, 1, 1, 1) * 2 - 1) * spec.brightness
+    contrast = 1 + (rand(n, 1, 1, 1) * 2 - 1) * spec.contrast
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = ((out - mean) * contrast + mean) * bright
+    gray = (rand(n) < spec.grayscale).view(n, 1, 1, 1)
+    out = torch.where(gray, out.mean(dim=1, keepdim=True).expand_as(out), out).clamp(0, 1)
+    if landmarks is None:
+        return out, None
+    # invert the affine map for points: p_in = A p_out + t  =>  p_out = A^-1 (p_in - t)
+    pts = landmarks * 2 - 1  # to grid units
+    a = theta[:, :, :2]
+    t = theta[:, :, 2]
+    pts = torch.linalg.solve(a, (pts - t[:, None, :]).transpose(1, 2)).transpose(1, 2)
+    pts = (pts + 1) / 2
+    if pts.shape[1] == len(FLIP_68):
+        perm = torch.tensor(FLIP_68, device=dev)
+        pts = torch.where(flip.view(n, 1, 1), pts[:, perm], pts)
+    return out, pts

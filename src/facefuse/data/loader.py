@@ -1,0 +1,188 @@
+"""Ready batches from a training cache: gathered from the memory map, moved to the device as
+uint8, converted and (optionally) augmented there.
+
+A background thread prepares the next batches while the model works on the current one.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from facefuse.data.augment import AugmentSpec, augment_batch
+from facefuse.data.cache import TrainingCache
+from facefuse.tasks import TASK_ORDER, TaskKind, get_task
+
+#: ImageNet statistics: what timm trunks expect.
+DEFAULT_MEAN = (0.485, 0.456, 0.406)
+DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Batch:
+    """One batch: normalised images, labels and presence masks per task, and row indices.
+
+    Missing labels keep the task's missing value (identity: -1 after encoding); ``masks``
+    tells which rows carry each task's label.
+    """
+
+    images: torch.Tensor
+    labels: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def identity_classes(cache: TrainingCache, rows: np.ndarray) -> dict[str, int]:
+    """Class index per identity appearing in ``rows`` (sorted by name)."""
+    ids = cache.table.labels["identity"][rows]
+    return {name: i for i, name in enumerate(sorted(set(ids.tolist()) - {""}))}
+
+
+class CacheLoader:
+    """Iterates over batches of cached rows.
+
+    Args:
+        cache: an opened :class:`TrainingCache`.
+        rows: row indices to serve (e.g. ``cache.rows("train")``).
+        batch_size: samples per batch.
+        shuffle: reshuffle every epoch (seeded by ``seed`` and the epoch number).
+        drop_last: drop a final short batch.
+        device: where batches go (``"cpu"``, ``"cuda"``...).
+        augment: device-side augmentation, or None.
+        tasks: label columns to deliver (default: every task).
+        identities: identity name -> class index; unknown names get -1 (masked).
+        mean, std: normalisation.
+        channels_last: return images in channels_last memory format.
+        prefetch: batches prepared ahead by a background thread (0 disables the thread).
+    """
+
+    def __init__(self, cache: TrainingCache, rows: Sequence[int] | np.ndarray,
+                 batch_size: int = 256, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, device: str | torch.device = "cpu",
+                 augment: AugmentSpec | None = None, tasks: Sequence[str] | None = None,
+                 identities: dict[str, int] | None = None,
+                 mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
+                 channels_last: bool = False, prefetch: int = 2) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.cache = cache
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(cache)):
+            raise IndexError(f"rows out of range for a cache of {len(cache)} samples")
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.drop_last, self.device = drop_last, torch.device(device)
+        self.augment = augment
+        self.tasks = tuple(tasks) if tasks is not None else TASK_ORDER
+        for t in self.tasks:
+            get_task(t)
+        self.identities = identities or {}
+        self.channels_last, self.prefetch = channels_last, prefetch
+        self.epoch = 0
+        self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self._labels = self._encode_labels()
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def _encode_labels(self) -> dict[str, np.ndarray]:
+        out = {}
+        for t in self.tasks:
+            col = self.cache.table.labels[t]
+            if get_task(t).kind is TaskKind.IDENTITY:
+                col = np.asarray([self.identities.get(v, -1) for v in col], dtype=np.int64)
+            out[t] = col
+        return out
+
+    def __len__(self) -> int:
+        n = len(self.rows)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self) -> np.ndarray:
+        if not self.shuffle:
+            return self.rows
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return self.rows[rng.permutation(len(self.rows))]
+
+    def _host_batch(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                     np.ndarray]:
+        idx = np.sort(idx)  # sequential reads from the memory map
+        images = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
+        labels = {t: torch.from_numpy(np.ascontiguousarray(v[idx])) for t, v in
+                  self._labels.items()}
+        if self.device.type == "cuda":
+            images = images.pin_memory()
+        return images, labels, idx
+
+    def _to_device(self, images: torch.Tensor, labels: dict[str, torch.Tensor],
+                   idx: np.ndarray) -> Batch:
+        nb = self.device.type == "cuda"
+        x = images.to(self.device, non_blocking=nb).permute(0, 3, 1, 2).float().div_(255)
+        labels = {t: v.to(self.device, non_blocking=nb) for t, v in labels.items()}
+        masks = {}
+        for t, v in labels.items():
+            kind = get_task(t).kind
+            if kind in (TaskKind.REGRESSION, TaskKind.LANDMARKS):
+                present = ~torch.isnan(v)
+            else:
+                present = v >= 0
+            masks[t] = present.reshape(len(v), -1).any(dim=1)
+        if self.augment is not None:
+            pts = labels.get("landmarks")
+            x, pts = augment_batch(x, pts, self.augment, self._generator)
+            if pts is not None:
+                labels["landmarks"] = pts
+        x = (x - self._mean) / self._std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return Batch(x, labels, masks, idx)
+
+    def _batches(self) -> Iterator[np.ndarray]:
+        order = self._order()
+        stop = len(self) * self.batch_size if self.drop_last else len(order)
+        for start in range(0, stop, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    def __iter__(self) -> Iterator[Batch]:
+        self.epoch += 1
+        if self.prefetch <= 0:
+            for idx in self._batches():
+                yield self._to_device(*self._host_batch(idx))
+            return
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        sentinel = object()
+
+        def produce() -> None:
+            try:
+                for idx in self._batches():
+                    if stop.is_set():
+                        return
+                    q.put(self._host_batch(idx))
+                q.put(sentinel)
+            except BaseException as exc:  # surfaced in the consumer
+                q.put(exc)
+
+        worker = threading.Thread(target=produce, daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = q.get()
+                if item is sentinel:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield self._to_device(*item)
+        finally:
+            stop.set()
+            while worker.is_alive():
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.05)

@@ -1,0 +1,100 @@
+"""Deterministic train/val/test splits.
+
+Every sample (or every group, such as a person) gets a pseudo-random key from a hash of its
+id and the seed, so a split depends only on ids and seed, never on file-system order, and
+adding files moves no existing sample between splits except at the cut points.
+
+* ``stratify``: within each label value the samples are ordered by key and cut at the
+  fractions, so each split keeps the label distribution (rows without the label form their
+  own stratum).
+* ``groups``: whole groups (identities) are ordered by key and assigned so that the
+  cumulative image counts meet the fractions: no group appears in two splits. Grouping takes
+  precedence over stratification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from facefuse.data.table import SPLITS
+
+
+def hash_keys(ids: Sequence[str], seed: int) -> np.ndarray:
+    """A uniform float in [0, 1) per id, from BLAKE2b of ``seed:id`` (stable across runs)."""
+    out = np.empty(len(ids), dtype=np.float64)
+    salt = f"{seed}:".encode()
+    for i, s in enumerate(ids):
+        digest = hashlib.blake2b(salt + str(s).encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(digest, "little") / 2.0**64
+    return out
+
+
+def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.shape != (3,) or (f < 0).any() or not np.isclose(f.sum(), 1.0):
+        raise ValueError(f"split fractions must be three non-negative numbers (train, val, "
+                         f"test) summing to 1, got {list(fractions)}")
+    return f
+
+
+def _cut(n: int, fractions: np.ndarray) -> np.ndarray:
+    """Split labels for n ordered items; rounding keeps every count within one of exact."""
+    bounds = np.round(np.cumsum(fractions) * n).astype(int)
+    out = np.empty(n, dtype=object)
+    start = 0
+    for name, stop in zip(SPLITS, bounds):
+        out[start:stop] = name
+        start = stop
+    return out
+
+
+def assign_splits(
+    sample_ids: Sequence[str],
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    stratify: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return a split name (``train``/``val``/``test``) per sample.
+
+    Args:
+        sample_ids: unique id per sample.
+        fractions: train, val and test shares (sum 1).
+        seed: different seeds give different, equally deterministic splits.
+        stratify: optional label per sample (any hashable; 1-D).
+        groups: optional group per sample (e.g. identity); groups never straddle splits.
+            Samples whose group is ``""`` or ``None`` are treated as their own groups.
+    """
+    f = _check_fractions(fractions)
+    ids = np.asarray(sample_ids, dtype=object)
+    n = len(ids)
+    if n == 0:
+        return np.empty(0, dtype=object)
+    if groups is not None:
+        groups = np.asarray(groups, dtype=object)
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} entries, expected {n}")
+        group_of = np.array([g if g not in ("", None) else f"\x00{i}" for i, g in
+                             zip(ids, groups)], dtype=object)
+        names, inverse, counts = np.unique(group_of.astype(str), return_inverse=True,
+                                           return_counts=True)
+        order = np.argsort(hash_keys(names.tolist(), seed), kind="stable")
+        # assign each group by where the midpoint of its images falls on the cumulative axis
+        cum = np.cumsum(counts[order]) - counts[order] / 2.0
+        bounds = np.cumsum(f) * n
+        group_split = np.empty(len(names), dtype=object)
+        group_split[order] = np.array(SPLITS, dtype=object)[
+            np.minimum(np.searchsorted(bounds, cum, side="right"), 2)]
+        return group_split[inverse]
+    keys = hash_keys(ids.tolist(), seed)
+    out = np.empty(n, dtype=object)
+    strata = np.zeros(n, dtype=np.int64) if stratify is None else np.unique(
+        np.asarray(stratify).astype(str), return_inverse=True)[1].reshape(-1)
+    for s in np.unique(strata):
+        rows = np.flatnonzero(strata == s)
+        rows = rows[np.argsort(keys[rows], kind="stable")]
+        out[rows] = _cut(len(rows), f)
+    return out
