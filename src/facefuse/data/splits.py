@@ -4,9 +4,10 @@ Every sample (or every group, such as a person) gets a pseudo-random key from a 
 id and the seed, so a split depends only on ids and seed, never on file-system order, and
 adding files moves no existing sample between splits except at the cut points.
 
-* ``stratify``: within each label value the samples are ordered by key and cut at the
-  fractions, so each split keeps the label distribution (rows without the label form their
-  own stratum).
+* ``stratify``: within each label value the samples are ordered by key and spread evenly
+  over [0, 1) from a random per-stratum offset, then cut at the fractions: each large
+  stratum keeps its share in every split (within one sample) and tiny strata still reach
+  every split at the right rate.
 * ``groups``: whole groups (identities) are ordered by key and assigned so that the
   cumulative image counts meet the fractions: no group appears in two splits. Grouping takes
   precedence over stratification.
@@ -38,17 +39,6 @@ def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
         raise ValueError(f"split fractions must be three non-negative numbers (train, val, "
                          f"test) summing to 1, got {list(fractions)}")
     return f
-
-
-def _cut(n: int, fractions: np.ndarray) -> np.ndarray:
-    """Split labels for n ordered items; rounding keeps every count within one of exact."""
-    bounds = np.round(np.cumsum(fractions) * n).astype(int)
-    out = np.empty(n, dtype=object)
-    start = 0
-    for name, stop in zip(SPLITS, bounds):
-        out[start:stop] = name
-        start = stop
-    return out
 
 
 def assign_splits(
@@ -90,11 +80,22 @@ def assign_splits(
             np.minimum(np.searchsorted(bounds, cum, side="right"), 2)]
         return group_split[inverse]
     keys = hash_keys(ids.tolist(), seed)
-    out = np.empty(n, dtype=object)
-    strata = np.zeros(n, dtype=np.int64) if stratify is None else np.unique(
-        np.asarray(stratify).astype(str), return_inverse=True)[1].reshape(-1)
-    for s in np.unique(strata):
-        rows = np.flatnonzero(strata == s)
+    labels = np.zeros(n, dtype=object) if stratify is None else np.asarray(stratify).astype(str)
+    if len(labels) != n:
+        raise ValueError(f"stratify has {len(labels)} entries, expected {n}")
+    strata, strata_inverse = np.unique(labels.astype(str), return_inverse=True)
+    strata_inverse = strata_inverse.reshape(-1)
+    # a per-stratum random offset makes tiny strata land in every split at the right rate
+    offsets = hash_keys([f"stratum:{s}" for s in strata], seed)
+    position = np.empty(n, dtype=np.float64)
+    for s in range(len(strata)):
+        rows = np.flatnonzero(strata_inverse == s)
         rows = rows[np.argsort(keys[rows], kind="stable")]
-        out[rows] = _cut(len(rows), f)
-    return out
+        position[rows] = (np.arange(len(rows)) + offsets[s]) / len(rows)
+    return _by_position(position, f)
+
+
+def _by_position(position: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Split name for positions in [0, 1): train below the first cut, val, then test."""
+    index = np.searchsorted(np.cumsum(fractions)[:2], position, side="right")
+    return np.array(SPLITS, dtype=object)[index]

@@ -100,8 +100,10 @@ class CelebAReader(DatasetReader):
 
     def locate(self, root: Path) -> Path | None:
         for folder in (root / "celeba", root):
+            has_labels = any((folder / f).is_file() for f in
+                             (ATTRIBUTE_FILE, IDENTITY_FILE, PARTITION_FILE))
             if first_existing(folder / f for f in IMAGE_FOLDERS) is not None and (
-                    (folder / ATTRIBUTE_FILE).is_file() or (folder / IDENTITY_FILE).is_file()):
+                    has_labels or folder.name.lower() == "celeba"):
                 return folder
         return None
 

@@ -188,18 +188,42 @@ class ManifestReader(DatasetReader):
             columns[task_name] = col
         ids = [ids[i] for i in keep]
         split = np.asarray([given_split[i] for i in keep], dtype=object)
-        todo = np.flatnonzero(split == "")
-        if len(todo):
-            identity = columns.get("identity", get_task("identity").empty_column(len(keep)))
-            groups = identity[todo] if get_task("identity").kind is TaskKind.IDENTITY and (
-                identity[todo] != "").any() else None
-            split[todo] = assign_splits([ids[i] for i in todo], splits.fractions, splits.seed,
-                                        groups=groups)
-            log.note(f"{len(todo)} rows without a split assigned (seed {splits.seed}"
-                     f"{', identity-disjoint' if groups is not None else ''})")
+        split = self._complete_splits(ids, split, columns, splits, log)
         if "identity" in columns:
             columns["identity"] = np.asarray([f"{dataset}:{v}" if v else "" for v in
                                               columns["identity"]], dtype=object)
         table = SampleTable.from_columns(ids, [str(paths[i]) for i in keep], dataset,
                                          split=split, labels=columns)
         return log.result(path, table)
+
+    @staticmethod
+    def _complete_splits(ids: list[str], split: np.ndarray, columns: dict[str, np.ndarray],
+                         splits: SplitConfig, log: SkipLog) -> np.ndarray:
+        """Assign rows without a split; a person already placed by another row follows it,
+        so identities never straddle splits."""
+        todo = np.flatnonzero(split == "")
+        if not len(todo):
+            return split
+        identity = columns.get("identity")
+        groups = None
+        if identity is not None and (identity[todo] != "").any():
+            groups = identity[todo]
+            placed: dict[str, set[str]] = {}
+            for person, s in zip(identity, split):
+                if person and s:
+                    placed.setdefault(person, set()).add(s)
+            straddling = sorted(p for p, s in placed.items() if len(s) > 1)
+            if straddling:
+                log.note(f"the manifest's own split puts {len(straddling)} identities in "
+                         f"several splits (e.g. {straddling[0]!r})")
+        out = split.copy()
+        out[todo] = assign_splits([ids[i] for i in todo], splits.fractions, splits.seed,
+                                  groups=groups)
+        if groups is not None:
+            for i in todo:
+                given = placed.get(identity[i])
+                if given:
+                    out[i] = sorted(given)[0]
+        log.note(f"{len(todo)} rows without a split assigned (seed {splits.seed}"
+                 f"{', identity-disjoint, following rows that name a split' if groups is not None else ''})")
+        return out

@@ -39,6 +39,8 @@ def parse_pts(path: Path) -> np.ndarray:
         lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
     except UnicodeDecodeError as exc:
         raise ValueError(f"not a text file ({exc})") from None
+    if "{" not in lines or lines[-1] != "}":
+        raise ValueError("missing '{' or '}' around the points")
     header = {}
     i = 0
     while i < len(lines) and lines[i] != "{":
@@ -47,8 +49,6 @@ def parse_pts(path: Path) -> np.ndarray:
         key, value = lines[i].split(":", 1)
         header[key.strip()] = value.strip()
         i += 1
-    if i == len(lines) or lines[-1] != "}":
-        raise ValueError("missing '{' or '}' around the points")
     if header.get("n_points", "").isdigit() is False:
         raise ValueError("missing or non-numeric 'n_points' header")
     n = int(header["n_points"])

@@ -1,0 +1,1 @@
+"""Training: losses per task kind (masked for missing labels)."""

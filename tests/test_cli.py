@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakes import write_image
+
+from facefuse.cli import main
+
+
+def test_summary_text_lists_datasets_and_skipped(fake_root: Path, capsys) -> None:
+    write_image(fake_root / "utkface" / "UTKFace" / "12_0_20170101.jpg.chip.jpg")
+    assert main(["data", "summary", str(fake_root)]) == 0
+    out = capsys.readouterr().out
+    for name in ("utkface", "fer2013", "lfw", "celeba", "300w"):
+        assert name in out
+    assert "12_0_20170101.jpg.chip.jpg: malformed UTKFace name" in out
+
+
+def test_summary_json_counts(fake_root: Path, capsys) -> None:
+    assert main(["data", "summary", str(fake_root), "--json"]) == 0
+    data = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+    assert data["utkface"]["samples"] == 40
+    assert sum(data["fer2013"]["per_split"].values()) == data["fer2013"]["samples"] == 7 * 12
+    assert data["fer2013"]["per_split"]["test"] == 28
+    assert data["celeba"]["labels"]["identity"]["identities"] == 10
+    assert data["utkface"]["labels"]["gender"]["counts"] == {"male": 20, "female": 20}
+
+
+def test_summary_reports_unreadable_dataset_and_continues(fake_root: Path, capsys) -> None:
+    for f in (fake_root / "celeba").glob("*.txt"):
+        f.unlink()
+    assert main(["data", "summary", str(fake_root)]) == 1
+    out = capsys.readouterr().out
+    assert "celeba     ERROR: celeba: neither" in out and "utkface" in out
+
+
+def test_summary_bad_roots(tmp_path: Path, capsys) -> None:
+    assert main(["data", "summary", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "summary", str(tmp_path / "empty")]) == 1
+    assert "no known dataset layout" in capsys.readouterr().err
+
+
+def test_cache_command(fake_root: Path, tmp_path: Path, capsys) -> None:
+    argv = ["data", "cache", str(fake_root), "--dataset", "utkface", "--dataset", "300w",
+            "--size", "24", "--out", str(tmp_path / "cache"), "--workers", "1", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "50 of 50 images at 24px" in out
+    built = [p for p in (tmp_path / "cache").iterdir() if (p / "meta.json").exists()]
+    assert len(built) == 1
+    assert main(argv) == 0  # second run reuses it
+    assert [p for p in (tmp_path / "cache").iterdir() if (p / "meta.json").exists()] == built
+    assert main(["data", "cache", str(fake_root), "--dataset", "imagenet", "--quiet"]) == 2
+    assert "valid names" in capsys.readouterr().err
+    assert main(["data", "cache", str(fake_root), "--dataset", "utkface", "--size", "2",
+                 "--quiet", "--out", str(tmp_path / "c2")]) == 2
+
+
+def test_version_and_help(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert "facefuse" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([])
