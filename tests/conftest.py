@@ -24,3 +24,12 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_threaded_torch() -> None:
+    """The tests' models are tiny: one thread avoids OpenMP spin contention on small CI
+    machines (several times faster there)."""
+    import torch
+
+    torch.set_num_threads(1)

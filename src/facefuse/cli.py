@@ -74,6 +74,28 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from facefuse.config import ConfigError, load_config
+    from facefuse.experiments import EXPERIMENTS, experiment_kind
+
+    profile = "quick" if args.quick else args.profile
+    overrides = list(args.set or [])
+    if args.output:
+        overrides.append(f"output={args.output}")
+    try:
+        experiment = EXPERIMENTS.get(experiment_kind(args.config))
+        cfg = load_config(experiment.config_class, args.config, overrides, profile)
+    except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    out = experiment.run(cfg, progress=not args.quiet)
+    print(f"report written to {out}")
+    report = out / "report.md"
+    if report.is_file() and not args.quiet:
+        print(report.read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facefuse", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"facefuse {__version__}")
@@ -104,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     cache.add_argument("--quiet", action="store_true", help="no progress bar")
     cache.set_defaults(func=cmd_data_cache)
+
+    exp = sub.add_parser("experiment", help="run an experiment protocol from a YAML config "
+                                            "and write its report folder")
+    exp.add_argument("config", help="YAML config (its 'kind' names the protocol)")
+    exp.add_argument("--quick", action="store_true",
+                     help="apply the config's 'quick' profile (small, CPU-sized)")
+    exp.add_argument("--profile", default=None, help="apply another named profile")
+    exp.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set seeds=[0]")
+    exp.add_argument("--output", default=None, help="report folder (overrides 'output')")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar or report echo")
+    exp.set_defaults(func=cmd_experiment)
     return parser
 
 

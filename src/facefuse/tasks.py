@@ -217,3 +217,18 @@ def age_group(age: np.ndarray, cut_points: tuple[float, ...] = (18.0, 60.0)) -> 
         raise ValueError(f"age cut points must be increasing, got {cut_points}")
     groups = np.searchsorted(np.asarray(cut_points, dtype=np.float32), age, side="right")
     return np.where(np.isnan(age), -1, groups).astype(np.int16)
+
+
+def age_group_task(cut_points: tuple[float, ...] = (18.0, 60.0)) -> Task:
+    """A derived classification task: age in groups by ``cut_points`` (Li and Zhu's
+    young / adult / old with the default), labels from :func:`age_group`."""
+    if list(cut_points) != sorted(cut_points) or not cut_points:
+        raise ValueError(f"age cut points must be increasing and non-empty, got {cut_points}")
+    edges = [f"{c:g}" for c in cut_points]
+    names = [f"<{edges[0]}"] + [f"{a}-{b}" for a, b in zip(edges, edges[1:])] + \
+        [f">={edges[-1]}"]
+    if len(cut_points) == 2:
+        names = [f"young ({names[0]})", f"adult ({names[1]})", f"old ({names[2]})"]
+    return Task("age_group", TaskKind.CLASSIFICATION, tuple(names), "cross_entropy",
+                ("accuracy", "balanced_accuracy"),
+                description=f"age in groups cut at {', '.join(edges)} years")

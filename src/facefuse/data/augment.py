@@ -36,6 +36,23 @@ class AugmentSpec:
     brightness: float = 0.2  # multiplicative jitter
     contrast: float = 0.2
     grayscale: float = 0.05  # probability of dropping colour
+    blur: float = 0.0  # probability of a 3x3 Gaussian blur (image filter)
+    sharpen: float = 0.0  # probability of a 3x3 sharpening filter
+    noise: float = 0.0  # std of additive Gaussian noise (0..1 pixel scale)
+
+
+def paper_augment() -> AugmentSpec:
+    """Li and Zhu's augmentation: affine transforms plus image filters, drawn anew for every
+    sample in every epoch (their 10x expansion of the training set, on the fly)."""
+    return AugmentSpec(flip=0.5, max_rotation=10.0, max_scale=0.1, max_shift=0.08,
+                       brightness=0.2, contrast=0.2, grayscale=0.0, blur=0.2, sharpen=0.2,
+                       noise=0.02)
+
+
+def _filter(images: torch.Tensor, kernel: list[list[float]]) -> torch.Tensor:
+    k = torch.tensor(kernel, dtype=images.dtype, device=images.device)
+    k = (k / k.sum()).expand(images.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), k, groups=images.shape[1])
 
 
 def augment_batch(images: torch.Tensor, landmarks: torch.Tensor | None, spec: AugmentSpec,
@@ -66,7 +83,17 @@ def augment_batch(images: torch.Tensor, landmarks: torch.Tensor | None, spec: Au
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = ((out - mean) * contrast + mean) * bright
     gray = (rand(n) < spec.grayscale).view(n, 1, 1, 1)
-    out = torch.where(gray, out.mean(dim=1, keepdim=True).expand_as(out), out).clamp(0, 1)
+    out = torch.where(gray, out.mean(dim=1, keepdim=True).expand_as(out), out)
+    if spec.blur > 0:
+        chosen = (rand(n) < spec.blur).view(n, 1, 1, 1)
+        out = torch.where(chosen, _filter(out, [[1, 2, 1], [2, 4, 2], [1, 2, 1]]), out)
+    if spec.sharpen > 0:
+        chosen = (rand(n) < spec.sharpen).view(n, 1, 1, 1)
+        out = torch.where(chosen, _filter(out, [[0, -1, 0], [-1, 5, -1], [0, -1, 0]]), out)
+    if spec.noise > 0:
+        noise = torch.randn(out.shape, generator=generator, device="cpu").to(dev)
+        out = out + noise * spec.noise
+    out = out.clamp(0, 1)
     if landmarks is None:
         return out, None
     # invert the affine map for points: p_in = A p_out + t  =>  p_out = A^-1 (p_in - t)

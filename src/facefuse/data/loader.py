@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,8 +57,10 @@ class CacheLoader:
         drop_last: drop a final short batch.
         device: where batches go (``"cpu"``, ``"cuda"``...).
         augment: device-side augmentation, or None.
-        tasks: label columns to deliver (default: every task).
+        tasks: label columns of the cache's table to deliver (default: every task).
         identities: identity name -> class index; unknown names get -1 (masked).
+        labels: instead of table columns, label arrays (one entry per cache row) by name,
+            for derived targets; missing entries are NaN (float) or negative (integer).
         mean, std: normalisation.
         channels_last: return images in channels_last memory format.
         prefetch: batches prepared ahead by a background thread (0 disables the thread).
@@ -69,6 +71,7 @@ class CacheLoader:
                  drop_last: bool = False, device: str | torch.device = "cpu",
                  augment: AugmentSpec | None = None, tasks: Sequence[str] | None = None,
                  identities: dict[str, int] | None = None,
+                 labels: Mapping[str, np.ndarray] | None = None,
                  mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
                  channels_last: bool = False, prefetch: int = 2) -> None:
         if batch_size < 1:
@@ -80,9 +83,17 @@ class CacheLoader:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_last, self.device = drop_last, torch.device(device)
         self.augment = augment
-        self.tasks = tuple(tasks) if tasks is not None else TASK_ORDER
-        for t in self.tasks:
-            get_task(t)
+        if labels is not None and tasks is not None:
+            raise ValueError("give either tasks (table columns) or labels (arrays), not both")
+        self.tasks = tuple(labels) if labels is not None else \
+            tuple(tasks) if tasks is not None else TASK_ORDER
+        if labels is None:
+            for t in self.tasks:
+                get_task(t)
+        for name, arr in (labels or {}).items():
+            if len(arr) != len(cache):
+                raise ValueError(f"labels[{name!r}] has {len(arr)} entries, the cache "
+                                 f"{len(cache)}")
         self.identities = identities or {}
         self.channels_last, self.prefetch = channels_last, prefetch
         self.epoch = 0
@@ -90,7 +101,7 @@ class CacheLoader:
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self._scale = (1.0 / (255.0 * self._std)).view(3)  # NHWC broadcast
         self._shift = (-self._mean / self._std).view(3)
-        self._labels = self._encode_labels()
+        self._labels = dict(labels) if labels is not None else self._encode_labels()
         self._generator = torch.Generator().manual_seed(seed)
 
     def _encode_labels(self) -> dict[str, np.ndarray]:
@@ -129,9 +140,7 @@ class CacheLoader:
         labels = {t: v.to(self.device, non_blocking=nb) for t, v in labels.items()}
         masks = {}
         for t, v in labels.items():
-            kind = get_task(t).kind
-            present = ~torch.isnan(v) if kind in (TaskKind.REGRESSION, TaskKind.LANDMARKS) \
-                else v >= 0
+            present = ~torch.isnan(v) if v.is_floating_point() else v >= 0
             masks[t] = present.reshape(len(v), -1).any(dim=1)
         if self.augment is not None:
             x = x.permute(0, 3, 1, 2).float().div_(255)

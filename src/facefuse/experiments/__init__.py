@@ -1,0 +1,39 @@
+"""Experiments run by ``facefuse experiment CONFIG``: one module per protocol, registered in
+:data:`EXPERIMENTS` under the name a config's ``kind`` field gives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facefuse.registry import Registry
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A protocol: its config schema and the function that runs it."""
+
+    config_class: type
+    run: Callable[..., Path]
+
+
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
+
+
+def experiment_kind(config_path: str | Path) -> str:
+    """The ``kind`` field of a config file."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    data: Any = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ValueError(f"{path}: a config needs a 'kind' field naming the experiment; valid: "
+                         f"{', '.join(EXPERIMENTS.names())}")
+    return str(data["kind"])
+
+
+from facefuse.experiments import li_zhu  # noqa: E402,F401  (registers itself)

@@ -1,0 +1,1 @@
+"""Features: extraction from any trunk, the feature store, fusion methods and probes."""

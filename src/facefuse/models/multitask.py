@@ -1,0 +1,69 @@
+"""A trunk plus one head per task, described by a :class:`ModelSpec` that checkpoints keep."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from facefuse.models.heads import MLPHead
+from facefuse.models.trunks import build_trunk
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One task head: output width, hidden layers, dropout."""
+
+    outputs: int
+    hidden: tuple[int, ...] = ()
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model: trunk name and options, heads per task."""
+
+    trunk: str
+    trunk_options: dict[str, object] = field(default_factory=dict)
+    heads: dict[str, HeadSpec] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        heads = {k: HeadSpec(v["outputs"], tuple(v.get("hidden", ())), v.get("dropout", 0.0))
+                 for k, v in d["heads"].items()}
+        options = {k: tuple(v) if isinstance(v, list) else v
+                   for k, v in d.get("trunk_options", {}).items()}
+        return cls(d["trunk"], options, heads)
+
+
+class MultiTaskModel(nn.Module):
+    """``forward(images)`` returns a dict task -> output; ``forward_features`` the trunk's
+    vector."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.trunk = build_trunk(spec.trunk, **spec.trunk_options)
+        self.heads = nn.ModuleDict({
+            task: MLPHead(self.trunk.feature_dim, h.outputs, h.hidden, h.dropout)
+            for task, h in spec.heads.items()})
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.trunk.feature_dim)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trunk.forward_features(images)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.forward_features(images)
+        return {task: head(features) for task, head in self.heads.items()}
+
+
+def build_model(spec: ModelSpec) -> MultiTaskModel:
+    """Build a model from its spec."""
+    return MultiTaskModel(spec)

@@ -1,0 +1,204 @@
+"""One training loop for any set of tasks: ``train_one_epoch`` and ``evaluate`` kept apart.
+
+Losses are masked per task (rows without a label contribute nothing), so one batch may mix
+datasets. Regression targets are divided by the top of the task's value range (age / 116)
+so that one learning rate suits every head; predictions are scaled back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from facefuse.data.loader import Batch
+from facefuse.evaluation.metrics import METRICS
+from facefuse.tasks import Task, TaskKind, get_task
+from facefuse.train.losses import LOSSES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and schedule."""
+
+    optimizer: str = "sgd"  # sgd (with momentum) or adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_decay: float = 0.95  # learning rate multiplied by this after every epoch
+    epochs: int = 10
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.lr <= 0 or self.epochs < 1 or not 0 < self.lr_decay <= 1:
+            raise ValueError("lr must be positive, epochs >= 1 and lr_decay in (0, 1]")
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                                     weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
+
+
+TaskLike = Task | str
+
+
+def as_task(task: TaskLike) -> Task:
+    """A registered task by name, or a :class:`Task` given directly (derived targets)."""
+    return task if isinstance(task, Task) else get_task(task)
+
+
+def resolve_tasks(tasks: Sequence[TaskLike] | Mapping[str, Task]) -> dict[str, Task]:
+    """Name -> Task for a list of names/tasks or a mapping."""
+    if isinstance(tasks, Mapping):
+        return dict(tasks)
+    return {as_task(t).name: as_task(t) for t in tasks}
+
+
+def regression_scale(task: TaskLike) -> float:
+    task = as_task(task)
+    return float(task.value_range[1]) if task.value_range else 1.0
+
+
+def task_loss(task: TaskLike, output: torch.Tensor, target: torch.Tensor,
+              mask: torch.Tensor) -> torch.Tensor:
+    """The task's registered loss on one batch, regression targets scaled."""
+    task = as_task(task)
+    if task.kind is TaskKind.REGRESSION:
+        target = target / regression_scale(task)
+    return LOSSES.get(task.loss)(output, target, mask)
+
+
+def decode(task: TaskLike, output: torch.Tensor) -> np.ndarray:
+    """Turn raw head outputs into predictions in label space."""
+    task = as_task(task)
+    kind = task.kind
+    out = output.detach().float().cpu()
+    if kind in (TaskKind.CLASSIFICATION, TaskKind.IDENTITY):
+        return out.argmax(dim=1).numpy()
+    if kind is TaskKind.REGRESSION:
+        return out.reshape(len(out), -1)[:, 0].numpy() * regression_scale(task)
+    if kind is TaskKind.MULTI_LABEL:
+        return (out > 0).numpy().astype(np.int8)
+    return out.reshape(len(out), -1, 2).numpy()
+
+
+def train_one_epoch(model: nn.Module, batches: Iterable[Batch],
+                    optimizer: torch.optim.Optimizer, task_weights: Mapping[str, float],
+                    tasks: Mapping[str, Task] | None = None,
+                    max_grad_norm: float | None = 10.0) -> dict[str, float]:
+    """One pass over ``batches``; returns the mean loss per task and in total.
+
+    ``task_weights`` names the tasks trained (registered names, or keys of ``tasks`` for
+    derived targets) and their loss weights.
+    """
+    defs = tasks or {}
+    model.train()
+    sums: dict[str, float] = {t: 0.0 for t in task_weights}
+    counts: dict[str, int] = {t: 0 for t in task_weights}
+    total, steps = 0.0, 0
+    for batch in batches:
+        outputs = model(batch.images)
+        loss = batch.images.new_zeros(())
+        for task, weight in task_weights.items():
+            mask = batch.masks[task]
+            if not mask.any():
+                continue
+            value = task_loss(defs.get(task, task), outputs[task], batch.labels[task], mask)
+            loss = loss + weight * value
+            sums[task] += float(value.detach()) * int(mask.sum())
+            counts[task] += int(mask.sum())
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"training loss became {float(loss)}; lower the learning "
+                                     f"rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        total += float(loss.detach())
+        steps += 1
+    out = {t: sums[t] / counts[t] for t in task_weights if counts[t]}
+    out["total"] = total / max(steps, 1)
+    return out
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[Batch],
+            tasks: Sequence[TaskLike] | Mapping[str, Task]) -> dict[str, dict[str, np.ndarray]]:
+    """Predictions and targets of labelled rows per task: ``{task: {pred, target, index}}``."""
+    defs = resolve_tasks(tasks)
+    model.eval()
+    parts: dict[str, dict[str, list]] = {t: {"pred": [], "target": [], "index": []}
+                                         for t in defs}
+    for batch in batches:
+        outputs = model(batch.images)
+        for name, task in defs.items():
+            mask = batch.masks[name].cpu().numpy()
+            if not mask.any():
+                continue
+            parts[name]["pred"].append(decode(task, outputs[name])[mask])
+            parts[name]["target"].append(batch.labels[name].cpu().numpy()[mask])
+            parts[name]["index"].append(batch.index[mask])
+    return {t: {k: np.concatenate(v) for k, v in p.items()} for t, p in parts.items()
+            if p["pred"]}
+
+
+def score(task: TaskLike, pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Every metric the task names."""
+    return {m: METRICS.get(m)(pred, target) for m in as_task(task).metrics}
+
+
+def evaluate(model: nn.Module, batches: Iterable[Batch],
+             tasks: Sequence[TaskLike] | Mapping[str, Task]) -> dict[str, dict[str, float]]:
+    """Metrics per task on the labelled rows of ``batches``."""
+    defs = resolve_tasks(tasks)
+    preds = predict(model, batches, defs)
+    return {t: score(defs[t], p["pred"], p["target"]) for t, p in preds.items()}
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, object]]
+    seconds: float
+
+
+def fit(model: nn.Module, train_batches: Iterable[Batch], cfg: OptimConfig,
+        task_weights: Mapping[str, float], val_batches: Iterable[Batch] | None = None,
+        tasks: Mapping[str, Task] | None = None,
+        on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+    """Train for ``cfg.epochs`` epochs, evaluating on ``val_batches`` after each.
+
+    ``tasks`` defines derived targets by name (registered tasks need no entry).
+    """
+    defs = {name: (tasks or {}).get(name) or get_task(name) for name in task_weights}
+    optimizer, scheduler = make_optimizer(model.parameters(), cfg)
+    history: list[dict[str, object]] = []
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        losses = train_one_epoch(model, train_batches, optimizer, task_weights, defs)
+        scheduler.step()
+        entry: dict[str, object] = {"epoch": epoch, "loss": losses,
+                                    "seconds": round(time.perf_counter() - t0, 2)}
+        if val_batches is not None:
+            entry["val"] = evaluate(model, val_batches, defs)
+        history.append(entry)
+        log.info("epoch %d: %s", epoch, entry)
+        if on_epoch is not None:
+            on_epoch(epoch, entry)
+    return FitResult(history, time.perf_counter() - start)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from facefuse.config import ConfigError, load_config, save_config, to_dict
+
+
+@dataclass(frozen=True)
+class Inner:
+    lr: float = 0.1
+    sizes: tuple[int, ...] = (1, 2)
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    seeds: tuple[int, ...] = (0,)
+    flag: bool = False
+    maybe: int | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+    inner: Inner = Inner()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_yaml_profile_and_overrides(tmp_path: Path) -> None:
+    p = write(tmp_path, "name: a\ninner: {lr: 0.5}\nprofiles:\n  quick: {inner: {sizes: [3]}}\n")
+    cfg = load_config(Outer, p, ["seeds=[1, 2]", "inner.lr=2", "maybe=7", "weights.age=0.5"],
+                      profile="quick")
+    assert cfg == Outer("a", (1, 2), False, 7, {"age": 0.5}, Inner(2.0, (3,)))
+    out = tmp_path / "resolved.yaml"
+    save_config(cfg, out)
+    assert load_config(Outer, out) == cfg
+    assert to_dict(cfg)["inner"] == {"lr": 2.0, "sizes": [3]}
+
+
+@pytest.mark.parametrize("text,override,message", [
+    ("nmae: a\n", [], "unknown key(s) ['nmae']; valid:"),
+    ("inner: {lr: fast}\n", [], "config.inner.lr: expected a number"),
+    ("flag: 1\n", [], "config.flag: expected true or false"),
+    ("seeds: 3\n", [], "config.seeds: expected a list"),
+    ("", ["inner.depth=3"], "config.inner: unknown key(s) ['depth']"),
+    ("", ["seeds"], "must look like key.sub=value"),
+    ("- a\n- b\n", [], "top level must be a mapping"),
+])
+def test_bad_configs_name_the_key(tmp_path: Path, text: str, override: list, message: str
+                                  ) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(Outer, write(tmp_path, text), override)
+    assert message in str(exc.value)
+
+
+def test_missing_file_and_profile(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Outer, tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match="profile 'fast' not in"):
+        load_config(Outer, write(tmp_path, "name: a\n"), profile="fast")
