@@ -36,7 +36,7 @@ from facefuse.features.store import FeatureSet, extract_features
 from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import Task, TaskKind, age_group, age_group_task, get_task
-from facefuse.train.loop import OptimConfig, fit
+from facefuse.train.loop import OptimConfig, fit, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,6 @@ class Target:
         k = self.n_classes or len(self.task.label_names)
         majority = np.bincount(train.astype(int), minlength=k).argmax()
         return {"uniform": 1.0 / k, "majority": float(np.mean(test == majority))}
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_tables(cfg: LiZhuConfig) -> tuple[SampleTable, list[dict]]:
@@ -300,7 +294,7 @@ def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     table, counts = load_tables(cfg)

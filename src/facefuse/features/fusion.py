@@ -72,14 +72,18 @@ class Attention(nn.Module):
         self.score = nn.Linear(width, 1)
         self.out_dim = width
 
-    def weights(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        h = torch.stack([torch.tanh(p(x)) for p, x in zip(self.proj, xs)], dim=1)
+    def projected(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        """Sources projected to the common width: (N, sources, width)."""
+        return torch.stack([torch.tanh(p(x)) for p, x in zip(self.proj, xs)], dim=1)
+
+    def weights(self, xs: list[torch.Tensor], h: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention over sources per sample: (N, sources), rows sum to 1."""
+        h = self.projected(xs) if h is None else h
         return torch.softmax(self.score(h).squeeze(-1), dim=1)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        h = torch.stack([torch.tanh(p(x)) for p, x in zip(self.proj, xs)], dim=1)
-        w = torch.softmax(self.score(h).squeeze(-1), dim=1)
-        return (h * w.unsqueeze(-1)).sum(dim=1)
+        h = self.projected(xs)
+        return (h * self.weights(xs, h).unsqueeze(-1)).sum(dim=1)
 
 
 class LowRankBilinear(nn.Module):

@@ -1,11 +1,11 @@
 """Models: trunks (image -> feature vector), heads (feature vector -> task outputs), the
 multi-task model that joins them, and checkpoints.
 
-Trunk families register themselves on import; to add one, copy ``paper_cnn.py`` and import
+Trunk families register themselves on import; to add one, copy ``compact_cnn.py`` and import
 it below.
 """
 
-from facefuse.models import paper_cnn  # noqa: F401  (registers lizhu_cnn, tiny_cnn)
+from facefuse.models import compact_cnn, paper_cnn, timm_trunks  # noqa: F401  (registers)
 from facefuse.models.multitask import ModelSpec, MultiTaskModel, build_model
 from facefuse.models.trunks import TRUNKS
 

@@ -7,17 +7,20 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from facefuse.models.heads import MLPHead
+from facefuse.models.heads import HEADS
 from facefuse.models.trunks import build_trunk
 
 
 @dataclass(frozen=True)
 class HeadSpec:
-    """One task head: output width, hidden layers, dropout."""
+    """One task head: output width, hidden layers, dropout, and the head kind (a name in
+    ``facefuse.models.heads.HEADS``) with its options."""
 
     outputs: int
     hidden: tuple[int, ...] = ()
     dropout: float = 0.0
+    kind: str = "mlp"
+    options: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,8 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
-        heads = {k: HeadSpec(v["outputs"], tuple(v.get("hidden", ())), v.get("dropout", 0.0))
+        heads = {k: HeadSpec(v["outputs"], tuple(v.get("hidden", ())), v.get("dropout", 0.0),
+                             v.get("kind", "mlp"), dict(v.get("options", {})))
                  for k, v in d["heads"].items()}
         options = {k: tuple(v) if isinstance(v, list) else v
                    for k, v in d.get("trunk_options", {}).items()}
@@ -49,7 +53,8 @@ class MultiTaskModel(nn.Module):
         self.spec = spec
         self.trunk = build_trunk(spec.trunk, **spec.trunk_options)
         self.heads = nn.ModuleDict({
-            task: MLPHead(self.trunk.feature_dim, h.outputs, h.hidden, h.dropout)
+            task: HEADS.get(h.kind)(self.trunk.feature_dim, h.outputs, h.hidden, h.dropout,
+                                    **h.options)
             for task, h in spec.heads.items()})
 
     @property

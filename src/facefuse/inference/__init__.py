@@ -1,0 +1,1 @@
+"""Inference: trained checkpoints used on face crops."""
