@@ -96,6 +96,42 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from facefuse.config import ConfigError, load_config
+    from facefuse.train.mtl import MTLConfig, train_mtl
+
+    overrides = list(args.set or [])
+    if args.output:
+        overrides.append(f"output={args.output}")
+    try:
+        cfg = load_config(MTLConfig, args.config, overrides,
+                          "quick" if args.quick else args.profile)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
+    out = train_mtl(cfg, progress=not args.quiet)
+    metrics = out / "metrics.json"
+    if metrics.is_file() and not args.quiet:
+        print(json.dumps(json.loads(metrics.read_text())["test"], indent=1))
+    print(f"model written to {out / 'final.safetensors'}")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from facefuse.inference.onnx_export import export_onnx, onnx_parity
+
+    try:
+        out = export_onnx(args.checkpoint, args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
+    parity = onnx_parity(args.checkpoint, out)
+    worst = max(parity.values())
+    print(f"{out}: max |onnxruntime - torch| = {worst:.2e} over outputs "
+          f"{', '.join(parity)}")
+    return 0 if worst < args.tolerance else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facefuse", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"facefuse {__version__}")
@@ -138,6 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--output", default=None, help="report folder (overrides 'output')")
     exp.add_argument("--quiet", action="store_true", help="no progress bar or report echo")
     exp.set_defaults(func=cmd_experiment)
+
+    train = sub.add_parser("train", help="train one multi-task model across datasets "
+                                         "(runs unchanged under torchrun)")
+    train.add_argument("config", help="YAML config (see configs/mtl_*.yaml)")
+    train.add_argument("--quick", action="store_true", help="apply the 'quick' profile")
+    train.add_argument("--profile", default=None, help="apply another named profile")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
+    train.add_argument("--output", default=None, help="run folder (overrides 'output')")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    onnx = sub.add_parser("export-onnx", help="export a checkpoint to ONNX and check it "
+                                              "against PyTorch")
+    onnx.add_argument("checkpoint", help="checkpoint (NAME.safetensors with NAME.json)")
+    onnx.add_argument("out", help="output .onnx file")
+    onnx.add_argument("--tolerance", type=float, default=1e-3,
+                      help="largest accepted difference (default 1e-3)")
+    onnx.set_defaults(func=cmd_export_onnx)
     return parser
 
 

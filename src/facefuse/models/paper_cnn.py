@@ -51,7 +51,8 @@ class LiZhuCNN(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+        if not torch.jit.is_tracing() and (x.shape[-1] != self.image_size
+                                           or x.shape[-2] != self.image_size):
             raise ValueError(f"LiZhuCNN built for {self.image_size}px input, got "
                              f"{tuple(x.shape[-2:])}")
         return self.feature(self.conv(x))

@@ -1,0 +1,402 @@
+"""One model, many datasets: multi-task training of any trunk (``facefuse train CONFIG``).
+
+Batches mix every dataset; each sample carries only its own labels and losses are masked per
+task. Datasets are drawn by sampling weights; task losses are combined by a weighting
+strategy (:mod:`facefuse.train.weighting`). Identity uses a margin head (ArcFace or
+CosFace) whose normalised feature is the identity embedding, evaluated by LFW View-2
+verification (the LFW people in View 2 are never trained on).
+
+Recipes: ``joint`` (every task from the start), ``identity_then_tasks`` (Savchenko: identity
+first for ``pretrain_epochs``, then the other tasks), ``single`` (one task).
+
+Every epoch writes ``last.safetensors/.json`` and ``state.pt`` (optimiser, scheduler,
+weighting, epoch); a rerun with the same config resumes after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from facefuse.config import save_config, to_dict
+from facefuse.data.augment import AugmentSpec
+from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
+from facefuse.data.loader import CacheLoader, identity_classes
+from facefuse.data.readers import SplitConfig, read_dataset
+from facefuse.data.readers.lfw import read_pairs
+from facefuse.data.table import SampleTable
+from facefuse.evaluation.metrics import METRICS
+from facefuse.evaluation.verification import pair_scores, verification_accuracy
+from facefuse.models.checkpoint import save_checkpoint
+from facefuse.models.margin import margin_loss
+from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
+from facefuse.tasks import TASK_ORDER, TaskKind, get_task
+from facefuse.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from facefuse.train.loop import OptimConfig, decode, make_optimizer, resolve_device, task_loss
+from facefuse.train.weighting import WEIGHTINGS
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("joint", "identity_then_tasks", "single")
+IDENTITY_HEADS = ("arcface", "cosface", "softmax")
+
+
+@dataclass(frozen=True)
+class MTLConfig:
+    kind: str = "mtl"
+    output: str = "runs/mtl"
+    cache_dir: str = ".facefuse-cache"
+    data_root: str = "../shared/data"
+    device: str = "auto"
+    workers: int | None = None
+    seed: int = 0
+    trunk: str = "mobilenetv3_large_100"
+    trunk_options: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 112
+    tasks: tuple[str, ...] = ("identity", "age", "gender", "race", "emotion", "attributes",
+                              "landmarks")
+    datasets: tuple[str, ...] = ("utkface", "fer2013", "celeba", "lfw", "300w")
+    sampling: dict[str, float] = field(default_factory=dict)
+    epoch_size: int | None = None
+    limit_per_dataset: int | None = None
+    task_weights: dict[str, float] = field(default_factory=dict)
+    weighting: str = "static"
+    identity_head: str = "arcface"
+    identity_embedding: int = 128
+    recipe: str = "joint"
+    pretrain_epochs: int = 0
+    optim: OptimConfig = OptimConfig(optimizer="adamw", lr=2e-3, weight_decay=5e-5,
+                                     lr_decay=0.9, epochs=10)
+    batch_size: int = 256
+    augment: bool = True
+    grayscale: float = 0.1  # drop colour sometimes, so grayscale FER and colour data agree
+    center_crop: dict[str, float] = field(default_factory=lambda: {"celeba": 0.6})
+    channels_last: bool = True
+    bf16: bool = True  # autocast on CUDA
+
+    def __post_init__(self) -> None:
+        for t in self.tasks:
+            if t not in TASK_ORDER:
+                raise ValueError(f"unknown task {t!r}; valid: {', '.join(TASK_ORDER)}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.recipe == "single" and len(self.tasks) != 1:
+            raise ValueError("recipe 'single' trains exactly one task")
+        if self.recipe == "identity_then_tasks" and (
+                "identity" not in self.tasks or not 0 < self.pretrain_epochs
+                < self.optim.epochs):
+            raise ValueError("identity_then_tasks needs the identity task and "
+                             "0 < pretrain_epochs < optim.epochs")
+        if self.identity_head not in IDENTITY_HEADS:
+            raise ValueError(f"identity_head must be one of {IDENTITY_HEADS}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; valid: "
+                             f"{', '.join(WEIGHTINGS.names())}")
+        unknown = set(self.sampling) - set(self.datasets)
+        if unknown:
+            raise ValueError(f"sampling weights for datasets not used: {sorted(unknown)}")
+
+
+def load_data(cfg: MTLConfig) -> tuple[SampleTable, list[dict]]:
+    tables, counts = [], []
+    for name in cfg.datasets:
+        r = read_dataset(name, cfg.data_root, SplitConfig(seed=cfg.seed))
+        t = r.table
+        if cfg.limit_per_dataset is not None:
+            keep = []
+            rng = np.random.default_rng(cfg.seed)
+            for s in ("train", "val", "test"):
+                rows = np.flatnonzero(t.split == s)
+                cap = cfg.limit_per_dataset if s == "train" else max(cfg.limit_per_dataset // 4,
+                                                                      1)
+                keep.append(np.sort(rng.permutation(rows)[:cap]))
+            if name == "lfw":  # the verification benchmark needs every image a pair names
+                keep.append(np.flatnonzero(t.fold >= 0))
+            t = t.select(np.unique(np.concatenate(keep)))
+        tables.append(t)
+        counts.append({"dataset": name, "images": len(t), "skipped": len(r.skipped)})
+    return SampleTable.concat(tables), counts
+
+
+def sampling_probabilities(table: SampleTable, rows: np.ndarray,
+                           weights: dict[str, float]) -> np.ndarray | None:
+    """Per-row probabilities giving each dataset a share of draws proportional to its
+    weight (unlisted datasets: weight 1); None when no weights are set (uniform rows)."""
+    if not weights:
+        return None
+    ds = table.dataset[rows]
+    p = np.zeros(len(rows))
+    for name in np.unique(ds):
+        members = ds == name
+        p[members] = weights.get(str(name), 1.0) / members.sum()
+    return p / p.sum()
+
+
+def model_spec(cfg: MTLConfig, n_identities: int) -> ModelSpec:
+    heads: dict[str, HeadSpec] = {}
+    for t in cfg.tasks:
+        task = get_task(t)
+        if task.kind is TaskKind.IDENTITY:
+            if cfg.identity_head == "softmax":
+                heads[t] = HeadSpec(n_identities, (cfg.identity_embedding,))
+            else:
+                heads[t] = HeadSpec(n_identities, (), 0.0, "cosine",
+                                    {"embedding": cfg.identity_embedding, "scale": 30.0})
+        elif task.kind is TaskKind.LANDMARKS:
+            heads[t] = HeadSpec(task.num_outputs, (256,))
+        else:
+            heads[t] = HeadSpec(task.num_outputs)
+    return ModelSpec(cfg.trunk, {"image_size": cfg.image_size, **cfg.trunk_options}, heads)
+
+
+def identity_embedding(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The identity embedding (normalised) of a multi-task model with an identity head."""
+    m = model.module if hasattr(model, "module") else model
+    head = m.heads["identity"]
+    feats = m.forward_features(images)
+    if hasattr(head, "embedding"):
+        return head.embedding(feats)
+    return nn.functional.normalize(head.net[:-1](feats), dim=1)
+
+
+class MTLTrainer:
+    """Owns data, model, optimiser and state for one run."""
+
+    def __init__(self, cfg: MTLConfig, progress: bool = False) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.out = Path(cfg.output)
+        self.progress = progress and self.dist.is_main
+        torch.manual_seed(cfg.seed)
+        table, self.counts = load_data(cfg)
+        spec = CacheSpec(size=cfg.image_size, center_crop=cfg.center_crop)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+            build_cache(table, cfg.cache_dir, spec, name="mtl", workers=cfg.workers,
+                        progress=self.progress)
+        barrier(self.dist)
+        self.cache: TrainingCache = build_cache(table, cfg.cache_dir, spec, name="mtl")
+        train_rows = self.cache.rows("train")
+        self.identities = identity_classes(self.cache, train_rows) if "identity" in cfg.tasks \
+            else {}
+        self.model = build_model(model_spec(cfg, max(len(self.identities), 1))).to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.weighting = WEIGHTINGS.get(cfg.weighting)(list(cfg.tasks),
+                                                       cfg.task_weights).to(self.device)
+        params = list(self.model.parameters()) + list(self.weighting.parameters())
+        self.optimizer, self.scheduler = make_optimizer(params, cfg.optim)
+        self.losses = {t: self._loss_fn(t) for t in cfg.tasks}
+        self.train_rows = train_rows
+        self.start_epoch = 1
+        self.history: list[dict[str, Any]] = []
+        self._resume()
+        self.ddp_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None, find_unused_parameters=True)
+
+    def _loss_fn(self, task: str):
+        if task == "identity" and self.cfg.identity_head != "softmax":
+            return margin_loss(self.cfg.identity_head, scale=30.0)
+        return lambda out, y, m: task_loss(task, out, y, m)
+
+    # -- state ----------------------------------------------------------------------------
+    def _state_file(self) -> Path:
+        return self.out / "state.pt"
+
+    def _resume(self) -> None:
+        state_file = self._state_file()
+        if not state_file.is_file():
+            return
+        state = torch.load(state_file, map_location=self.device, weights_only=True)
+        if state.get("config") != json.dumps(to_dict(self.cfg), sort_keys=True):
+            raise ValueError(f"{state_file} belongs to a run with another config; use another "
+                             f"output folder or delete it")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.history = json.loads(state["history"])
+        self.start_epoch = int(state["epoch"]) + 1
+        log.info("resuming after epoch %d", state["epoch"])
+
+    def _save(self, epoch: int) -> None:
+        if not self.dist.is_main:
+            return
+        tmp = self._state_file().with_suffix(".tmp")
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(),
+                    "weighting": self.weighting.state_dict(), "epoch": epoch,
+                    "history": json.dumps(self.history),
+                    "config": json.dumps(to_dict(self.cfg), sort_keys=True)}, tmp)
+        tmp.replace(self._state_file())
+        self._checkpoint("last")
+
+    def _checkpoint(self, name: str) -> None:
+        labels = {t: list(get_task(t).label_names) for t in self.cfg.tasks if t != "identity"}
+        save_checkpoint(self.model, self.out / name, tasks=labels,
+                        identity_classes=len(self.identities), input_size=self.cfg.image_size,
+                        normalisation={"mean": [0.485, 0.456, 0.406],
+                                       "std": [0.229, 0.224, 0.225]},
+                        crop={"center_crop": self.cfg.center_crop},
+                        training_data=self.counts, recipe=self.cfg.recipe,
+                        epochs=len(self.history))
+
+    # -- training -------------------------------------------------------------------------
+    def active_tasks(self, epoch: int) -> list[str]:
+        if self.cfg.recipe == "identity_then_tasks":
+            if epoch <= self.cfg.pretrain_epochs:
+                return ["identity"]
+            return [t for t in self.cfg.tasks if t != "identity"]
+        return list(self.cfg.tasks)
+
+    def _loader(self, epoch: int) -> CacheLoader:
+        cfg = self.cfg
+        rows = self.train_rows
+        present = np.zeros(len(self.cache), dtype=bool)
+        for t in self.active_tasks(epoch):
+            present |= self.cache.table.present(t)
+        rows = rows[present[rows]]
+        probs = sampling_probabilities(self.cache.table, rows, cfg.sampling)
+        if probs is not None:
+            size = cfg.epoch_size or len(rows)
+            rng = np.random.default_rng([cfg.seed, epoch])
+            rows = rng.choice(rows, size=size, replace=True, p=probs)
+        else:
+            rows = np.random.default_rng([cfg.seed, epoch]).permutation(rows)
+        if self.dist.enabled:  # the same global order on every rank; each takes its share
+            per_rank = len(rows) // self.dist.world_size
+            rows = rows[self.dist.rank * per_rank:(self.dist.rank + 1) * per_rank]
+        augment = AugmentSpec(grayscale=cfg.grayscale) if cfg.augment else None
+        return CacheLoader(self.cache, rows, cfg.batch_size, shuffle=False, seed=cfg.seed + epoch,
+                           device=self.device, augment=augment, tasks=cfg.tasks,
+                           identities=self.identities, drop_last=True,
+                           channels_last=cfg.channels_last and self.device.type == "cuda")
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.ddp_model.train()
+        active = self.active_tasks(epoch)
+        sums = {t: 0.0 for t in active}
+        counts = {t: 0 for t in active}
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                                  enabled=self.cfg.bf16 and self.device.type == "cuda")
+        steps = 0
+        for batch in self._loader(epoch):
+            with autocast:
+                out = self.ddp_model(batch.images)
+            losses = {}
+            for t in active:
+                mask = batch.masks[t]
+                losses[t] = self.losses[t](out[t].float(), batch.labels[t], mask)
+                n = int(mask.sum())
+                sums[t] += float(losses[t].detach()) * n
+                counts[t] += n
+            loss = self.weighting.combine(losses)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+            self.optimizer.step()
+            steps += 1
+        self.scheduler.step()
+        means = {t: sums[t] / counts[t] for t in active if counts[t]}
+        self.weighting.end_epoch(means)
+        return {**means, "steps": steps}
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, dict[str, float]]:
+        """Metrics per task on ``split``; identity by LFW View-2 verification (test) or
+        closed-set accuracy (val)."""
+        self.model.eval()
+        results: dict[str, dict[str, float]] = {}
+        rows = self.cache.rows(split)
+        loader = CacheLoader(self.cache, rows, 512, shuffle=False, device=self.device,
+                             tasks=self.cfg.tasks, identities=self.identities)
+        preds: dict[str, list] = {t: [] for t in self.cfg.tasks}
+        targets: dict[str, list] = {t: [] for t in self.cfg.tasks}
+        for batch in loader:
+            out = self.model(batch.images)
+            for t in self.cfg.tasks:
+                m = batch.masks[t].cpu().numpy()
+                if m.any():
+                    preds[t].append(decode(t, out[t])[m])
+                    targets[t].append(batch.labels[t].cpu().numpy()[m])
+        for t in self.cfg.tasks:
+            if preds[t]:
+                p, y = np.concatenate(preds[t]), np.concatenate(targets[t])
+                results[t] = {k: METRICS.get(k)(p, y) for k in get_task(t).metrics}
+        if "identity" in self.cfg.tasks and split == "test":
+            results["identity"] = self.lfw_verification()
+        return results
+
+    @torch.no_grad()
+    def lfw_verification(self) -> dict[str, float]:
+        table = self.cache.table
+        lfw_rows = np.flatnonzero(self.cache.valid & (table.dataset == "lfw") & (table.fold >= 0))
+        if not len(lfw_rows):
+            return {}
+        loader = CacheLoader(self.cache, lfw_rows, 512, shuffle=False, device=self.device,
+                             labels={})
+        emb: dict[str, np.ndarray] = {}
+        for batch in loader:
+            vectors = identity_embedding(self.model, batch.images).float().cpu().numpy()
+            emb.update(zip(table.image[batch.index].tolist(), vectors))
+        lfw_root = Path(table.image[lfw_rows[0]]).parents[2]
+        pairs = [p for p in read_pairs(lfw_root / "pairs.txt", lfw_root / "lfw")
+                 if p.image_a in emb and p.image_b in emb]
+        if not pairs:
+            return {}
+        r = verification_accuracy(*pair_scores(pairs, emb))
+        return {"lfw_verification_accuracy": r.accuracy, "lfw_verification_std": r.std,
+                "pairs": float(r.pairs)}
+
+    def run(self) -> Path:
+        from tqdm.auto import tqdm
+
+        epochs = range(self.start_epoch, self.cfg.optim.epochs + 1)
+        for epoch in tqdm(epochs, desc="epochs", disable=not self.progress):
+            t0 = time.perf_counter()
+            losses = self.train_epoch(epoch)
+            seconds = time.perf_counter() - t0
+            entry = {"epoch": epoch, "tasks": self.active_tasks(epoch), "loss": losses,
+                     "world_size": self.dist.world_size,
+                     "seconds": round(seconds, 2),
+                     "images_per_second": round(losses["steps"] * self.cfg.batch_size
+                                                * self.dist.world_size / max(seconds, 1e-9), 1),
+                     "weights": self.weighting.current()}
+            if self.dist.is_main:
+                entry["val"] = self.evaluate("val")
+            self.history.append(entry)
+            log.info("epoch %d: %s", epoch, entry)
+            self._save(epoch)
+            barrier(self.dist)
+        checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
+        log.info("rank %d of %d: parameter checksum %.10e", self.dist.rank,
+                 self.dist.world_size, checksum)
+        if self.dist.is_main:
+            test = self.evaluate("test")
+            self._checkpoint("final")
+            (self.out / "metrics.json").write_text(json.dumps(
+                {"test": test, "history": self.history, "data": self.counts,
+                 "identity_classes": len(self.identities)}, indent=1))
+        barrier(self.dist)
+        shutdown(self.dist)
+        return self.out
+
+
+def train_mtl(cfg: MTLConfig, progress: bool = False) -> Path:
+    """Train (or resume) one multi-task model; returns the run folder."""
+    return MTLTrainer(cfg, progress).run()

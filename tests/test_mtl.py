@@ -1,0 +1,178 @@
+"""Multi-task training across heterogeneous datasets, on tiny fake data."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import facefuse.train.mtl as mtl
+from facefuse.cli import main
+from facefuse.config import load_config
+from facefuse.data.readers import find_datasets, read_dataset
+from facefuse.data.table import SampleTable
+from facefuse.models.margin import margin_loss
+from facefuse.train.mtl import MTLConfig, sampling_probabilities
+from facefuse.train.weighting import WEIGHTINGS
+
+
+def write_config(tmp: Path, data: Path, extra: str = "") -> Path:
+    cfg = tmp / "mtl.yaml"
+    cfg.write_text(f"""kind: mtl
+output: {tmp / 'run'}
+cache_dir: {tmp / 'cache'}
+data_root: {data}
+device: cpu
+workers: 1
+trunk: tiny_cnn
+image_size: 32
+sampling: {{utkface: 2.0, fer2013: 1.0, celeba: 1.0, lfw: 1.0, 300w: 1.0}}
+epoch_size: 96
+identity_embedding: 8
+optim: {{epochs: 2}}
+batch_size: 16
+{extra}""")
+    return cfg
+
+
+def test_sampling_weights_set_dataset_shares(fake_root: Path) -> None:
+    t = SampleTable.concat([read_dataset(n, loc).table for n, loc in find_datasets(fake_root)])
+    rows = np.arange(len(t))
+    p = sampling_probabilities(t, rows, {"utkface": 3.0, "fer2013": 1.0})
+    share = {d: p[t.dataset == d].sum() for d in t.datasets()}
+    assert share["utkface"] == pytest.approx(3 * share["fer2013"])
+    assert share["celeba"] == pytest.approx(share["fer2013"])  # unlisted: weight 1
+    assert sampling_probabilities(t, rows, {}) is None
+
+
+def test_weighting_strategies_combine_losses() -> None:
+    losses = {"age": torch.tensor(2.0), "gender": torch.tensor(1.0)}
+    static = WEIGHTINGS.get("static")(["age", "gender"], {"age": 0.5})
+    assert static.combine(losses).item() == pytest.approx(2.0)
+    unc = WEIGHTINGS.get("uncertainty")(["age", "gender"])
+    assert unc.combine(losses).item() == pytest.approx(3.0)  # s = 0: plain sum
+    assert len(list(unc.parameters())) == 2
+    dwa = WEIGHTINGS.get("dwa")(["age", "gender"], temperature=1.0)
+    dwa.end_epoch({"age": 1.0, "gender": 1.0})
+    dwa.end_epoch({"age": 2.0, "gender": 1.0})  # age got worse: more weight
+    w = dwa.current()
+    assert w["age"] > w["gender"] and w["age"] + w["gender"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="not trained"):
+        WEIGHTINGS.get("static")(["age"], {"gender": 1.0})
+
+
+def test_margin_losses_exceed_plain_softmax() -> None:
+    logits = torch.tensor([[20.0, 5.0, 0.0], [3.0, 15.0, 1.0]])
+    y = torch.tensor([0, 1])
+    mask = torch.tensor([True, True])
+    plain = torch.nn.functional.cross_entropy(logits, y)
+    for kind in ("arcface", "cosface"):
+        assert margin_loss(kind)(logits, y, mask) > plain
+    assert margin_loss("arcface")(logits, y, torch.tensor([False, False])).item() == 0.0
+    with pytest.raises(ValueError, match="margin type"):
+        margin_loss("sphereface")
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="exactly one task"):
+        MTLConfig(recipe="single")
+    with pytest.raises(ValueError, match="pretrain_epochs"):
+        MTLConfig(recipe="identity_then_tasks", pretrain_epochs=0)
+    with pytest.raises(ValueError, match="unknown task 'beauty'"):
+        MTLConfig(tasks=("beauty",))
+    with pytest.raises(ValueError, match="not used"):
+        MTLConfig(sampling={"imagenet": 1.0})
+
+
+def test_mixed_batches_train_every_task_and_report(fake_root: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, fake_root)
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    first = metrics["history"][0]
+    assert set(first["loss"]) - {"steps"} == {"identity", "age", "gender", "race", "emotion",
+                                              "attributes", "landmarks"}
+    assert first["loss"]["steps"] == 6
+    assert {"age", "gender", "emotion", "attributes", "landmarks"} <= set(metrics["test"])
+    assert "lfw_verification_accuracy" in metrics["test"]["identity"]
+    for name in ("final.safetensors", "final.json", "last.safetensors", "state.pt",
+                 "config.yaml"):
+        assert (run / name).is_file()
+
+
+def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path: Path,
+                                                       monkeypatch) -> None:
+    cfg = write_config(tmp_path, fake_root, "tasks: [age, gender, emotion]\n")
+    real = mtl.MTLTrainer.train_epoch
+    calls = []
+
+    def crash_in_epoch_2(self, epoch):
+        calls.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(mtl.MTLTrainer, "train_epoch", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", str(cfg), "--quiet"])
+    monkeypatch.setattr(mtl.MTLTrainer, "train_epoch", lambda self, e: (calls.append(e),
+                                                                         real(self, e))[1])
+    calls.clear()
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    assert calls == [2]  # epoch 1 came from the saved state
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    other = write_config(tmp_path, fake_root, "tasks: [age]\n")
+    with pytest.raises(ValueError, match="another config"):
+        main(["train", str(other), "--quiet"])
+
+
+def test_ddp_two_cpu_processes_agree_and_rank0_writes(fake_root: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, fake_root, "tasks: [age, gender, attributes]\n")
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "facefuse.cli", "-v", "train", str(cfg), "--quiet"],
+        capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sums = dict(re.findall(r"rank (\d) of 2: parameter checksum (\S+)", proc.stderr))
+    assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["config.yaml", "final.json", "final.safetensors", "last.json", "last.safetensors",
+         "metrics.json", "state.pt"])
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert history[0]["world_size"] == 2
+    assert history[0]["loss"]["steps"] == 3  # 96 draws / 2 ranks / batch 16
+
+
+def test_onnx_export_matches_pytorch(fake_root: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("onnxruntime")
+    from facefuse.inference.onnx_export import onnx_parity
+
+    cfg = write_config(tmp_path, fake_root, "tasks: [gender, age, landmarks]\n"
+                                            "optim: {epochs: 1}\n")
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    ckpt = tmp_path / "run" / "final"
+    assert main(["export-onnx", str(ckpt), str(tmp_path / "m.onnx")]) == 0
+    assert "max |onnxruntime - torch|" in capsys.readouterr().out
+    diffs = onnx_parity(ckpt, tmp_path / "m.onnx", batch=3)
+    assert set(diffs) == {"features", "gender", "age", "landmarks"}
+    assert max(diffs.values()) < 1e-4
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["onnx_outputs"] == ["features", "gender", "age", "landmarks"]
+    assert main(["export-onnx", str(tmp_path / "missing"), str(tmp_path / "x.onnx")]) == 2
+
+
+def test_shipped_mtl_configs_load() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("mtl_mobilenet", "mtl_efficientnet", "mtl_rexnet"):
+        for profile in (None, "quick"):
+            cfg = load_config(MTLConfig, root / f"{name}.yaml", profile=profile)
+            assert cfg.tasks[0] == "identity"
