@@ -145,14 +145,14 @@ def test_dynamic_weights_move_and_static_stay(ablation: Path) -> None:
 def test_checkpoint_loads_as_attribute_and_landmark_model(ablation: Path) -> None:
     model = AttributeLandmarkModel.from_checkpoint(ablation / "runs" / "full-seed0" / "model")
     faces = [np.full((40, 30, 3), 128, np.uint8), np.zeros((20, 20, 3), np.uint8)]
-    preds = model.predict(faces)
+    preds = model.predict_attributes(faces)
     assert len(preds) == 2 and set(preds[0].attributes) == set(CELEBA_ATTRIBUTES)
     assert preds[0].landmarks.shape == (68, 2)
     assert all(0 <= s <= 1 for s in preds[0].scores.values())
     assert preds[0].to_dict()["landmarks"] is not None
     no_lm = AttributeLandmarkModel.from_checkpoint(
         ablation / "runs" / "no_landmarks-seed0" / "model")
-    assert no_lm.predict(faces[:1])[0].landmarks is None
-    assert model.predict([]) == []
+    assert no_lm.predict_attributes(faces[:1])[0].landmarks is None
+    assert model.predict_attributes([]) == []
     with pytest.raises(ValueError, match="HxWx3 uint8"):
-        model.predict([np.zeros((10, 10), np.uint8)])
+        model.predict_attributes([np.zeros((10, 10), np.uint8)])

@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--tolerance", type=float, default=1e-3,
                       help="largest accepted difference (default 1e-3)")
     onnx.set_defaults(func=cmd_export_onnx)
+
+    from facefuse.cli_video import add_video_parser
+
+    add_video_parser(sub)
     return parser
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from facefuse.inference.face_model import FaceModel
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint
 
 
@@ -30,27 +30,20 @@ class AttributePrediction:
                 "landmarks": None if self.landmarks is None else self.landmarks.tolist()}
 
 
-class AttributeLandmarkModel:
+class AttributeLandmarkModel(FaceModel):
     """Predicts the attributes (with the checkpoint's thresholds) and, if the checkpoint
     has a landmark head, the 68 landmarks in the crop's pixel coordinates."""
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> None:
-        meta = checkpoint.meta
         if "attributes" not in checkpoint.model.heads:
             raise ValueError("this checkpoint has no attribute head")
-        self.model = checkpoint.model.to(device).eval()
-        self.device = torch.device(device)
-        self.names: list[str] = list(meta["tasks"]["attributes"])
-        self.thresholds = np.asarray(meta.get("thresholds", [0.5] * len(self.names)),
+        super().__init__(checkpoint, device)
+        self.names: list[str] = list(self.meta["tasks"]["attributes"])
+        self.thresholds = np.asarray(self.meta.get("thresholds", [0.5] * len(self.names)),
                                      dtype=np.float32)
         if len(self.thresholds) != len(self.names):
             raise ValueError(f"checkpoint has {len(self.thresholds)} thresholds for "
                              f"{len(self.names)} attributes")
-        self.size = int(meta["input_size"])
-        norm = meta.get("normalisation", {"mean": [0.485, 0.456, 0.406],
-                                          "std": [0.229, 0.224, 0.225]})
-        self.mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
-        self.std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
         self.has_landmarks = "landmarks" in self.model.heads
 
     @classmethod
@@ -58,24 +51,11 @@ class AttributeLandmarkModel:
                         ) -> AttributeLandmarkModel:
         return cls(load_checkpoint(path, device), device)
 
-    def _batch(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
-        arrays = []
-        for i, face in enumerate(faces):
-            face = np.asarray(face)
-            if face.ndim != 3 or face.shape[2] != 3 or face.dtype != np.uint8:
-                raise ValueError(f"face {i}: expected an HxWx3 uint8 RGB array, got "
-                                 f"{face.shape} {face.dtype}")
-            arrays.append(np.asarray(Image.fromarray(face).resize((self.size, self.size),
-                                                                  Image.BILINEAR)))
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-        return ((x - self.mean) / self.std).to(self.device)
-
-    @torch.no_grad()
-    def predict(self, faces: Sequence[np.ndarray]) -> list[AttributePrediction]:
+    def predict_attributes(self, faces: Sequence[np.ndarray]) -> list[AttributePrediction]:
         """Predict for face crops (HxWx3 uint8 RGB, any size), batched."""
         if len(faces) == 0:
             return []
-        out = self.model(self._batch(faces))
+        _, out = self.raw(faces)
         probs = torch.sigmoid(out["attributes"].float()).cpu().numpy()
         points = out["landmarks"].float().cpu().numpy().reshape(len(faces), -1, 2) \
             if self.has_landmarks else None

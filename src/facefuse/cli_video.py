@@ -1,0 +1,143 @@
+"""``facefuse video``: analyze videos (per-track results over time), fit and apply a
+clip-level classifier on frame-embedding statistics."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+
+def _model_and_detector(args: argparse.Namespace):
+    from facefuse.inference.detection import build_detector
+    from facefuse.inference.face_model import FaceModel
+
+    return FaceModel.from_checkpoint(args.model), build_detector(args.detector)
+
+
+def _clip_features(paths: list[str], args: argparse.Namespace) -> tuple[list, list]:
+    from tqdm.auto import tqdm
+
+    from facefuse.inference.video import VideoError, analyze_video
+
+    model, detector = _model_and_detector(args)
+    feats, notes = [], []
+    for p in tqdm(paths, desc="clips", unit="clip", disable=args.quiet):
+        try:
+            r = analyze_video(p, model, detector, fps=args.fps, margin=args.margin)
+        except VideoError as exc:
+            r = None
+            notes.append(str(exc))
+        if r is not None and r.clip_feature is None:
+            notes.append(f"{p}: {r.note}")
+        feats.append(None if r is None else r.clip_feature)
+    return feats, notes
+
+
+def cmd_video_analyze(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from facefuse.inference.video import VideoError, analyze_video
+
+    model, detector = _model_and_detector(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for video in args.videos:
+        stem = Path(video).stem
+        bar = tqdm(desc=stem, unit="frame", disable=args.quiet)
+        try:
+            with (out / f"{stem}.frames.jsonl").open("w") as records:
+                result = analyze_video(video, model, detector, fps=args.fps,
+                                       margin=args.margin, records=records,
+                                       on_frame=lambda _: bar.update(1))
+        except VideoError as exc:
+            print(f"facefuse: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        finally:
+            bar.close()
+        (out / f"{stem}.tracks.json").write_text(json.dumps(result.to_dict(), indent=1))
+        with (out / f"{stem}.tracks.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["track", "frames", "start_s", "end_s", "labels"])
+            for t in result.tracks:
+                w.writerow([t["track"], t["frames"], t["start_s"], t["end_s"],
+                            json.dumps(t["labels"])])
+        print(f"{video}: {result.frames_sampled} frames sampled, {result.faces} faces, "
+              f"{len(result.tracks)} tracks{'; ' + result.note if result.note else ''}")
+    return 1 if failures else 0
+
+
+def cmd_video_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from facefuse.inference.clips import ClipClassifier, read_clip_manifest
+
+    try:
+        rows = read_clip_manifest(args.manifest)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
+    feats, notes = _clip_features([r["video"] for r in rows], args)
+    for n in notes:
+        print(f"skipped: {n}", file=sys.stderr)
+    usable = [(f, r) for f, r in zip(feats, rows) if f is not None]
+    train = [(f, r) for f, r in usable if r["split"] != "test"]
+    test = [(f, r) for f, r in usable if r["split"] == "test"]
+    if not train:
+        print("facefuse: no clip with a face to train on", file=sys.stderr)
+        return 1
+    clf = ClipClassifier.fit(np.stack([f for f, _ in train]), [r["label"] for _, r in train])
+    clf.save(args.out)
+    print(f"clip classifier ({len(train)} clips, classes {clf.classes}) written to {args.out}")
+    if test:
+        pred = clf.predict(np.stack([f for f, _ in test]))
+        acc = float(np.mean([p == r["label"] for p, (_, r) in zip(pred, test)]))
+        print(f"test clips: {len(test)}, accuracy {100 * acc:.1f} %")
+    return 0
+
+
+def cmd_video_predict(args: argparse.Namespace) -> int:
+    from facefuse.inference.clips import ClipClassifier
+
+    clf = ClipClassifier.load(args.classifier)
+    feats, notes = _clip_features(args.videos, args)
+    for video, f in zip(args.videos, feats):
+        if f is None:
+            print(json.dumps({"video": video, "label": None, "note": "no face or no frames"}))
+            continue
+        p = clf.predict_proba(f[None])[0]
+        print(json.dumps({"video": video, "label": clf.classes[int(p.argmax())],
+                          "probabilities": dict(zip(clf.classes, p.round(4).tolist()))}))
+    return 0
+
+
+def add_video_parser(sub: argparse._SubParsersAction) -> None:
+    video = sub.add_parser("video", help="analyze videos; clip-level classification")
+    vsub = video.add_subparsers(dest="video_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True, help="checkpoint (NAME.safetensors/.json)")
+        p.add_argument("--detector", default="haar", help="face detector (haar, full_frame)")
+        p.add_argument("--fps", type=float, default=5.0, help="frames sampled per second")
+        p.add_argument("--margin", type=float, default=0.25, help="crop margin around a box")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    a = vsub.add_parser("analyze", help="per-track results over time (JSON lines + CSV)")
+    a.add_argument("videos", nargs="+")
+    a.add_argument("--out", default="video_results", help="output folder")
+    common(a)
+    a.set_defaults(func=cmd_video_analyze)
+    f = vsub.add_parser("fit", help="train a clip classifier from a manifest video,label[,split]")
+    f.add_argument("manifest")
+    f.add_argument("--out", default="clip_classifier.json")
+    common(f)
+    f.set_defaults(func=cmd_video_fit)
+    p = vsub.add_parser("predict", help="classify clips with a fitted clip classifier")
+    p.add_argument("videos", nargs="+")
+    p.add_argument("--classifier", required=True)
+    common(p)
+    p.set_defaults(func=cmd_video_predict)

@@ -1,0 +1,81 @@
+"""Clip-level classification from frame-embedding statistics (Savchenko): the clip's vector
+is [mean, std, min, max] of its main face track's embeddings, fed to a linear classifier
+(logistic regression on standardised features). Labels come from a manifest
+``video,label[,split]``. The classifier is saved as JSON (no pickles)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def read_clip_manifest(path: str | Path) -> list[dict[str, str]]:
+    """Rows of ``video,label[,split]``; video paths resolve against the manifest's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"clip manifest {path} does not exist")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"video", "label"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{path}: needs 'video' and 'label' columns, found "
+                             f"{reader.fieldnames}")
+        rows = []
+        for lineno, row in enumerate(reader, start=2):
+            if not row["video"] or not row["label"]:
+                raise ValueError(f"{path}:{lineno}: empty video or label")
+            rows.append({"video": str((path.parent / row["video"]).resolve()),
+                         "label": row["label"].strip(),
+                         "split": (row.get("split") or "").strip()})
+    if not rows:
+        raise ValueError(f"{path}: no clips listed")
+    return rows
+
+
+@dataclass
+class ClipClassifier:
+    classes: list[str]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: list[str], c: float = 1.0, seed: int = 0
+            ) -> ClipClassifier:
+        from sklearn.linear_model import LogisticRegression
+
+        x = np.asarray(features, dtype=np.float64)
+        if len(set(labels)) < 2:
+            raise ValueError("a clip classifier needs at least two labels")
+        mean, scale = x.mean(0), x.std(0) + 1e-6
+        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        clf.fit((x - mean) / scale, labels)
+        coef = clf.coef_ if len(clf.classes_) > 2 else np.vstack([-clf.coef_, clf.coef_])
+        intercept = clf.intercept_ if len(clf.classes_) > 2 else np.array(
+            [-clf.intercept_[0], clf.intercept_[0]])
+        return cls([str(c) for c in clf.classes_], mean, scale, coef, intercept)
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        z = ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.coef.T \
+            + self.intercept
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, features: np.ndarray) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(features).argmax(1)]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({
+            "classes": self.classes, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(), "intercept": self.intercept.tolist()}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClipClassifier:
+        d = json.loads(Path(path).read_text())
+        return cls(d["classes"], np.asarray(d["mean"]), np.asarray(d["scale"]),
+                   np.asarray(d["coef"]), np.asarray(d["intercept"]))

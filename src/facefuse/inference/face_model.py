@@ -1,0 +1,124 @@
+"""Any facefuse checkpoint used on face crops: preprocessing from its metadata, every head
+decoded into named predictions, the trunk vector and the identity embedding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facefuse.models.checkpoint import Checkpoint, load_checkpoint
+from facefuse.tasks import TASK_ORDER, TaskKind, get_task
+from facefuse.train.loop import regression_scale
+
+IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+class FaceModel:
+    """Runs a multi-task checkpoint on HxWx3 uint8 RGB face crops of any size."""
+
+    def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> None:
+        self.meta = checkpoint.meta
+        self.model = checkpoint.model.to(device).eval()
+        self.device = torch.device(device)
+        self.size = int(self.meta.get("input_size") or self.model.trunk.image_size)
+        norm = self.meta.get("normalisation") or IMAGENET_NORM
+        self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        self.tasks = [t for t in self.model.heads if t in TASK_ORDER]
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu"
+                        ) -> FaceModel:
+        return cls(load_checkpoint(path, device), device)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.feature_dim
+
+    def preprocess(self, faces: Sequence[np.ndarray]) -> torch.Tensor:
+        arrays = []
+        for i, face in enumerate(faces):
+            face = np.asarray(face)
+            if face.ndim != 3 or face.shape[2] != 3 or face.dtype != np.uint8:
+                raise ValueError(f"face {i}: expected an HxWx3 uint8 RGB array, got "
+                                 f"{face.shape} {face.dtype}")
+            if face.shape[:2] != (self.size, self.size):
+                face = np.asarray(Image.fromarray(face).resize((self.size, self.size),
+                                                               Image.BILINEAR))
+            arrays.append(face)
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+        return ((x - self.mean) / self.std).to(self.device)
+
+    @torch.no_grad()
+    def raw(self, faces: Sequence[np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Trunk features and raw head outputs for a batch of crops."""
+        x = self.preprocess(faces)
+        features = self.model.forward_features(x)
+        return features, {t: head(features) for t, head in self.model.heads.items()}
+
+    def features(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """The trunk's feature vector per crop, (N, feature_dim)."""
+        if len(faces) == 0:
+            return np.zeros((0, self.feature_dim), np.float32)
+        return self.raw(faces)[0].float().cpu().numpy()
+
+    def predict(self, faces: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """Every head decoded per crop: class label and probabilities, age in years,
+        attributes as booleans (the checkpoint's thresholds, else 0.5), landmarks in the
+        crop's pixels, the identity embedding (unit length)."""
+        if len(faces) == 0:
+            return []
+        features, outputs = self.raw(faces)
+        out: list[dict[str, Any]] = [{} for _ in faces]
+        for t in self.tasks:
+            task = get_task(t)
+            o = outputs[t].float().cpu()
+            if task.kind is TaskKind.CLASSIFICATION:
+                probs = torch.softmax(o, dim=1).numpy()
+                for i, p in enumerate(probs):
+                    out[i][t] = {"label": task.label_names[int(p.argmax())],
+                                 "probabilities": {n: round(float(v), 4) for n, v in
+                                                   zip(task.label_names, p)}}
+            elif task.kind is TaskKind.REGRESSION:
+                for i, v in enumerate(o.reshape(len(o), -1)[:, 0].numpy()):
+                    out[i][t] = round(float(v) * regression_scale(task), 2)
+            elif task.kind is TaskKind.MULTI_LABEL:
+                probs = torch.sigmoid(o).numpy()
+                thr = np.asarray(self.meta.get("thresholds") or [0.5] * probs.shape[1])
+                for i, p in enumerate(probs):
+                    out[i][t] = {n: bool(v >= th) for n, v, th in
+                                 zip(task.label_names, p, thr)}
+                    out[i][f"{t}_scores"] = {n: round(float(v), 4) for n, v in
+                                             zip(task.label_names, p)}
+            elif task.kind is TaskKind.LANDMARKS:
+                pts = o.numpy().reshape(len(o), -1, 2)
+                for i, face in enumerate(faces):
+                    h, w = np.asarray(face).shape[:2]
+                    out[i][t] = (pts[i] * np.array([w, h])).round(2).tolist()
+            elif task.kind is TaskKind.IDENTITY:
+                emb = self.embedding_from(features)
+                for i in range(len(faces)):
+                    out[i]["embedding"] = emb[i].round(6).tolist()
+        return out
+
+    @torch.no_grad()
+    def embedding_from(self, features: torch.Tensor) -> np.ndarray:
+        """Unit-length identity embedding (the identity head's, else the trunk vector)."""
+        head = self.model.heads["identity"] if "identity" in self.model.heads else None
+        if head is not None and hasattr(head, "embedding"):
+            v = head.embedding(features)
+        elif head is not None and len(head.net) > 1:
+            v = head.net[:-1](features)
+        else:
+            v = features
+        return torch.nn.functional.normalize(v.float(), dim=1).cpu().numpy()
+
+    def embeddings(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        if len(faces) == 0:
+            return np.zeros((0, 0), np.float32)
+        return self.embedding_from(self.raw(faces)[0])

@@ -1,0 +1,223 @@
+"""Video: decode and sample frames (OpenCV), detect faces, track them, embed every face.
+
+Frames stream one at a time and each track keeps running statistics (count, sum, sum of
+squares, min, max of its embeddings), so memory stays constant however long the video is.
+Per-frame records go to a JSON-lines writer as they are produced. A clip's feature vector is
+the statistics (mean, std, min, max) of its main track's frame embeddings (Savchenko).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from facefuse.inference.detection import Detection, FaceDetector, iou, square_crop
+from facefuse.inference.face_model import FaceModel
+
+
+class VideoError(ValueError):
+    """A video that cannot be opened or decoded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int
+    time: float
+    rgb: np.ndarray
+
+
+def iter_frames(path: str | Path, fps: float | None = None, stride: int | None = None
+                ) -> Iterator[Frame]:
+    """Sampled frames of a video, decoded one at a time.
+
+    Args:
+        fps: sample about this many frames per second (by the video's own frame rate).
+        stride: or take every ``stride``-th frame. Neither: every frame.
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(f"{path}: file does not exist")
+    if fps is not None and fps <= 0 or stride is not None and stride < 1:
+        raise ValueError("fps must be positive and stride at least 1")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise VideoError(f"{path}: not a video OpenCV can open")
+    try:
+        native = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        step = stride or (max(1, int(round(native / fps))) if fps else 1)
+        index = 0
+        while True:
+            ok = cap.grab()
+            if not ok:
+                break
+            if index % step == 0:
+                ok, bgr = cap.retrieve()
+                if ok and bgr is not None:
+                    yield Frame(index, index / native, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1
+    finally:
+        cap.release()
+
+
+@dataclass
+class RunningStats:
+    """Count, mean, variance (Welford), min and max of vectors, in constant memory."""
+
+    dim: int
+    count: int = 0
+    mean: np.ndarray = field(init=False)
+    m2: np.ndarray = field(init=False)
+    min: np.ndarray = field(init=False)
+    max: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mean = np.zeros(self.dim)
+        self.m2 = np.zeros(self.dim)
+        self.min = np.full(self.dim, np.inf)
+        self.max = np.full(self.dim, -np.inf)
+
+    def add(self, v: np.ndarray) -> None:
+        v = np.asarray(v, dtype=np.float64)
+        self.count += 1
+        delta = v - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (v - self.mean)
+        np.minimum(self.min, v, out=self.min)
+        np.maximum(self.max, v, out=self.max)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self.m2 / self.count) if self.count else np.zeros(self.dim)
+
+    def vector(self) -> np.ndarray:
+        """[mean, std, min, max] concatenated (4 * dim)."""
+        if not self.count:
+            raise ValueError("no frames in these statistics")
+        return np.concatenate([self.mean, self.std, self.min, self.max]).astype(np.float32)
+
+
+@dataclass
+class Track:
+    id: int
+    box: tuple[float, float, float, float]
+    last_frame: int
+    first_time: float
+    last_time: float
+    stats: RunningStats
+    label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"track": self.id, "frames": self.stats.count,
+                "start_s": round(self.first_time, 3), "end_s": round(self.last_time, 3),
+                "labels": {t: max(c, key=c.get) for t, c in self.label_counts.items()},
+                "label_counts": self.label_counts}
+
+
+class IoUTracker:
+    """Greedy IoU matching of detections to live tracks; a track ends after
+    ``max_missing`` sampled frames without a match."""
+
+    def __init__(self, dim: int, iou_threshold: float = 0.3, max_missing: int = 5) -> None:
+        self.dim, self.iou_threshold, self.max_missing = dim, iou_threshold, max_missing
+        self.tracks: dict[int, Track] = {}
+        self.finished: list[Track] = []
+        self._next = 0
+        self._step = 0
+
+    def update(self, detections: list[Detection], time_s: float) -> list[int]:
+        """Track id per detection (in order)."""
+        self._step += 1
+        pairs = sorted(((iou(t.box, d.box), tid, di) for tid, t in self.tracks.items()
+                        for di, d in enumerate(detections)), reverse=True)
+        assigned: dict[int, int] = {}
+        used: set[int] = set()
+        for score, tid, di in pairs:
+            if score < self.iou_threshold or di in assigned or tid in used:
+                continue
+            assigned[di] = tid
+            used.add(tid)
+        ids = []
+        for di, d in enumerate(detections):
+            tid = assigned.get(di)
+            if tid is None:
+                tid = self._next
+                self._next += 1
+                self.tracks[tid] = Track(tid, d.box, self._step, time_s, time_s,
+                                         RunningStats(self.dim))
+            t = self.tracks[tid]
+            t.box, t.last_frame, t.last_time = d.box, self._step, time_s
+            ids.append(tid)
+        for tid in [k for k, t in self.tracks.items()
+                    if self._step - t.last_frame > self.max_missing]:
+            self.finished.append(self.tracks.pop(tid))
+        return ids
+
+    def all_tracks(self) -> list[Track]:
+        return sorted(self.finished + list(self.tracks.values()), key=lambda t: t.id)
+
+
+@dataclass
+class VideoResult:
+    path: str
+    frames_sampled: int
+    faces: int
+    tracks: list[dict[str, Any]]
+    clip_feature: np.ndarray | None
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"video": self.path, "frames_sampled": self.frames_sampled,
+                "faces": self.faces, "tracks": self.tracks, "note": self.note,
+                "clip_feature_dim": None if self.clip_feature is None
+                else int(len(self.clip_feature))}
+
+
+def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
+                  fps: float | None = 5.0, stride: int | None = None, margin: float = 0.25,
+                  max_faces: int = 8, records: TextIO | None = None,
+                  on_frame: Callable[[int], None] | None = None) -> VideoResult:
+    """Detect, track and embed every sampled frame; per-frame records go to ``records``
+    (JSON lines) as they are made. A video with no frames or no face gives a result with a
+    note and no clip feature, not an error."""
+    tracker = IoUTracker(model.feature_dim)
+    n_frames = n_faces = 0
+    for frame in iter_frames(path, fps=fps, stride=stride):
+        n_frames += 1
+        detections = detector.detect(frame.rgb)[:max_faces]
+        ids = tracker.update(detections, frame.time)
+        if detections:
+            crops = [square_crop(frame.rgb, d.box, margin, model.size) for d in detections]
+            features, _ = model.raw(crops)
+            feats = features.float().cpu().numpy()
+            preds = model.predict(crops)
+            for d, tid, f, p in zip(detections, ids, feats, preds):
+                track = tracker.tracks[tid]
+                track.stats.add(f)
+                for task, value in p.items():
+                    if isinstance(value, dict) and "label" in value:
+                        counts = track.label_counts.setdefault(task, {})
+                        counts[value["label"]] = counts.get(value["label"], 0) + 1
+                if records is not None:
+                    slim = {k: v for k, v in p.items() if k not in ("embedding", "landmarks",
+                                                                    "attributes_scores")}
+                    records.write(json.dumps({"frame": frame.index,
+                                              "time_s": round(frame.time, 3), "track": tid,
+                                              **d.to_dict(), **slim}) + "\n")
+            n_faces += len(detections)
+        if on_frame is not None:
+            on_frame(frame.index)
+    tracks = tracker.all_tracks()
+    note = "" if n_frames else "no frames could be decoded"
+    if n_frames and not n_faces:
+        note = "no face found in any sampled frame"
+    main = max(tracks, key=lambda t: t.stats.count) if tracks else None
+    return VideoResult(str(path), n_frames, n_faces, [t.summary() for t in tracks],
+                       main.stats.vector() if main is not None and main.stats.count else None,
+                       note)

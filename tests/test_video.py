@@ -1,0 +1,161 @@
+"""The video pipeline on short .mp4 files the tests write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefuse.cli import main
+from facefuse.data.images import load_rgb
+from facefuse.inference.clips import ClipClassifier, read_clip_manifest
+from facefuse.inference.detection import HaarDetector, build_detector, iou, square_crop
+from facefuse.inference.face_model import FaceModel
+from facefuse.inference.video import RunningStats, VideoError, analyze_video, iter_frames
+from facefuse.models.checkpoint import save_checkpoint
+from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
+    import cv2
+
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    model = build_model(ModelSpec("tiny_cnn", {"image_size": 32},
+                                  {"emotion": HeadSpec(7), "age": HeadSpec(1)}))
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    save_checkpoint(model, path, input_size=32)
+    return path
+
+
+@pytest.fixture(scope="module")
+def real_face(shared_data: Path) -> np.ndarray:
+    # a face that the Haar baseline finds cleanly (its misses are a detector-comparison
+    # matter, not a pipeline one)
+    return load_rgb(sorted((shared_data / "utkface/UTKFace").iterdir())[300])
+
+
+def moving_face_frames(face: np.ndarray, n: int = 12) -> list[np.ndarray]:
+    frames = []
+    for k in range(n):
+        frame = np.full((260, 360, 3), 90, np.uint8)
+        x = 20 + 6 * k
+        frame[30:230, x:x + 200] = face
+        frames.append(frame)
+    return frames
+
+
+def test_haar_finds_a_real_face_and_crops_are_square(real_face: np.ndarray) -> None:
+    frame = moving_face_frames(real_face, 1)[0]
+    found = HaarDetector().detect(frame)
+    assert found, "no face found in a real UTKFace image"
+    box = found[0].box
+    assert iou(box, (20, 30, 220, 230)) > 0.2
+    crop = square_crop(frame, box, 0.25, 48)
+    assert crop.shape == (48, 48, 3)
+    edge = square_crop(frame, (-50, -50, 30, 30), 0.5, 16)  # outside: border repeated
+    assert edge.shape == (16, 16, 3)
+    with pytest.raises(KeyError, match="valid names: full_frame, haar"):
+        build_detector("yolo")
+
+
+def test_video_pipeline_tracks_one_face(real_face, tiny_model, tmp_path: Path) -> None:
+    video = write_video(tmp_path / "walk.mp4", moving_face_frames(real_face))
+    records = tmp_path / "frames.jsonl"
+    with records.open("w") as f:
+        result = analyze_video(video, FaceModel.from_checkpoint(tiny_model),
+                               build_detector("haar"), fps=None, records=f)
+    assert result.frames_sampled == 12 and result.faces >= 10
+    main_track = max(result.tracks, key=lambda t: t["frames"])
+    assert main_track["frames"] >= 10 and "emotion" in main_track["labels"]
+    assert result.clip_feature.shape == (4 * 16,)
+    lines = [json.loads(x) for x in records.read_text().splitlines()]
+    assert len(lines) == result.faces
+    assert {"frame", "time_s", "track", "box", "score", "emotion", "age"} <= set(lines[0])
+
+
+def test_frame_sampling_by_fps_and_stride(tmp_path: Path) -> None:
+    frames = [np.full((32, 32, 3), 10 * i, np.uint8) for i in range(20)]
+    video = write_video(tmp_path / "v.mp4", frames, fps=10.0)
+    assert [f.index for f in iter_frames(video, fps=2.0)] == [0, 5, 10, 15]
+    assert [f.index for f in iter_frames(video, stride=7)] == [0, 7, 14]
+    assert len(list(iter_frames(video))) == 20
+
+
+def test_no_face_and_unreadable_videos(tiny_model, tmp_path: Path) -> None:
+    blank = write_video(tmp_path / "blank.mp4", [np.full((120, 160, 3), 128, np.uint8)] * 5)
+    model = FaceModel.from_checkpoint(tiny_model)
+    r = analyze_video(blank, model, build_detector("haar"), fps=None)
+    assert r.faces == 0 and r.clip_feature is None and "no face" in r.note
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(VideoError, match="bad.mp4"):
+        list(iter_frames(bad))
+    with pytest.raises(VideoError, match="does not exist"):
+        list(iter_frames(tmp_path / "nothing.mp4"))
+    out = tmp_path / "out"
+    code = main(["video", "analyze", str(bad), str(blank), "--model", str(tiny_model),
+                 "--out", str(out), "--quiet", "--fps", "5"])
+    assert code == 1  # the bad file is reported, the good one still analyzed
+    assert (out / "blank.tracks.json").is_file()
+
+
+def test_running_stats_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4))
+    s = RunningStats(4)
+    for v in x:
+        s.add(v)
+    np.testing.assert_allclose(s.vector(), np.concatenate([x.mean(0), x.std(0), x.min(0),
+                                                           x.max(0)]), atol=1e-6)
+    with pytest.raises(ValueError, match="no frames"):
+        RunningStats(2).vector()
+
+
+def test_clip_classifier_fit_predict_and_json(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 1, (20, 6)), rng.normal(3, 1, (20, 6))])
+    y = ["calm"] * 20 + ["happy"] * 20
+    clf = ClipClassifier.fit(x, y)
+    assert np.mean(np.array(clf.predict(x)) == np.array(y)) > 0.95
+    clf.save(tmp_path / "c.json")
+    back = ClipClassifier.load(tmp_path / "c.json")
+    np.testing.assert_allclose(back.predict_proba(x), clf.predict_proba(x))
+    with pytest.raises(ValueError, match="two labels"):
+        ClipClassifier.fit(x[:3], ["a"] * 3)
+
+
+def test_clip_manifest_cli_fit_and_predict(tiny_model, tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(1)
+    lines = ["video,label,split"]
+    for i in range(8):
+        label = "dark" if i % 2 else "bright"
+        base = 40 if label == "dark" else 210
+        frames = [np.clip(rng.normal(base, 10, (32, 32, 3)), 0, 255).astype(np.uint8)
+                  for _ in range(4)]
+        write_video(tmp_path / f"c{i}.mp4", frames)
+        lines.append(f"c{i}.mp4,{label},{'test' if i >= 6 else 'train'}")
+    (tmp_path / "clips.csv").write_text("\n".join(lines) + "\n")
+    assert len(read_clip_manifest(tmp_path / "clips.csv")) == 8
+    clf = tmp_path / "clf.json"
+    assert main(["video", "fit", str(tmp_path / "clips.csv"), "--model", str(tiny_model),
+                 "--detector", "full_frame", "--fps", "20", "--out", str(clf), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test clips: 2" in out and clf.is_file()
+    assert main(["video", "predict", str(tmp_path / "c0.mp4"), "--model", str(tiny_model),
+                 "--detector", "full_frame", "--classifier", str(clf), "--quiet"]) == 0
+    pred = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert pred["label"] in ("dark", "bright")
+    (tmp_path / "bad.csv").write_text("path,label\nx.mp4,a\n")
+    assert main(["video", "fit", str(tmp_path / "bad.csv"), "--model", str(tiny_model),
+                 "--quiet"]) == 2
