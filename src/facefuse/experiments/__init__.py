@@ -36,4 +36,4 @@ def experiment_kind(config_path: str | Path) -> str:
     return str(data["kind"])
 
 
-from facefuse.experiments import dmm_cnn, li_zhu  # noqa: E402,F401  (register themselves)
+from facefuse.experiments import dmm_cnn, li_zhu, mtl_compare  # noqa: E402,F401  (register)

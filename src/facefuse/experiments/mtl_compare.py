@@ -1,0 +1,155 @@
+"""Does multi-task learning help? One base training config (``facefuse train``), varied:
+for each trunk and seed, one single-task model per task, one joint model, and the paper's
+recipe (identity first, then the other tasks); every task scored on its test split.
+
+The table, per task and trunk: the primary metric of each recipe (mean ± std over seeds)
+and the gain of joint and of identity-then-tasks over single-task training, paired by seed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from facefuse.config import load_config, save_config, to_dict
+from facefuse.evaluation.report import environment, markdown_table, mean_std, write_csv
+from facefuse.experiments import EXPERIMENTS, Experiment
+from facefuse.train.loop import resolve_device
+from facefuse.train.mtl import MTLConfig, train_mtl
+
+#: task -> (key in metrics.json's test entry, metric, higher is better, shown in percent)
+PRIMARY: dict[str, tuple[str, bool, bool]] = {
+    "identity": ("lfw_verification_accuracy", True, True),
+    "age": ("mae", False, False),
+    "gender": ("accuracy", True, True),
+    "race": ("accuracy", True, True),
+    "emotion": ("accuracy", True, True),
+    "attributes": ("mean_attribute_accuracy", True, True),
+    "landmarks": ("nme_inter_ocular", False, True),
+}
+RECIPES = ("single", "joint", "identity_then_tasks")
+
+
+@dataclass(frozen=True)
+class MTLCompareConfig:
+    kind: str = "mtl_compare"
+    output: str = "reports/mtl_compare"
+    base: str = "configs/mtl_mobilenet.yaml"
+    base_profile: str | None = "quick"
+    base_overrides: tuple[str, ...] = ()
+    trunks: tuple[str, ...] = ("mobilenetv3_small_100",)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    recipes: tuple[str, ...] = RECIPES
+    tasks: tuple[str, ...] = ("identity", "age", "gender", "race", "emotion", "attributes",
+                              "landmarks")
+    pretrain_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.recipes if r not in RECIPES]
+        if bad:
+            raise ValueError(f"unknown recipes {bad}; valid: {RECIPES}")
+        unknown = [t for t in self.tasks if t not in PRIMARY]
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; valid: {', '.join(PRIMARY)}")
+
+
+def run_configs(cfg: MTLCompareConfig, base: MTLConfig) -> list[tuple[str, str, int, str,
+                                                                     MTLConfig]]:
+    """(trunk, recipe, seed, task or 'all', config) for every training run."""
+    out = []
+    root = Path(cfg.output) / "runs"
+    for trunk in cfg.trunks:
+        for seed in cfg.seeds:
+            common = {"trunk": trunk, "seed": seed}
+            if "single" in cfg.recipes:
+                for task in cfg.tasks:
+                    out.append((trunk, "single", seed, task, replace(
+                        base, **common, recipe="single", tasks=(task,),
+                        output=str(root / f"{trunk}-single-{task}-seed{seed}"))))
+            if "joint" in cfg.recipes:
+                out.append((trunk, "joint", seed, "all", replace(
+                    base, **common, recipe="joint", tasks=cfg.tasks,
+                    output=str(root / f"{trunk}-joint-seed{seed}"))))
+            if "identity_then_tasks" in cfg.recipes:
+                out.append((trunk, "identity_then_tasks", seed, "all", replace(
+                    base, **common, recipe="identity_then_tasks", tasks=cfg.tasks,
+                    pretrain_epochs=cfg.pretrain_epochs,
+                    output=str(root / f"{trunk}-identity_then_tasks-seed{seed}"))))
+    return out
+
+
+def _score(test: dict[str, Any], task: str) -> float | None:
+    key = PRIMARY[task][0]
+    return test.get(task, {}).get(key)
+
+
+def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    base = load_config(MTLConfig, cfg.base, list(cfg.base_overrides), cfg.base_profile)
+    start = time.perf_counter()
+    # (trunk, recipe, task, seed) -> score
+    scores: dict[tuple[str, str, str, int], float] = {}
+    seconds: dict[str, float] = {}
+    for trunk, recipe, seed, task, run_cfg in run_configs(cfg, base):
+        t0 = time.perf_counter()
+        folder = train_mtl(run_cfg, progress=progress)
+        seconds[folder.name] = round(time.perf_counter() - t0, 1)
+        test = json.loads((folder / "metrics.json").read_text())["test"]
+        for t in (cfg.tasks if task == "all" else (task,)):
+            if recipe == "identity_then_tasks" and t == "identity":
+                continue  # the identity head is frozen after pre-training: not comparable
+            value = _score(test, t)
+            if value is not None:
+                scores[(trunk, recipe, t, seed)] = value
+    rows, csv_rows = [], []
+    for trunk in cfg.trunks:
+        for task in cfg.tasks:
+            key, higher, percent = PRIMARY[task]
+            scale = 100 if percent else 1
+            row: list[object] = [trunk, f"{task} ({key})"]
+            single = {s: scores.get((trunk, "single", task, s)) for s in cfg.seeds}
+            for recipe in cfg.recipes:
+                vals = [scores[(trunk, recipe, task, s)] for s in cfg.seeds
+                        if (trunk, recipe, task, s) in scores]
+                m, sd = mean_std(vals) if vals else (float("nan"), float("nan"))
+                row.append(f"{m * scale:.2f} ± {sd * scale:.2f}" if vals else "-")
+                csv_rows.append([trunk, task, key, recipe, m, sd, len(vals), json.dumps(vals)])
+            for recipe in ("joint", "identity_then_tasks"):
+                if recipe not in cfg.recipes or "single" not in cfg.recipes:
+                    continue
+                gains = [(1 if higher else -1) * (scores[(trunk, recipe, task, s)] - single[s])
+                         for s in cfg.seeds if single[s] is not None
+                         and (trunk, recipe, task, s) in scores]
+                if gains:
+                    gm, gsd = mean_std(gains)
+                    row.append(f"{gm * scale:+.2f} ± {gsd * scale:.2f}")
+                else:
+                    row.append("-")
+            rows.append(row)
+    gain_cols = [f"{r} - single" for r in ("joint", "identity_then_tasks")
+                 if r in cfg.recipes and "single" in cfg.recipes]
+    header = ["trunk", "task (metric)", *cfg.recipes, *gain_cols]
+    table = markdown_table(header, rows)
+    write_csv(out / "comparison.csv", ["trunk", "task", "metric", "recipe", "mean", "std",
+                                       "seeds", "per_seed"], csv_rows)
+    env = environment(resolve_device(base.device))
+    (out / "summary.json").write_text(json.dumps({
+        "config": to_dict(cfg), "base": to_dict(base), "environment": env,
+        "scores": [[*k, v] for k, v in scores.items()], "run_seconds": seconds,
+        "total_seconds": round(time.perf_counter() - start, 1)}, indent=1))
+    (out / "report.md").write_text("\n".join([
+        "# Does multi-task learning help?", "",
+        f"Base config {cfg.base} (profile {cfg.base_profile}); seeds {list(cfg.seeds)}; "
+        f"device {env['device']}; {sum(seconds.values()) / 60:.1f} min of training.", "",
+        "Test scores, mean ± std over seeds (accuracy-like metrics in %, age MAE in years, "
+        "landmark NME in %). Gains are paired by seed; positive = better than single-task.",
+        "", table, ""]))
+    return out
+
+
+EXPERIMENTS.add("mtl_compare", Experiment(MTLCompareConfig, run_mtl_compare))

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from test_mtl import write_config
+
+from facefuse.cli import main
+
+
+def test_comparison_table_per_task_and_recipe(fake_root: Path, tmp_path: Path) -> None:
+    base = write_config(tmp_path, fake_root, "tasks: [identity, age, gender]\n")
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(f"""kind: mtl_compare
+output: {tmp_path / 'report'}
+base: {base}
+base_profile: null
+trunks: [tiny_cnn]
+seeds: [0, 1]
+tasks: [identity, age, gender]
+pretrain_epochs: 1
+""")
+    assert main(["experiment", str(cfg), "--quiet"]) == 0
+    report = tmp_path / "report"
+    with (report / "comparison.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    got = {(r["task"], r["recipe"]): r for r in rows}
+    for task in ("identity", "age", "gender"):
+        for recipe in ("single", "joint"):
+            assert got[(task, recipe)]["seeds"] == "2", (task, recipe)
+    assert got[("age", "identity_then_tasks")]["seeds"] == "2"
+    assert got[("identity", "identity_then_tasks")]["seeds"] == "0"  # not comparable
+    assert got[("age", "single")]["metric"] == "mae"
+    text = (report / "report.md").read_text()
+    assert "joint - single" in text and "identity_then_tasks - single" in text
+    runs = sorted(p.name for p in (report / "runs").iterdir())
+    assert "tiny_cnn-single-gender-seed1" in runs and "tiny_cnn-joint-seed0" in runs
