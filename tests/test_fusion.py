@@ -79,3 +79,16 @@ def test_feature_store_round_trip(tmp_path) -> None:
     assert back.source == "gender-seed0" and back.dim == 2
     with pytest.raises(KeyError, match="no gender-seed0 features for sample 'z'"):
         back.rows_for(["z"])
+
+
+def test_feature_scaler_survives_units_dead_on_train() -> None:
+    from facefuse.features.probe import FeatureScaler
+
+    train = np.zeros((50, 3), np.float32)
+    train[:, 0] = np.linspace(0, 1, 50)  # a live unit; units 1 and 2 never fire on train
+    sc = FeatureScaler.fit(train)
+    test = np.array([[0.5, 3.0, 1000.0]], np.float32)
+    z = sc.transform(test)
+    assert z[0, 0] == pytest.approx(0.0, abs=1e-5)
+    assert z[0, 1] == 0.0 and z[0, 2] == 0.0  # dead units ignored, not divided by ~0
+    assert np.abs(sc.transform(np.array([[1e6, 0, 0]], np.float32))).max() == 10.0

@@ -1,6 +1,6 @@
 """Training a fusion head (or a single-source head) on stored features.
 
-Features are standardised with the training rows' statistics; the head trains with AdamW on
+Features are standardised with the training rows' statistics (see :class:`FeatureScaler`); the head trains with AdamW on
 mini-batches; the epoch with the best validation score is kept; the test score is reported
 for that epoch.
 """
@@ -31,6 +31,29 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class FeatureScaler:
+    """Standardisation fitted on training rows, safe on new data: a unit that is constant
+    on the training rows (a ReLU unit that never fired) is set to 0, since no head can have
+    learned from it, instead of being divided by a zero spread; values are clipped to
+    +-``clip`` so one outlying image cannot dominate a head's output."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    keep: np.ndarray
+    clip: float = 10.0
+
+    @classmethod
+    def fit(cls, x: np.ndarray, min_std: float = 1e-6) -> FeatureScaler:
+        std = x.std(0)
+        keep = std > min_std
+        return cls(x.mean(0), np.where(keep, std, 1.0), keep)
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        z = np.clip((x - self.mean) / self.scale, -self.clip, self.clip) * self.keep
+        return z.astype(np.float32)
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     val: dict[str, float]
     test: dict[str, float]
@@ -58,12 +81,10 @@ def train_probe(task: Task, method: str, train_x: Sequence[np.ndarray], train_y:
                 n_classes: int | None = None) -> ProbeResult:
     """Train ``method`` fusion + MLP head on the given sources; score val and test."""
     torch.manual_seed(seed)
-    mean = [x.mean(0, keepdims=True) for x in train_x]
-    std = [x.std(0, keepdims=True) + 1e-6 for x in train_x]
+    scalers = [FeatureScaler.fit(x) for x in train_x]
 
     def prep(xs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        return [torch.from_numpy(((x - m) / s).astype(np.float32)) for x, m, s in
-                zip(xs, mean, std)]
+        return [torch.from_numpy(sc.transform(x)) for sc, x in zip(scalers, xs)]
 
     tr, va, te = prep(train_x), prep(val_x), prep(test_x)
     y_tr = torch.from_numpy(np.asarray(train_y))
