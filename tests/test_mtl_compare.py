@@ -9,7 +9,9 @@ from facefuse.cli import main
 
 
 def test_comparison_table_per_task_and_recipe(fake_root: Path, tmp_path: Path) -> None:
-    base = write_config(tmp_path, fake_root, "tasks: [identity, age, gender]\n")
+    # a base weight for one task must not break the other tasks' single-task runs
+    base = write_config(tmp_path, fake_root, "tasks: [identity, age, gender]\n"
+                                             "task_weights: {age: 2.0}\n")
     cfg = tmp_path / "compare.yaml"
     cfg.write_text(f"""kind: mtl_compare
 output: {tmp_path / 'report'}

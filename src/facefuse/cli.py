@@ -193,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="largest accepted difference (default 1e-3)")
     onnx.set_defaults(func=cmd_export_onnx)
 
+    from facefuse.cli_analyze import add_analyze_parsers
     from facefuse.cli_video import add_video_parser
 
+    add_analyze_parsers(sub)
     add_video_parser(sub)
     return parser
 

@@ -61,6 +61,10 @@ def run_configs(cfg: MTLCompareConfig, base: MTLConfig) -> list[tuple[str, str, 
     """(trunk, recipe, seed, task or 'all', config) for every training run."""
     out = []
     root = Path(cfg.output) / "runs"
+
+    def weights(tasks: tuple[str, ...]) -> dict[str, float]:
+        return {t: w for t, w in base.task_weights.items() if t in tasks}
+
     for trunk in cfg.trunks:
         for seed in cfg.seeds:
             common = {"trunk": trunk, "seed": seed}
@@ -68,14 +72,17 @@ def run_configs(cfg: MTLCompareConfig, base: MTLConfig) -> list[tuple[str, str, 
                 for task in cfg.tasks:
                     out.append((trunk, "single", seed, task, replace(
                         base, **common, recipe="single", tasks=(task,),
+                        task_weights=weights((task,)),
                         output=str(root / f"{trunk}-single-{task}-seed{seed}"))))
             if "joint" in cfg.recipes:
                 out.append((trunk, "joint", seed, "all", replace(
                     base, **common, recipe="joint", tasks=cfg.tasks,
+                    task_weights=weights(cfg.tasks),
                     output=str(root / f"{trunk}-joint-seed{seed}"))))
             if "identity_then_tasks" in cfg.recipes:
                 out.append((trunk, "identity_then_tasks", seed, "all", replace(
                     base, **common, recipe="identity_then_tasks", tasks=cfg.tasks,
+                    task_weights=weights(cfg.tasks),
                     pretrain_epochs=cfg.pretrain_epochs,
                     output=str(root / f"{trunk}-identity_then_tasks-seed{seed}"))))
     return out

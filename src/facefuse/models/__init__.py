@@ -5,7 +5,7 @@ Trunk families register themselves on import; to add one, copy ``compact_cnn.py`
 it below.
 """
 
-from facefuse.models import compact_cnn, paper_cnn, timm_trunks  # noqa: F401  (registers)
+from facefuse.models import compact_cnn, margin, paper_cnn, timm_trunks  # noqa: F401  (registers)
 from facefuse.models.multitask import ModelSpec, MultiTaskModel, build_model
 from facefuse.models.trunks import TRUNKS
 

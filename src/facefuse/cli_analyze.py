@@ -1,0 +1,233 @@
+"""``facefuse analyze``, ``verify``, ``embed`` and ``search``: the analyzer on the command
+line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _analyzer(args: argparse.Namespace, tasks=None):
+    from facefuse.inference.analyzer import FaceAnalyzer
+
+    return FaceAnalyzer(tasks=tasks or (args.tasks.split(",") if getattr(args, "tasks", None)
+                                        else None),
+                        model=args.model, detector=args.detector, device=args.device,
+                        align=getattr(args, "align", False), min_face=args.min_face)
+
+
+def annotate(rgb: np.ndarray, result, out: Path) -> None:
+    """Draw boxes, landmarks and the main labels."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(im)
+    for face in result.faces:
+        draw.rectangle(face.box, outline=(0, 255, 0), width=max(1, im.width // 300))
+        if face.landmarks:
+            r = max(1, im.width // 400)
+            for x, y in face.landmarks:
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 0, 0))
+        p = face.predictions
+        parts = [f"{p['age']:.0f}y" if "age" in p else "",
+                 *(p[t]["label"] for t in ("gender", "race", "emotion") if t in p)]
+        draw.text((face.box[0], max(0, face.box[1] - 12)), " ".join(x for x in parts if x),
+                  fill=(255, 255, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    im.save(out)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from facefuse.assets import demo_image_path
+    from facefuse.data.images import load_rgb
+    from facefuse.inference.analyzer import VIDEO_SUFFIXES, expand_inputs
+    from facefuse.inference.video import VideoError, analyze_video
+
+    try:
+        analyzer = _analyzer(args)
+        paths = list(expand_inputs(args.paths)) if args.paths else [demo_image_path()]
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    writer = None
+    failures = faces = 0
+    try:
+        images = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
+        videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
+        bar = tqdm(total=len(images), unit="img", disable=args.quiet or len(images) < 2,
+                   file=sys.stderr)
+        for start in range(0, len(images), args.batch_images):
+            chunk = images[start:start + args.batch_images]
+            for path, result in zip(chunk, analyzer.analyze_many(chunk)):
+                faces += len(result.faces)
+                if result.error:
+                    failures += 1
+                    print(f"facefuse: {result.error}", file=sys.stderr)
+                if args.format == "csv":
+                    rows = result.rows() or [{"source": result.source, "face": None,
+                                              "error": result.error}]
+                    for row in rows:
+                        row.setdefault("error", result.error)
+                        if writer is None:
+                            writer = csv.DictWriter(out, fieldnames=list(row), extrasaction="ignore")
+                            writer.writeheader()
+                        writer.writerow(row)
+                else:
+                    out.write(json.dumps(result.to_dict()) + "\n")
+                if args.annotate and not result.error:
+                    annotate(load_rgb(path), result, Path(args.annotate) / f"{path.stem}.png")
+            bar.update(len(chunk))
+        bar.close()
+        for video in videos:
+            try:
+                r = analyze_video(video, analyzer.model, analyzer.detector, fps=args.fps,
+                                  margin=analyzer.margin, records=out)
+                faces += r.faces
+                print(f"{video}: {r.frames_sampled} frames, {r.faces} faces, "
+                      f"{len(r.tracks)} tracks", file=sys.stderr)
+            except VideoError as exc:
+                failures += 1
+                print(f"facefuse: {exc}", file=sys.stderr)
+    finally:
+        if args.out:
+            out.close()
+    if not args.quiet:
+        print(f"{len(paths)} input(s), {faces} face(s), {failures} failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _largest_face_embedding(analyzer, path: str) -> np.ndarray:
+    result = analyzer.analyze(path)
+    if not result.faces:
+        raise ValueError(f"{path}: no face found")
+    face = max(result.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return np.asarray(face.predictions["embedding"])
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from facefuse.data.images import ImageError
+
+    try:
+        analyzer = _analyzer(args, tasks=["embedding"])
+        a, b = (_largest_face_embedding(analyzer, p) for p in (args.a, args.b))
+    except (FileNotFoundError, ValueError, ImageError) as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
+    threshold = args.threshold if args.threshold is not None else float(
+        analyzer.model.meta.get("verification_threshold", 0.5))
+    score = float(a @ b)
+    print(json.dumps({"a": args.a, "b": args.b, "similarity": round(score, 4),
+                      "threshold": round(threshold, 4), "same_person": score > threshold}))
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from facefuse.inference.analyzer import expand_inputs
+
+    analyzer = _analyzer(args, tasks=["embedding"])
+    paths = list(expand_inputs(args.paths))
+    for result in analyzer.analyze_many(paths):
+        for face in result.faces:
+            print(json.dumps({"source": result.source, "face": face.index,
+                              "box": [round(v, 1) for v in face.box],
+                              "embedding": face.predictions["embedding"]}))
+        if result.error:
+            print(f"facefuse: {result.error}", file=sys.stderr)
+    return 0
+
+
+def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
+    """Mean unit embedding per identity: ``gallery/<identity>/*`` or ``gallery/<identity>.jpg``."""
+    from facefuse.data.images import is_image_name
+
+    people: dict[str, list[Path]] = {}
+    for p in sorted(gallery.iterdir()):
+        if p.is_dir():
+            people[p.name] = sorted(q for q in p.iterdir() if is_image_name(q))
+        elif is_image_name(p):
+            people.setdefault(p.stem, []).append(p)
+    out = {}
+    for name, files in people.items():
+        vecs = [np.asarray(max(r.faces, key=lambda f: f.score).predictions["embedding"])
+                for r in analyzer.analyze_many(files) if r.faces]
+        if vecs:
+            m = np.mean(vecs, axis=0)
+            out[name] = m / max(np.linalg.norm(m), 1e-12)
+    if not out:
+        raise ValueError(f"no face found in the gallery {gallery}")
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    analyzer = _analyzer(args, tasks=["embedding"])
+    try:
+        gallery = gallery_embeddings(analyzer, Path(args.gallery))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
+    names = list(gallery)
+    matrix = np.stack([gallery[n] for n in names])
+    threshold = args.threshold if args.threshold is not None else float(
+        analyzer.model.meta.get("verification_threshold", 0.5))
+    for query in args.queries:
+        result = analyzer.analyze_many([query])[0]
+        if result.error or not result.faces:
+            print(json.dumps({"query": query, "match": None,
+                              "note": result.error or "no face found"}))
+            continue
+        for face in result.faces:
+            sims = matrix @ np.asarray(face.predictions["embedding"])
+            best = int(sims.argmax())
+            print(json.dumps({"query": query, "face": face.index,
+                              "match": names[best] if sims[best] > threshold else None,
+                              "nearest": names[best], "similarity": round(float(sims[best]), 4),
+                              "threshold": round(threshold, 4)}))
+    return 0
+
+
+def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+        p.add_argument("--detector", default="haar", help="face detector (haar, full_frame)")
+        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        p.add_argument("--min-face", type=int, default=24, help="smallest face side in px")
+
+    a = sub.add_parser("analyze", help="detect faces and predict every task (images, "
+                                       "folders, globs, videos)")
+    a.add_argument("paths", nargs="*", help="default: the embedded demo photo")
+    a.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
+    a.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    a.add_argument("--out", default=None, help="output file (default: standard output)")
+    a.add_argument("--annotate", default=None, help="folder for annotated images")
+    a.add_argument("--align", action="store_true", help="align faces by their landmarks")
+    a.add_argument("--fps", type=float, default=5.0, help="frames per second for videos")
+    a.add_argument("--batch-images", type=int, default=32, help="images per batch")
+    a.add_argument("--quiet", action="store_true")
+    common(a)
+    a.set_defaults(func=cmd_analyze)
+    v = sub.add_parser("verify", help="are two photos the same person?")
+    v.add_argument("a")
+    v.add_argument("b")
+    v.add_argument("--threshold", type=float, default=None,
+                   help="cosine threshold (default: the model's LFW-chosen one)")
+    common(v)
+    v.set_defaults(func=cmd_verify)
+    e = sub.add_parser("embed", help="identity embeddings of every face (JSON lines)")
+    e.add_argument("paths", nargs="+")
+    common(e)
+    e.set_defaults(func=cmd_embed)
+    s = sub.add_parser("search", help="nearest identity in a gallery folder")
+    s.add_argument("queries", nargs="+")
+    s.add_argument("--gallery", required=True, help="folder: <identity>/ images or "
+                                                    "<identity>.jpg files")
+    s.add_argument("--threshold", type=float, default=None)
+    common(s)
+    s.set_defaults(func=cmd_search)

@@ -1,0 +1,242 @@
+"""The face analyzer: detect every face, crop (or align) it, and predict every task of a
+multi-task checkpoint, with faces from many images batched together on the model.
+
+Results are frozen dataclasses with ``to_dict()`` and ``to_dataframe()``.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facefuse.data.images import MAX_PIXELS, ImageError, is_image_name, load_rgb
+from facefuse.inference.alignment import align_face
+from facefuse.inference.detection import Detection, FaceDetector, build_detector, square_crop
+from facefuse.inference.face_model import FaceModel
+from facefuse.tasks import five_points_from_68
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face: its box and score, landmarks (68 points, image pixels, when the model has a
+    landmark head), and every task's prediction."""
+
+    index: int
+    box: tuple[float, float, float, float]
+    score: float
+    predictions: dict[str, Any] = field(compare=False)
+    landmarks: tuple[tuple[float, float], ...] | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"face": self.index, "box": [round(v, 1) for v in self.box],
+                "score": round(self.score, 4),
+                "landmarks": None if self.landmarks is None else [list(p) for p in
+                                                                  self.landmarks],
+                **self.predictions}
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """All faces of one image (an empty tuple when there is none), or the error that
+    stopped it."""
+
+    source: str
+    width: int
+    height: int
+    faces: tuple[FaceResult, ...]
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "width": self.width, "height": self.height,
+                "faces": [f.to_dict() for f in self.faces], "error": self.error}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat row per face (class labels, age, box), for tables."""
+        rows = []
+        for f in self.faces:
+            row: dict[str, Any] = {"source": self.source, "face": f.index,
+                                   "x0": f.box[0], "y0": f.box[1], "x1": f.box[2],
+                                   "y1": f.box[3], "score": f.score}
+            for task, value in f.predictions.items():
+                if isinstance(value, dict) and "label" in value:
+                    row[task] = value["label"]
+                    row[f"{task}_confidence"] = max(value["probabilities"].values())
+                elif isinstance(value, (int, float)):
+                    row[task] = value
+                elif task == "attributes":
+                    row[task] = " ".join(k for k, v in value.items() if v)
+            rows.append(row)
+        return rows
+
+    def to_dataframe(self):
+        """The faces as a pandas DataFrame (pandas must be installed)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("to_dataframe needs pandas: pip install pandas") from exc
+        return pd.DataFrame(self.rows())
+
+
+def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
+    """Files, folders (their images and videos, sorted, recursively) and glob patterns."""
+    for item in inputs:
+        text = str(item)
+        if any(c in text for c in "*?["):
+            matches = sorted(glob.glob(text, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no file matches {text!r}")
+            yield from (Path(m) for m in matches)
+            continue
+        path = Path(item)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and (
+                is_image_name(p) or p.suffix.lower() in VIDEO_SUFFIXES))
+        else:
+            yield path
+
+
+class FaceAnalyzer:
+    """Detect, crop or align, and predict every task of a checkpoint.
+
+    Args:
+        model: a checkpoint path, a :class:`FaceModel`, or None for the shipped model.
+        tasks: tasks to report (default: every head of the model).
+        detector: a detector name (``haar``, ``full_frame``) or instance.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        margin: crop margin around a detector box (share of the box side, each side).
+        align: when the model has a landmark head, warp each face so its five points meet
+            a canonical template before predicting (a second pass on the aligned crop).
+        min_face: faces smaller than this many pixels are skipped.
+        batch_size: faces per model batch (across images).
+        max_pixels: images above this many pixels are refused with a clear error.
+    """
+
+    def __init__(self, tasks: Sequence[str] | None = None,
+                 model: str | Path | FaceModel | None = None,
+                 detector: str | FaceDetector = "haar", device: str = "auto",
+                 margin: float = 0.25, align: bool = False, min_face: int = 24,
+                 batch_size: int = 64, max_pixels: int = MAX_PIXELS) -> None:
+        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                           ("cpu" if device == "auto" else device))
+        if model is None:
+            from facefuse.weights import shipped_model_path
+
+            model = shipped_model_path()
+        self.model = model if isinstance(model, FaceModel) else \
+            FaceModel.from_checkpoint(model, dev)
+        unknown = set(tasks or []) - set(self.model.tasks) - {"embedding"}
+        if unknown:
+            raise ValueError(f"the model has no {sorted(unknown)} head; it predicts "
+                             f"{', '.join(self.model.tasks)}")
+        self.tasks = list(tasks) if tasks else list(self.model.tasks)
+        self.detector = detector if isinstance(detector, FaceDetector) else \
+            build_detector(detector, **({"min_size": min_face} if detector == "haar" else {}))
+        self.margin, self.align = margin, align
+        self.min_face, self.batch_size = min_face, batch_size
+        self.max_pixels = max_pixels
+
+    # -- one image ------------------------------------------------------------------------
+    def analyze(self, image: str | Path | np.ndarray) -> ImageResult:
+        """Analyze one image (a path or an HxWx3 uint8 RGB array). A file that cannot be
+        read raises :class:`~facefuse.data.images.ImageError` naming it."""
+        return self.analyze_many([image], raise_errors=True)[0]
+
+    # -- many images ------------------------------------------------------------------------
+    def analyze_many(self, images: Sequence[str | Path | np.ndarray],
+                     raise_errors: bool = False) -> list[ImageResult]:
+        """Analyze several images; faces from all of them share model batches. A bad file
+        gives a result with ``error`` set (or raises, with ``raise_errors``)."""
+        loaded: list[tuple[str, np.ndarray | None, str | None]] = []
+        for item in images:
+            name = "<array>" if isinstance(item, np.ndarray) else str(item)
+            try:
+                rgb = self._to_rgb(item, self.max_pixels)
+                loaded.append((name, rgb, None))
+            except ImageError as exc:
+                if raise_errors:
+                    raise
+                log.warning("%s", exc)
+                loaded.append((name, None, str(exc)))
+        crops: list[np.ndarray] = []
+        owners: list[tuple[int, Detection]] = []
+        for i, (_, rgb, _) in enumerate(loaded):
+            if rgb is None:
+                continue
+            for det in self.detector.detect(rgb):
+                if min(det.width, det.height) < self.min_face:
+                    continue
+                crops.append(square_crop(rgb, det.box, self.margin, self.model.size))
+                owners.append((i, det))
+        preds = self._predict(crops, owners, loaded)
+        per_image: list[list[FaceResult]] = [[] for _ in loaded]
+        for (i, det), (pred, landmarks) in zip(owners, preds):
+            faces = per_image[i]
+            faces.append(FaceResult(len(faces), det.box, det.score, pred, landmarks))
+        return [ImageResult(name, 0 if rgb is None else rgb.shape[1],
+                            0 if rgb is None else rgb.shape[0], tuple(per_image[i]), err)
+                for i, (name, rgb, err) in enumerate(loaded)]
+
+    @staticmethod
+    def _to_rgb(item: str | Path | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+        if isinstance(item, np.ndarray):
+            arr = item
+            if arr.ndim == 2:
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+                raise ImageError(f"<array>: expected HxW, HxWx3 or HxWx4, got {arr.shape}")
+            if arr.dtype == np.uint16:
+                arr = (arr / 257).round().astype(np.uint8)
+            if arr.dtype != np.uint8:
+                raise ImageError(f"<array>: expected uint8 or uint16 pixels, got {arr.dtype}")
+            if arr.shape[0] * arr.shape[1] > max_pixels:
+                raise ImageError(f"<array>: image too large ({arr.shape[1]}x{arr.shape[0]} "
+                                 f"pixels, limit {max_pixels})")
+            return np.ascontiguousarray(arr[..., :3])
+        return load_rgb(item, max_pixels=max_pixels)
+
+    def _predict(self, crops: list[np.ndarray], owners: list[tuple[int, Detection]],
+                 loaded: list) -> list[tuple[dict[str, Any], tuple | None]]:
+        out: list[tuple[dict[str, Any], tuple | None]] = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = crops[start:start + self.batch_size]
+            who = owners[start:start + self.batch_size]
+            preds = self.model.predict(batch)
+            if self.align and "landmarks" in self.model.tasks:
+                aligned = []
+                for (i, det), p in zip(who, preds):
+                    pts = self._to_image(np.asarray(p["landmarks"]), det)
+                    aligned.append(align_face(loaded[i][1], five_points_from_68(pts),
+                                              self.model.size, zoom=0.8))
+                keep_landmarks = [p["landmarks"] for p in preds]
+                preds = self.model.predict(aligned)
+                for p, lm in zip(preds, keep_landmarks):
+                    p["landmarks"] = lm
+            for (i, det), p in zip(who, preds):
+                landmarks = None
+                if "landmarks" in p:
+                    pts = self._to_image(np.asarray(p.pop("landmarks")), det)
+                    landmarks = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
+                kept = {k: v for k, v in p.items() if k.split("_scores")[0] in self.tasks
+                        or (k == "embedding" and ("identity" in self.tasks
+                                                  or "embedding" in self.tasks))}
+                out.append((kept, landmarks))
+        return out
+
+    def _to_image(self, crop_points: np.ndarray, det: Detection) -> np.ndarray:
+        """Crop-pixel landmarks (crop of ``model.size``) back to image pixels."""
+        x0, y0, x1, y1 = det.box
+        side = max(x1 - x0, y1 - y0) * (1 + 2 * self.margin)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        scale = side / self.model.size
+        return crop_points * scale + np.array([cx - side / 2, cy - side / 2])

@@ -1,0 +1,193 @@
+"""The analyzer and its CLI on images the tests make and on real photos from ../shared."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facefuse.cli import main
+from facefuse.data.images import ImageError, load_rgb
+from facefuse.inference.alignment import TEMPLATE_112, align_face, similarity_transform
+from facefuse.inference.analyzer import FaceAnalyzer, expand_inputs
+from facefuse.models.checkpoint import save_checkpoint
+from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    spec = ModelSpec("tiny_cnn", {"image_size": 32}, {
+        "age": HeadSpec(1), "gender": HeadSpec(2), "emotion": HeadSpec(7),
+        "attributes": HeadSpec(40), "landmarks": HeadSpec(136),
+        "identity": HeadSpec(5, (), 0.0, "cosine", {"embedding": 8})})
+    path = tmp_path_factory.mktemp("m") / "tiny"
+    save_checkpoint(build_model(spec), path, input_size=32, verification_threshold=0.3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def faces(shared_data: Path) -> list[np.ndarray]:
+    files = sorted((shared_data / "utkface/UTKFace").iterdir())
+    return [load_rgb(files[i]) for i in (300, 200, 400, 500)]
+
+
+def canvas(faces: list[np.ndarray], size=(260, 460)) -> np.ndarray:
+    img = np.full((*size, 3), 80, np.uint8)
+    for k, f in enumerate(faces):
+        img[30:230, 20 + 220 * k:220 + 220 * k] = f
+    return img
+
+
+@pytest.fixture
+def analyzer(model_path: Path) -> FaceAnalyzer:
+    return FaceAnalyzer(model=model_path, device="cpu")
+
+
+def test_real_faces_get_every_prediction(analyzer: FaceAnalyzer, faces) -> None:
+    r = analyzer.analyze(canvas(faces[:2]))
+    assert len(r.faces) == 2 and r.error is None
+    f = r.faces[0]
+    assert {"age", "gender", "emotion", "attributes", "embedding"} <= set(f.predictions)
+    assert f.predictions["gender"]["label"] in ("male", "female")
+    assert len(f.landmarks) == 68 and len(f.predictions["embedding"]) == 8
+    assert np.linalg.norm(f.predictions["embedding"]) == pytest.approx(1.0, abs=1e-4)
+    d = r.to_dict()
+    assert d["faces"][0]["box"] and d["width"] == 460
+    rows = r.rows()
+    assert rows[0]["gender"] in ("male", "female") and "age" in rows[0]
+
+
+def test_tasks_filter_and_unknown_task(model_path: Path, faces) -> None:
+    only = FaceAnalyzer(tasks=["age"], model=model_path, device="cpu")
+    p = only.analyze(canvas(faces[:1])).faces[0].predictions
+    assert set(p) == {"age"}
+    with pytest.raises(ValueError, match="no \\['race'\\] head"):
+        FaceAnalyzer(tasks=["race"], model=model_path, device="cpu")
+
+
+def test_no_face_many_faces_and_small_faces(analyzer: FaceAnalyzer, faces) -> None:
+    assert analyzer.analyze(np.full((200, 200, 3), 120, np.uint8)).faces == ()
+    many = analyzer.analyze(canvas(faces, size=(260, 900)))
+    assert len(many.faces) >= 3
+    small = Image.fromarray(canvas(faces[:1])).resize((46, 26))
+    assert analyzer.analyze(np.asarray(small)).faces == ()  # below min_face
+
+
+def test_image_modes_and_exif(analyzer: FaceAnalyzer, faces, tmp_path: Path) -> None:
+    img = canvas(faces[:1])
+    gray = tmp_path / "gray.png"
+    Image.fromarray(img).convert("L").save(gray)
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(img).convert("RGBA").save(rgba)
+    deep = tmp_path / "deep.png"
+    Image.fromarray((img[..., 0].astype(np.uint16) * 257)).save(deep)
+    rotated = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: a viewer turns it 90 degrees clockwise
+    Image.fromarray(np.rot90(img, 1).copy()).save(rotated, exif=exif)
+    results = analyzer.analyze_many([gray, rgba, deep, rotated, img[..., 0],
+                                     (img.astype(np.uint16) * 257)])
+    assert [r.error for r in results] == [None] * 6
+    assert all(len(r.faces) == 1 for r in results)
+    assert (results[3].width, results[3].height) == (460, 260)  # EXIF applied
+
+
+def test_bad_files_are_reported_and_the_batch_goes_on(analyzer, faces, tmp_path) -> None:
+    good = tmp_path / "good.png"
+    Image.fromarray(canvas(faces[:1])).save(good)
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    cut = tmp_path / "cut.jpg"
+    Image.fromarray(canvas(faces[:1])).save(cut)
+    cut.write_bytes(cut.read_bytes()[:3000])
+    results = analyzer.analyze_many([text, good, cut, tmp_path / "missing.jpg"])
+    assert [r.error is None for r in results] == [False, True, False, False]
+    assert "notes.jpg" in results[0].error and "missing.jpg" in results[3].error
+    assert len(results[1].faces) == 1
+    with pytest.raises(ImageError, match="notes.jpg"):
+        analyzer.analyze(text)
+
+
+def test_huge_image_limit(model_path: Path) -> None:
+    a = FaceAnalyzer(model=model_path, device="cpu", max_pixels=5000)
+    with pytest.raises(ImageError, match="too large"):
+        a.analyze(np.zeros((100, 100, 3), np.uint8))
+    with pytest.raises(ImageError, match="expected uint8"):
+        a.analyze(np.zeros((10, 10, 3), np.float32))
+
+
+def test_alignment_maps_points_onto_the_template() -> None:
+    rng = np.random.default_rng(0)
+    angle, scale, shift = 0.3, 1.7, np.array([40.0, -12.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = (TEMPLATE_112 - shift) @ np.linalg.inv(scale * rot).T
+    m = similarity_transform(src, TEMPLATE_112)
+    np.testing.assert_allclose(src @ m[:, :2].T + m[:, 2], TEMPLATE_112, atol=1e-6)
+    img = rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    assert align_face(img, src, 64).shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="matching"):
+        similarity_transform(np.zeros((5, 2)), np.zeros((4, 2)))
+
+
+def test_aligned_mode_runs(model_path: Path, faces) -> None:
+    a = FaceAnalyzer(model=model_path, device="cpu", align=True)
+    r = a.analyze(canvas(faces[:1]))
+    assert len(r.faces) == 1 and len(r.faces[0].landmarks) == 68
+
+
+def test_cli_analyze_folder_csv_annotate_and_glob(model_path, faces, tmp_path, capsys) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(canvas(faces[i:i + 1])).save(folder / f"p{i}.jpg")
+    (folder / "broken.jpg").write_text("no")
+    out = tmp_path / "r.jsonl"
+    code = main(["analyze", str(folder), "--model", str(model_path), "--out", str(out),
+                 "--annotate", str(tmp_path / "ann"), "--quiet"])
+    assert code == 1  # one bad file: reported, the rest analyzed
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 4 and sum(len(x["faces"]) for x in lines) == 3
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["p0.png", "p1.png",
+                                                                   "p2.png"]
+    csv_out = tmp_path / "r.csv"
+    assert main(["analyze", str(folder / "p*.jpg"), "--model", str(model_path), "--format",
+                 "csv", "--out", str(csv_out), "--quiet"]) == 0
+    rows = csv_out.read_text().splitlines()
+    assert rows[0].startswith("source,face,x0") and len(rows) == 4
+    assert len(list(expand_inputs([folder]))) == 4
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        list(expand_inputs([str(tmp_path / "*.nothing")]))
+    assert main(["analyze", str(tmp_path / "*.nothing"), "--model", str(model_path)]) == 2
+
+
+def test_verify_and_search_on_lfw(model_path, shared_data: Path, tmp_path, capsys) -> None:
+    lfw = shared_data / "lfw" / "lfw"
+    people = ["Colin_Powell", "George_W_Bush", "Tony_Blair"]
+    a = lfw / people[0] / f"{people[0]}_0001.jpg"
+    b = lfw / people[0] / f"{people[0]}_0002.jpg"
+    opts = ["--model", str(model_path), "--detector", "full_frame"]
+    assert main(["verify", str(a), str(a), *opts]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["similarity"] == pytest.approx(1.0, abs=1e-4) and same["same_person"]
+    assert same["threshold"] == 0.3  # from the checkpoint's metadata
+    assert main(["verify", str(a), str(b), *opts, "--threshold", "0.99"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert -1 <= other["similarity"] <= 1 and other["threshold"] == 0.99
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    for p in people:
+        shutil.copy(lfw / p / f"{p}_0003.jpg", gallery / f"{p}.jpg")
+    query = gallery / "Tony_Blair.jpg"
+    assert main(["search", str(query), "--gallery", str(gallery), *opts]) == 0
+    hit = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert hit["nearest"] == "Tony_Blair" and hit["similarity"] == pytest.approx(1, abs=1e-4)
+    assert main(["embed", str(a), *opts]) == 0
+    emb = json.loads(capsys.readouterr().out.strip())
+    assert len(emb["embedding"]) == 8
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(blank)
+    assert main(["verify", str(blank), str(a), "--model", str(model_path)]) == 2
