@@ -1,0 +1,83 @@
+"""Quality of a multi-task checkpoint on the test splits in ../shared/data, with the
+breakdown per gender, race and age group on UTKFace; prints Markdown for the model card.
+
+It reuses the training run's cache (same crops and size as training), so figures are for
+the model's own face crops (the datasets' crops), not for the detector's.
+
+Usage: python benchmarks/model_card_eval.py RUN_FOLDER [--checkpoint NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from facefuse.config import load_config
+from facefuse.data.cache import CacheSpec, build_cache
+from facefuse.data.loader import CacheLoader
+from facefuse.models.checkpoint import load_checkpoint
+from facefuse.tasks import GENDERS, RACES, age_group
+from facefuse.train.loop import predict, score
+from facefuse.train.mtl import MTLConfig, load_data
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="a `facefuse train` output folder")
+    p.add_argument("--checkpoint", default="final")
+    args = p.parse_args()
+    run = Path(args.run)
+    cfg = load_config(MTLConfig, run / "config.yaml")
+    table, _ = load_data(cfg)
+    cache = build_cache(table, cfg.cache_dir, CacheSpec(size=cfg.image_size,
+                                                        center_crop=cfg.center_crop), name="mtl")
+    model = load_checkpoint(run / args.checkpoint).model
+    tasks = [t for t in cfg.tasks if t != "identity"]
+    rows = cache.rows("test")
+    loader = CacheLoader(cache, rows, 256, shuffle=False, tasks=tasks)
+    preds = predict(model, loader, tasks)
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    print("| task | test set | metric | value |\n|---|---|---|---|")
+    sets = {"age": "UTKFace", "gender": "UTKFace", "race": "UTKFace", "emotion": "FER2013",
+            "attributes": "CelebA subset (identity-disjoint)", "landmarks": "300-W split"}
+    for t in tasks:
+        for m, v in score(t, preds[t]["pred"], preds[t]["target"]).items():
+            pct = m not in ("mae",)
+            print(f"| {t} | {sets[t]} ({len(preds[t]['target'])}) | {m} | "
+                  f"{v * 100:.1f} %|" if pct else f"| {t} | {sets[t]} "
+                  f"({len(preds[t]['target'])}) | {m} | {v:.2f} years |")
+    ident = metrics.get("identity", {})
+    if ident:
+        print(f"| identity | LFW View-2 (6000 pairs, 10 folds) | verification accuracy | "
+              f"{100 * ident['lfw_verification_accuracy']:.1f} ± "
+              f"{100 * ident['lfw_verification_std']:.1f} % |")
+    # breakdown on UTKFace test rows: by the true gender, race and age group
+    lab = cache.table.labels
+    print("\n| group | images | age MAE | gender acc % | race acc % |\n|---|---|---|---|---|")
+    by = {t: dict(zip(preds[t]["index"].tolist(), preds[t]["pred"])) for t in
+          ("age", "gender", "race") if t in preds}
+    utk = np.array([i for i in rows if cache.table.dataset[i] == "utkface"])
+    groups = [("all", np.ones(len(utk), bool))]
+    groups += [(f"gender {g}", lab["gender"][utk] == k) for k, g in enumerate(GENDERS)]
+    groups += [(f"race {r}", lab["race"][utk] == k) for k, r in enumerate(RACES)]
+    ag = age_group(lab["age"][utk])
+    groups += [(f"age {n}", ag == k) for k, n in enumerate(("<18", "18-59", "60+"))]
+    for name, mask in groups:
+        idx = utk[mask]
+        cells = [name, str(len(idx))]
+        for t in ("age", "gender", "race"):
+            if t not in by or not len(idx):
+                cells.append("-")
+                continue
+            p_ = np.array([by[t][i] for i in idx])
+            y = lab[t][idx]
+            cells.append(f"{np.mean(np.abs(p_ - y)):.2f}" if t == "age"
+                         else f"{100 * np.mean(p_ == y):.1f}")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
