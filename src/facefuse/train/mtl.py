@@ -361,6 +361,7 @@ class MTLTrainer:
             return {}
         r = verification_accuracy(*pair_scores(pairs, emb))
         return {"lfw_verification_accuracy": r.accuracy, "lfw_verification_std": r.std,
+                "lfw_verification_threshold": float(np.mean(r.thresholds)),
                 "pairs": float(r.pairs)}
 
     def run(self) -> Path:

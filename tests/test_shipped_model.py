@@ -1,0 +1,45 @@
+"""The model shipped in the package: it loads, the README's first command works offline, and
+its predictions on the embedded photo stay what they were when it was shipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefuse.assets import demo_image_path
+from facefuse.cli import main
+from facefuse.inference.analyzer import FaceAnalyzer
+from facefuse.weights import shipped_model_path
+
+EXPECTED = Path(__file__).parent / "data" / "shipped_expected.json"
+
+
+def test_shipped_model_is_small_and_explains_itself() -> None:
+    base = shipped_model_path()
+    size_mb = base.with_suffix(".safetensors").stat().st_size / 2**20
+    assert size_mb <= 20
+    meta = json.loads(base.with_suffix(".json").read_text())
+    for key in ("spec", "tasks", "input_size", "normalisation", "training_data",
+                "verification_threshold", "licence"):
+        assert key in meta, key
+
+
+def test_readme_first_command_analyzes_the_embedded_photo(capsys) -> None:
+    assert main(["analyze", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["source"] == str(demo_image_path())
+    assert len(result["faces"]) == 1
+
+
+def test_predictions_on_the_demo_photo_are_stable() -> None:
+    face = FaceAnalyzer(device="cpu").analyze(demo_image_path()).faces[0]
+    expected = json.loads(EXPECTED.read_text())
+    np.testing.assert_allclose(face.box, expected["box"], atol=1.0)
+    p = face.predictions
+    assert p["age"] == pytest.approx(expected["age"], abs=0.5)
+    for task in ("gender", "race", "emotion"):
+        assert p[task]["label"] == expected[task]
+    np.testing.assert_allclose(p["embedding"][:8], expected["embedding_head"], atol=2e-3)
