@@ -14,7 +14,6 @@ from facefuse.cli import main
 from facefuse.experiments.dmm_cnn import attribute_loss, model_spec, DMMConfig
 from facefuse.inference.attributes import AttributeLandmarkModel
 from facefuse.models.heads import BranchedHead
-from facefuse.models.multitask import build_model
 from facefuse.tasks import CELEBA_ATTRIBUTES
 from facefuse.train.dynamic_weights import DynamicAttributeWeights, weights_from_trend
 from facefuse.train.losses import landmark_l1

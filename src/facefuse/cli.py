@@ -132,6 +132,17 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0 if worst < args.tolerance else 1
 
 
+def add_run_options(p: argparse.ArgumentParser, output_what: str) -> None:
+    """Profile, overrides, output folder and quiet: shared by config-driven commands."""
+    p.add_argument("--quick", action="store_true",
+                   help="apply the config's 'quick' profile (small, CPU-sized)")
+    p.add_argument("--profile", default=None, help="apply another named profile")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set seeds=[0]")
+    p.add_argument("--output", default=None, help=f"{output_what} (overrides 'output')")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or report echo")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facefuse", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"facefuse {__version__}")
@@ -166,23 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("experiment", help="run an experiment protocol from a YAML config "
                                             "and write its report folder")
     exp.add_argument("config", help="YAML config (its 'kind' names the protocol)")
-    exp.add_argument("--quick", action="store_true",
-                     help="apply the config's 'quick' profile (small, CPU-sized)")
-    exp.add_argument("--profile", default=None, help="apply another named profile")
-    exp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set seeds=[0]")
-    exp.add_argument("--output", default=None, help="report folder (overrides 'output')")
-    exp.add_argument("--quiet", action="store_true", help="no progress bar or report echo")
+    add_run_options(exp, "report folder")
     exp.set_defaults(func=cmd_experiment)
 
     train = sub.add_parser("train", help="train one multi-task model across datasets "
                                          "(runs unchanged under torchrun)")
     train.add_argument("config", help="YAML config (see configs/mtl_*.yaml)")
-    train.add_argument("--quick", action="store_true", help="apply the 'quick' profile")
-    train.add_argument("--profile", default=None, help="apply another named profile")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value")
-    train.add_argument("--output", default=None, help="run folder (overrides 'output')")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_options(train, "run folder")
     train.set_defaults(func=cmd_train)
 
     onnx = sub.add_parser("export-onnx", help="export a checkpoint to ONNX and check it "

@@ -37,7 +37,7 @@ from facefuse.evaluation.metrics import METRICS
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
 from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.margin import margin_loss
-from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
+from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
 from facefuse.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from facefuse.train.loop import OptimConfig, decode, make_optimizer, resolve_device, task_loss

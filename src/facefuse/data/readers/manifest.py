@@ -33,7 +33,7 @@ from facefuse.data.readers.base import (
 )
 from facefuse.data.splits import assign_splits
 from facefuse.data.table import SPLITS, SampleTable
-from facefuse.tasks import CELEBA_ATTRIBUTES, LANDMARK_68_NAMES, TaskKind, get_task
+from facefuse.tasks import CELEBA_ATTRIBUTES, LANDMARK_68_NAMES, get_task
 
 CLASS_COLUMNS = ("gender", "race", "emotion")
 KNOWN_COLUMNS = {"image", "split", "identity", "age", "landmarks", *CLASS_COLUMNS,
