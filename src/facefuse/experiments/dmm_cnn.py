@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from facefuse.config import save_config
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
-from facefuse.data.loader import CacheLoader
+from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.table import SampleTable
 from facefuse.evaluation.metrics import (
@@ -257,8 +257,7 @@ def train_run(cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
                     attribute_groups={"objective": list(cfg.model.objective),
                                       "subjective": list(cfg.model.subjective)},
                     input_size=cfg.image_size,
-                    normalisation={"mean": train._mean.view(-1).tolist(),
-                                   "std": train._std.view(-1).tolist()},
+                    normalisation={"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)},
                     crop={"landmark_margin": cfg.landmark_margin,
                           "center_crop": cfg.center_crop},
                     landmark_coordinates="0..1 of the input crop (x right, y down)",

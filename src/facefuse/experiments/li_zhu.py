@@ -26,7 +26,7 @@ import torch
 from facefuse.config import save_config
 from facefuse.data.augment import paper_augment
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
-from facefuse.data.loader import CacheLoader
+from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.splits import assign_splits
 from facefuse.data.table import SPLITS, SampleTable
@@ -240,10 +240,8 @@ def train_extractor(cfg: LiZhuConfig, cache: TrainingCache, target: Target, seed
                       labels=labels)
     result = fit(model, train, e.optim, {target.name: 1.0}, val, {target.name: target.task})
     save_checkpoint(model, path, tasks={target.name: list(target.task.label_names)},
-                    input_size=e.image_size, normalisation={"mean": list(train._mean.view(-1)
-                                                                        .tolist()),
-                                                            "std": list(train._std.view(-1)
-                                                                        .tolist())},
+                    input_size=e.image_size,
+                    normalisation={"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)},
                     training_data=cache.table.datasets(), seed=seed, history=result.history,
                     seconds=round(result.seconds, 1))
     return model

@@ -73,7 +73,12 @@ class FaceModel:
         crop's pixels, the identity embedding (unit length)."""
         if len(faces) == 0:
             return []
-        features, outputs = self.raw(faces)
+        return self.decode(faces, *self.raw(faces))
+
+    def decode(self, faces: Sequence[np.ndarray], features: torch.Tensor,
+               outputs: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """:meth:`predict`'s decoding of one :meth:`raw` pass (reuse it when the features
+        are needed too, instead of running the model twice)."""
         out: list[dict[str, Any]] = [{} for _ in faces]
         for t in self.tasks:
             task = get_task(t)

@@ -194,9 +194,9 @@ def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
         ids = tracker.update(detections, frame.time)
         if detections:
             crops = [square_crop(frame.rgb, d.box, margin, model.size) for d in detections]
-            features, _ = model.raw(crops)
+            features, outputs = model.raw(crops)
             feats = features.float().cpu().numpy()
-            preds = model.predict(crops)
+            preds = model.decode(crops, features, outputs)
             for d, tid, f, p in zip(detections, ids, feats, preds):
                 track = tracker.tracks[tid]
                 track.stats.add(f)

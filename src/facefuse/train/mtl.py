@@ -29,18 +29,23 @@ from torch import nn
 from facefuse.config import save_config, to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
-from facefuse.data.loader import CacheLoader, identity_classes
+from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identity_classes
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.readers.lfw import read_pairs
 from facefuse.data.table import SampleTable
-from facefuse.evaluation.metrics import METRICS
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
 from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
 from facefuse.train.distributed import DistInfo, barrier, init_distributed, shutdown
-from facefuse.train.loop import OptimConfig, decode, make_optimizer, resolve_device, task_loss
+from facefuse.train.loop import (
+    OptimConfig,
+    evaluate,
+    make_optimizer,
+    resolve_device,
+    task_loss,
+)
 from facefuse.train.weighting import WEIGHTINGS
 
 log = logging.getLogger(__name__)
@@ -250,8 +255,7 @@ class MTLTrainer:
         labels = {t: list(get_task(t).label_names) for t in self.cfg.tasks if t != "identity"}
         save_checkpoint(self.model, self.out / name, tasks=labels,
                         identity_classes=len(self.identities), input_size=self.cfg.image_size,
-                        normalisation={"mean": [0.485, 0.456, 0.406],
-                                       "std": [0.229, 0.224, 0.225]},
+                        normalisation={"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)},
                         crop={"center_crop": self.cfg.center_crop},
                         training_data=self.counts, recipe=self.cfg.recipe,
                         epochs=len(self.history))
@@ -320,24 +324,10 @@ class MTLTrainer:
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:
         """Metrics per task on ``split``; identity by LFW View-2 verification (test) or
         closed-set accuracy (val)."""
-        self.model.eval()
-        results: dict[str, dict[str, float]] = {}
-        rows = self.cache.rows(split)
-        loader = CacheLoader(self.cache, rows, 512, shuffle=False, device=self.device,
-                             tasks=self.cfg.tasks, identities=self.identities)
-        preds: dict[str, list] = {t: [] for t in self.cfg.tasks}
-        targets: dict[str, list] = {t: [] for t in self.cfg.tasks}
-        for batch in loader:
-            out = self.model(batch.images)
-            for t in self.cfg.tasks:
-                m = batch.masks[t].cpu().numpy()
-                if m.any():
-                    preds[t].append(decode(t, out[t])[m])
-                    targets[t].append(batch.labels[t].cpu().numpy()[m])
-        for t in self.cfg.tasks:
-            if preds[t]:
-                p, y = np.concatenate(preds[t]), np.concatenate(targets[t])
-                results[t] = {k: METRICS.get(k)(p, y) for k in get_task(t).metrics}
+        loader = CacheLoader(self.cache, self.cache.rows(split), 512, shuffle=False,
+                             device=self.device, tasks=self.cfg.tasks,
+                             identities=self.identities)
+        results = evaluate(self.model, loader, self.cfg.tasks)
         if "identity" in self.cfg.tasks and split == "test":
             results["identity"] = self.lfw_verification()
         return results
