@@ -65,7 +65,7 @@ def test_haar_finds_a_real_face_and_crops_are_square(real_face: np.ndarray) -> N
     assert crop.shape == (48, 48, 3)
     edge = square_crop(frame, (-50, -50, 30, 30), 0.5, 16)  # outside: border repeated
     assert edge.shape == (16, 16, 3)
-    with pytest.raises(KeyError, match="valid names: full_frame, haar"):
+    with pytest.raises(KeyError, match="valid names: dlib_hog, full_frame, haar, mtcnn"):
         build_detector("yolo")
 
 

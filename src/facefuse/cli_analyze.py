@@ -196,7 +196,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
-        p.add_argument("--detector", default="haar", help="face detector (haar, full_frame)")
+        p.add_argument("--detector", default="mtcnn",
+                       help="face detector: mtcnn (default), haar, dlib_hog (needs dlib-bin), "
+                            "full_frame (the image is the face)")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         p.add_argument("--min-face", type=int, default=24, help="smallest face side in px")
 

@@ -13,8 +13,10 @@ from pathlib import Path
 def _model_and_detector(args: argparse.Namespace):
     from facefuse.inference.detection import build_detector
     from facefuse.inference.face_model import FaceModel
+    from facefuse.weights import shipped_model_path
 
-    return FaceModel.from_checkpoint(args.model), build_detector(args.detector)
+    return (FaceModel.from_checkpoint(args.model or shipped_model_path()),
+            build_detector(args.detector))
 
 
 def _clip_features(paths: list[str], args: argparse.Namespace) -> tuple[list, list]:
@@ -120,10 +122,14 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
     vsub = video.add_subparsers(dest="video_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="checkpoint (NAME.safetensors/.json)")
-        p.add_argument("--detector", default="haar", help="face detector (haar, full_frame)")
+        p.add_argument("--model", help="checkpoint (NAME.safetensors/.json); default: the "
+                       "shipped model")
+        p.add_argument("--detector", default="mtcnn",
+                       help="face detector: mtcnn (default), haar, dlib_hog (needs dlib-bin), "
+                            "full_frame (the image is the face)")
         p.add_argument("--fps", type=float, default=5.0, help="frames sampled per second")
-        p.add_argument("--margin", type=float, default=0.25, help="crop margin around a box")
+        p.add_argument("--margin", type=float, default=0.2,
+                       help="crop margin around the face's landmark box (training used 0.2)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     a = vsub.add_parser("analyze", help="per-track results over time (JSON lines + CSV)")

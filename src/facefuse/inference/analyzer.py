@@ -112,9 +112,11 @@ class FaceAnalyzer:
     Args:
         model: a checkpoint path, a :class:`FaceModel`, or None for the shipped model.
         tasks: tasks to report (default: every head of the model).
-        detector: a detector name (``haar``, ``full_frame``) or instance.
+        detector: a detector name (``mtcnn``, ``haar``, ``dlib_hog``, ``full_frame``) or
+            instance.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        margin: crop margin around a detector box (share of the box side, each side).
+        margin: crop margin around the face's landmark box as the detector places it (share
+            of the box side, each side); 0.2 is what training used.
         align: when the model has a landmark head, warp each face so its five points meet
             a canonical template before predicting (a second pass on the aligned crop).
         min_face: faces smaller than this many pixels are skipped.
@@ -124,8 +126,8 @@ class FaceAnalyzer:
 
     def __init__(self, tasks: Sequence[str] | None = None,
                  model: str | Path | FaceModel | None = None,
-                 detector: str | FaceDetector = "haar", device: str = "auto",
-                 margin: float = 0.25, align: bool = False, min_face: int = 24,
+                 detector: str | FaceDetector = "mtcnn", device: str = "auto",
+                 margin: float = 0.2, align: bool = False, min_face: int = 24,
                  batch_size: int = 64, max_pixels: int = MAX_PIXELS) -> None:
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
@@ -141,7 +143,8 @@ class FaceAnalyzer:
                              f"{', '.join(self.model.tasks)}")
         self.tasks = list(tasks) if tasks else list(self.model.tasks)
         self.detector = detector if isinstance(detector, FaceDetector) else \
-            build_detector(detector, **({"min_size": min_face} if detector == "haar" else {}))
+            build_detector(detector, **({"min_size": max(min_face, 12)}
+                                        if detector in ("haar", "mtcnn") else {}))
         self.margin, self.align = margin, align
         self.min_face, self.batch_size = min_face, batch_size
         self.max_pixels = max_pixels
@@ -176,7 +179,8 @@ class FaceAnalyzer:
             for det in self.detector.detect(rgb):
                 if min(det.width, det.height) < self.min_face:
                     continue
-                crops.append(square_crop(rgb, det.box, self.margin, self.model.size))
+                crops.append(square_crop(rgb, self.detector.face_box(det), self.margin,
+                                         self.model.size))
                 owners.append((i, det))
         preds = self._predict(crops, owners, loaded)
         per_image: list[list[FaceResult]] = [[] for _ in loaded]
@@ -235,7 +239,7 @@ class FaceAnalyzer:
 
     def _to_image(self, crop_points: np.ndarray, det: Detection) -> np.ndarray:
         """Crop-pixel landmarks (crop of ``model.size``) back to image pixels."""
-        x0, y0, x1, y1 = det.box
+        x0, y0, x1, y1 = self.detector.face_box(det)
         side = max(x1 - x0, y1 - y0) * (1 + 2 * self.margin)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
         scale = side / self.model.size

