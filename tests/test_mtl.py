@@ -104,6 +104,15 @@ def test_mixed_batches_train_every_task_and_report(fake_root: Path, tmp_path: Pa
     for name in ("final.safetensors", "final.json", "last.safetensors", "state.pt",
                  "config.yaml"):
         assert (run / name).is_file()
+    # re-evaluating the finished run (as the model card does) gives the run's own figure:
+    # the embedding is taken in eval mode, whatever mode a fresh trainer starts in
+    again = mtl.MTLTrainer(load_config(mtl.MTLConfig, cfg))
+    again.model.train()
+    ident = metrics["test"]["identity"]
+    redo = again.lfw_verification()
+    assert redo["lfw_verification_accuracy"] == pytest.approx(ident["lfw_verification_accuracy"])
+    assert redo["lfw_verification_threshold"] == pytest.approx(
+        ident["lfw_verification_threshold"], abs=1e-5)
 
 
 def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path: Path,

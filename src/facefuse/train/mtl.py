@@ -334,6 +334,8 @@ class MTLTrainer:
 
     @torch.no_grad()
     def lfw_verification(self) -> dict[str, float]:
+        """LFW View-2 (10 folds) with the identity embedding, in eval mode."""
+        self.model.eval()
         table = self.cache.table
         lfw_rows = np.flatnonzero(self.cache.valid & (table.dataset == "lfw") & (table.fold >= 0))
         if not len(lfw_rows):
