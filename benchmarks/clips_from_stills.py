@@ -93,7 +93,8 @@ def main() -> None:
     if args.model:
         cmd += ["--model", args.model]
     print("$", " ".join(cmd))
-    fit = subprocess.run(cmd, capture_output=True, text=True)
+    fit = subprocess.run([sys.executable, "-m", "facefuse.cli", *cmd[1:]], capture_output=True,
+                         text=True)
     print(fit.stdout + fit.stderr)
     if fit.returncode:
         sys.exit(fit.returncode)
