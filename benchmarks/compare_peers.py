@@ -80,15 +80,13 @@ class Ours:
 
     def stages(self, path: str) -> dict[str, float]:
         """One photo through every stage, timed."""
-        from facefuse.inference.detection import square_crop
-
         a = self.analyzer
         t0 = time.perf_counter()
         rgb = a._to_rgb(path)
         t1 = time.perf_counter()
-        dets = [d for d in a.detector.detect(rgb) if min(d.width, d.height) >= a.min_face]
+        dets = a.detect(rgb)
         t2 = time.perf_counter()
-        crops = [square_crop(rgb, d.box, a.margin, a.model.size) for d in dets]
+        crops = a.crops(rgb, dets)
         t3 = time.perf_counter()
         if crops:
             a.model.predict(crops)

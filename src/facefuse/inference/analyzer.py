@@ -18,7 +18,13 @@ import torch
 
 from facefuse.data.images import MAX_PIXELS, ImageError, is_image_name, load_rgb
 from facefuse.inference.alignment import align_face
-from facefuse.inference.detection import Detection, FaceDetector, build_detector, square_crop
+from facefuse.inference.detection import (
+    Detection,
+    FaceDetector,
+    build_detector,
+    square_around,
+    square_crop,
+)
 from facefuse.inference.face_model import FaceModel
 from facefuse.tasks import five_points_from_68
 
@@ -176,12 +182,9 @@ class FaceAnalyzer:
         for i, (_, rgb, _) in enumerate(loaded):
             if rgb is None:
                 continue
-            for det in self.detector.detect(rgb):
-                if min(det.width, det.height) < self.min_face:
-                    continue
-                crops.append(square_crop(rgb, self.detector.face_box(det), self.margin,
-                                         self.model.size))
-                owners.append((i, det))
+            dets = self.detect(rgb)
+            crops.extend(self.crops(rgb, dets))
+            owners.extend((i, det) for det in dets)
         preds = self._predict(crops, owners, loaded)
         per_image: list[list[FaceResult]] = [[] for _ in loaded]
         for (i, det), (pred, landmarks) in zip(owners, preds):
@@ -237,10 +240,18 @@ class FaceAnalyzer:
                 out.append((kept, landmarks))
         return out
 
+    def detect(self, rgb: np.ndarray) -> list[Detection]:
+        """The detector's faces in an RGB image, those under ``min_face`` pixels left out."""
+        return [d for d in self.detector.detect(rgb) if min(d.width, d.height) >= self.min_face]
+
+    def crops(self, rgb: np.ndarray, dets: Sequence[Detection]) -> list[np.ndarray]:
+        """The model's input crop of each detection: the square around the face's landmark
+        box (as the detector's calibration places it), widened by the margin."""
+        return [square_crop(rgb, self.detector.face_box(d), self.margin, self.model.size)
+                for d in dets]
+
     def _to_image(self, crop_points: np.ndarray, det: Detection) -> np.ndarray:
         """Crop-pixel landmarks (crop of ``model.size``) back to image pixels."""
-        x0, y0, x1, y1 = self.detector.face_box(det)
-        side = max(x1 - x0, y1 - y0) * (1 + 2 * self.margin)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        cx, cy, side = square_around(self.detector.face_box(det), self.margin)
         scale = side / self.model.size
         return crop_points * scale + np.array([cx - side / 2, cy - side / 2])

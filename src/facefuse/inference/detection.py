@@ -189,13 +189,19 @@ def build_detector(name: str, **options: object) -> FaceDetector:
     return DETECTORS.get(name)(**options)  # type: ignore[arg-type]
 
 
+def square_around(box: tuple[float, float, float, float], margin: float
+                  ) -> tuple[float, float, float]:
+    """Centre ``(cx, cy)`` and side of the square crop around ``box``: its side is
+    ``max(w, h) * (1 + 2 * margin)``."""
+    x0, y0, x1, y1 = box
+    return (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+
+
 def square_crop(rgb: np.ndarray, box: tuple[float, float, float, float], margin: float,
                 size: int) -> np.ndarray:
-    """A square crop centred on ``box``, its side ``max(w, h) * (1 + 2 * margin)``, resized to
-    ``size``; parts outside the image repeat the border."""
-    x0, y0, x1, y1 = box
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    """The square around ``box`` (:func:`square_around`), resized to ``size``; parts outside
+    the image repeat the border."""
+    cx, cy, side = square_around(box, margin)
     h, w = rgb.shape[:2]
     left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
     side_i = max(int(round(side)), 1)
