@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from facefuse.data.images import load_rgb
 from facefuse.data.loader import CacheLoader, identity_classes
 from facefuse.data.readers import find_datasets, read_dataset
 from facefuse.data.table import SampleTable
+from facefuse.inference.detection import build_detector
 from facefuse.tasks import get_task
 
 
@@ -166,3 +168,59 @@ def test_loader_normalisation_matches_formula(tmp_path: Path) -> None:
         torch.testing.assert_close(batch.images, (raw.float() / 255 - mean) / std)
         assert batch.images.is_contiguous(
             memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _real_utkface(shared_data: Path, root: Path, names: tuple[str, ...]) -> SampleTable:
+    folder = root / "utkface" / "UTKFace"
+    folder.mkdir(parents=True)
+    for name in names:
+        shutil.copy(shared_data / "utkface" / "UTKFace" / name, folder / name)
+    return read_dataset("utkface", root).table
+
+
+REAL_UTK = ("26_1_2_20170103184117683.jpg.chip.jpg", "45_0_1_20170111195732003.jpg.chip.jpg",
+            "8_0_0_20170103200436055.jpg.chip.jpg")
+
+
+def test_detector_crops_are_the_analyzers_crops(shared_data: Path, tmp_path: Path) -> None:
+    from facefuse.inference.analyzer import FaceAnalyzer
+
+    table = _real_utkface(shared_data, tmp_path / "d", REAL_UTK)
+    analyzer = FaceAnalyzer(device="cpu")  # default detector and margin
+    size = analyzer.model.size
+    spec = CacheSpec(size=size, detector_crop=("utkface",))
+    cache = build_cache(table, tmp_path / "c", spec, workers=2)
+    assert cache.valid.all()
+    for i in range(len(table)):
+        rgb = load_rgb(table.image[i])
+        faces = analyzer.detect(rgb)
+        assert len(faces) == 1, "each of these UTKFace chips shows one face"
+        expected = analyzer.crops(rgb, faces)[0]
+        np.testing.assert_array_equal(cache.images[i], expected)
+        box = cache.boxes[i]
+        assert box[2] - box[0] == pytest.approx(box[3] - box[1], rel=1e-4)
+        assert box[2] - box[0] != pytest.approx(rgb.shape[1])  # not the whole-image fallback
+    # the same images without detector crops are cut otherwise: the setting changes the key
+    plain = build_cache(table, tmp_path / "c", CacheSpec(size=size), workers=1)
+    assert plain.path != cache.path
+    assert not np.array_equal(plain.images[0], cache.images[0])
+
+
+def test_detector_crop_falls_back_where_no_face_is_found(tmp_path: Path) -> None:
+    table = utk_table(tmp_path / "d", n=3)  # random texture: no face
+    spec = CacheSpec(size=16, detector_crop=("utkface",), detector="mtcnn")
+    cache = build_cache(table, tmp_path / "c", spec, workers=1)
+    assert cache.valid.all()
+    np.testing.assert_array_equal(cache.boxes, [[0, 0, 32, 32]] * 3)  # the whole image
+    np.testing.assert_array_equal(cache.boxes, build_cache(
+        table, tmp_path / "c", CacheSpec(size=16), workers=1).boxes)
+
+
+def test_detector_crop_settings_are_checked_and_keep_old_keys() -> None:
+    with pytest.raises(KeyError, match="valid names: .*mtcnn"):
+        CacheSpec(detector_crop=("utkface",), detector="yunet")
+    CacheSpec(detector="yunet")  # not used without detector_crop datasets
+    assert "detector" not in CacheSpec().to_dict()  # caches built before keep their keys
+    d = CacheSpec(detector_crop=["utkface", "celeba"]).to_dict()
+    assert d["detector_crop"] == ["celeba", "utkface"] and d["detector"] == "mtcnn"
+    assert build_detector("mtcnn").name == "mtcnn"

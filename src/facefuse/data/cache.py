@@ -54,12 +54,22 @@ class CacheSpec:
         landmark_margin: share of the landmark box's side added on each side.
         center_crop: dataset name -> share of the image side kept around the centre (for
             loose crops such as the CelebA subset, whose face box is about half the side).
+        detector_crop: datasets whose rows (without landmarks) are cropped the way the face
+            analyzer crops: the largest face that ``detector`` finds, its calibrated
+            landmark box widened by ``landmark_margin``; rows where it finds none fall back
+            to the rule above. Training on these crops makes the training crops match what
+            the model sees through the analyzer.
+        detector: the detector's registered name (see :mod:`facefuse.inference.detection`).
+        min_face: the analyzer's smallest face, in source pixels.
     """
 
     size: int = 112
     crop: str = "auto"
     landmark_margin: float = 0.2
     center_crop: Mapping[str, float] = field(default_factory=lambda: {"celeba": 0.7})
+    detector_crop: tuple[str, ...] = ()
+    detector: str = "mtcnn"
+    min_face: int = 24
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or not 8 <= self.size <= 1024:
@@ -71,10 +81,20 @@ class CacheSpec:
         for name, share in self.center_crop.items():
             if not 0 < share <= 1:
                 raise ValueError(f"center_crop[{name!r}] must be in (0, 1], got {share}")
+        object.__setattr__(self, "detector_crop", tuple(self.detector_crop))
+        if self.detector_crop:
+            from facefuse.inference.detection import DETECTORS
+
+            DETECTORS.get(self.detector)  # an unknown name fails here, listing the valid ones
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["center_crop"] = dict(sorted(self.center_crop.items()))
+        if not self.detector_crop:  # older caches' keys stay as they were
+            for key in ("detector_crop", "detector", "min_face"):
+                d.pop(key)
+        else:
+            d["detector_crop"] = sorted(self.detector_crop)
         return d
 
 
@@ -115,9 +135,52 @@ def crop_box(width: int, height: int, landmarks: np.ndarray | None, dataset: str
     return float(cx - side / 2), float(cy - side / 2), float(cx + side / 2), float(cy + side / 2)
 
 
+_DETECTORS: dict[str, object] = {}  # one detector per worker process, built on first use
+
+
+def detector_crop_box(rgb: np.ndarray, spec: CacheSpec
+                      ) -> tuple[float, float, float, float] | None:
+    """The analyzer's crop box (see :meth:`facefuse.inference.analyzer.FaceAnalyzer.crops`)
+    of the face ``spec.detector`` finds nearest the centre of ``rgb``, or None when it finds
+    none."""
+    from facefuse.inference.detection import build_detector, square_around
+
+    detector = _DETECTORS.get(spec.detector)
+    if detector is None:
+        options = {"min_size": max(spec.min_face, 12)} if spec.detector in ("haar", "mtcnn") \
+            else {}
+        detector = _DETECTORS[spec.detector] = build_detector(spec.detector, **options)
+    faces = [d for d in detector.detect(rgb) if min(d.width, d.height) >= spec.min_face]
+    if not faces:
+        return None
+    # dataset images are centred on their labelled face: take the face nearest the centre
+    h, w = rgb.shape[:2]
+    central = min(faces, key=lambda d: ((d.box[0] + d.box[2] - w) ** 2
+                                        + (d.box[1] + d.box[3] - h) ** 2))
+    cx, cy, side = square_around(detector.face_box(central), spec.landmark_margin)
+    return cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2
+
+
+def _detector_crop(path: str, dataset: str, spec: CacheSpec
+                   ) -> tuple[np.ndarray | None, tuple[float, ...], str | None]:
+    from facefuse.inference.detection import square_crop
+
+    try:
+        rgb = load_rgb(path)
+    except ImageError as exc:
+        return None, (0.0, 0.0, 0.0, 0.0), str(exc)
+    h, w = rgb.shape[:2]
+    box = detector_crop_box(rgb, spec) or crop_box(w, h, None, dataset, spec)
+    x0, y0, x1, y1 = box
+    # square_crop takes a box and a margin; the box is already the square, so margin 0
+    return square_crop(rgb, box, 0.0, spec.size), (x0, y0, x1, y1), None
+
+
 def _decode_one(args: tuple[str, np.ndarray | None, str, CacheSpec]
                 ) -> tuple[np.ndarray | None, tuple[float, ...], str | None]:
     path, landmarks, dataset, spec = args
+    if spec.crop == "auto" and dataset in spec.detector_crop and landmarks is None:
+        return _detector_crop(path, dataset, spec)
     try:
         rgb = load_rgb(path, draft_size=(spec.size, spec.size))
     except ImageError as exc:
@@ -160,7 +223,7 @@ class TrainingCache:
             raise ValueError(f"{path}: cache format {meta.get('format')}, this facefuse reads "
                              f"{FORMAT_VERSION}; rebuild it")
         spec_d = meta["spec"]
-        spec = CacheSpec(**spec_d)
+        spec = CacheSpec(**{**spec_d, "detector_crop": tuple(spec_d.get("detector_crop", ()))})
         n, s = meta["samples"], spec.size
         images = np.memmap(path / "images.u8", dtype=np.uint8, mode="r", shape=(n, s, s, 3))
         return cls(path, spec, SampleTable.load(path / "table.npz"), images,

@@ -84,6 +84,8 @@ class MTLConfig:
     augment: bool = True
     grayscale: float = 0.1  # drop colour sometimes, so grayscale FER and colour data agree
     center_crop: dict[str, float] = field(default_factory=lambda: {"celeba": 0.6})
+    # datasets cropped by the analyzer's detector (the training crops then match inference)
+    detector_crop: tuple[str, ...] = ()
     channels_last: bool = True
     bf16: bool = True  # autocast on CUDA
 
@@ -108,6 +110,9 @@ class MTLConfig:
         unknown = set(self.sampling) - set(self.datasets)
         if unknown:
             raise ValueError(f"sampling weights for datasets not used: {sorted(unknown)}")
+        unknown = set(self.detector_crop) - set(self.datasets)
+        if unknown:
+            raise ValueError(f"detector_crop names datasets not used: {sorted(unknown)}")
 
 
 def load_data(cfg: MTLConfig) -> tuple[SampleTable, list[dict]]:
@@ -185,7 +190,8 @@ class MTLTrainer:
         self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
         table, self.counts = load_data(cfg)
-        spec = CacheSpec(size=cfg.image_size, center_crop=cfg.center_crop)
+        spec = CacheSpec(size=cfg.image_size, center_crop=cfg.center_crop,
+                         detector_crop=cfg.detector_crop)
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
@@ -256,7 +262,8 @@ class MTLTrainer:
         save_checkpoint(self.model, self.out / name, tasks=labels,
                         identity_classes=len(self.identities), input_size=self.cfg.image_size,
                         normalisation={"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)},
-                        crop={"center_crop": self.cfg.center_crop},
+                        crop={"center_crop": self.cfg.center_crop,
+                              "detector_crop": list(self.cfg.detector_crop)},
                         training_data=self.counts, recipe=self.cfg.recipe,
                         epochs=len(self.history))
 
