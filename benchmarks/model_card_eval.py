@@ -2,7 +2,8 @@
 breakdown per gender, race and age group on UTKFace; prints Markdown for the model card.
 
 It reuses the training run's cache (same crops and size as training), so figures are for
-the model's own face crops (the datasets' crops), not for the detector's.
+the training crops: the datasets' own crops, or the detector's where the run's config lists
+the dataset under ``detector_crop``.
 
 Usage: python benchmarks/model_card_eval.py RUN_FOLDER [--checkpoint NAME]
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from facefuse.config import load_config
-from facefuse.data.cache import CacheSpec, build_cache
+from facefuse.data.cache import build_cache
 from facefuse.data.loader import CacheLoader
 from facefuse.models.checkpoint import load_checkpoint
 from facefuse.tasks import GENDERS, RACES, age_group
@@ -32,8 +33,7 @@ def main() -> None:
     run = Path(args.run)
     cfg = load_config(MTLConfig, run / "config.yaml")
     table, _ = load_data(cfg)
-    cache = build_cache(table, cfg.cache_dir, CacheSpec(size=cfg.image_size,
-                                                        center_crop=cfg.center_crop), name="mtl")
+    cache = build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl")
     model = load_checkpoint(run / args.checkpoint).model
     tasks = [t for t in cfg.tasks if t != "identity"]
     rows = cache.rows("test")

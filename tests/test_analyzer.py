@@ -84,7 +84,7 @@ def test_image_modes_and_exif(analyzer: FaceAnalyzer, faces, tmp_path: Path) -> 
     rgba = tmp_path / "rgba.png"
     Image.fromarray(img).convert("RGBA").save(rgba)
     deep = tmp_path / "deep.png"
-    Image.fromarray((img[..., 0].astype(np.uint16) * 257)).save(deep)
+    Image.fromarray(img[..., 0].astype(np.uint16) * 257).save(deep)
     rotated = tmp_path / "rotated.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6  # stored rotated: a viewer turns it 90 degrees clockwise
@@ -191,3 +191,39 @@ def test_verify_and_search_on_lfw(model_path, shared_data: Path, tmp_path, capsy
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(blank)
     assert main(["verify", str(blank), str(a), "--model", str(model_path)]) == 2
+
+
+def test_flip_averaging_is_mirror_consistent(model_path: Path, faces) -> None:
+    from facefuse.data.augment import FLIP_68
+    from facefuse.inference.face_model import FaceModel
+
+    face = np.asarray(Image.fromarray(faces[0]).resize((32, 32)))  # the model's size
+    mirror = np.ascontiguousarray(face[:, ::-1])
+    a, b = FaceModel.from_checkpoint(model_path, flip=True).predict([face, mirror])
+    # a face and its mirror image get the same predictions ...
+    for task in ("gender", "emotion"):
+        assert a[task]["probabilities"] == pytest.approx(b[task]["probabilities"], abs=2e-4)
+    assert a["age"] == pytest.approx(b["age"], abs=0.011)
+    assert a["attributes_scores"] == pytest.approx(b["attributes_scores"], abs=2e-4)
+    np.testing.assert_allclose(a["embedding"], b["embedding"], atol=1e-5)
+    # ... and mirrored landmarks, left and right points swapped
+    la, lb = np.array(a["landmarks"]), np.array(b["landmarks"])
+    np.testing.assert_allclose(lb[list(FLIP_68), 0], 32 - la[:, 0], atol=0.02)
+    np.testing.assert_allclose(lb[list(FLIP_68), 1], la[:, 1], atol=0.02)
+    # without the flip, this random model is not mirror-symmetric: the test can fail
+    p, q = FaceModel.from_checkpoint(model_path).predict([face, mirror])
+    lp, lq = np.array(p["landmarks"]), np.array(q["landmarks"])
+    assert np.abs(lq[list(FLIP_68), 0] - (32 - lp[:, 0])).max() > 0.1
+
+
+def test_flip_is_the_analyzers_default_and_can_be_turned_off(model_path: Path, faces,
+                                                              capsys) -> None:
+    assert FaceAnalyzer(model=model_path, device="cpu").model.flip
+    assert not FaceAnalyzer(model=model_path, device="cpu", flip=False).model.flip
+    path = Path(__file__).resolve().parents[1] / "src/facefuse/assets/astronaut.jpg"
+    outputs = []
+    for extra in ([], ["--no-flip"]):
+        assert main(["analyze", str(path), "--model", str(model_path), *extra]) == 0
+        outputs.append(json.loads(capsys.readouterr().out.splitlines()[0]))
+    assert outputs[0]["faces"] and outputs[1]["faces"]
+    assert outputs[0]["faces"][0]["age"] != outputs[1]["faces"][0]["age"]

@@ -58,6 +58,13 @@ def test_cache_command(fake_root: Path, tmp_path: Path, capsys) -> None:
     assert "valid names" in capsys.readouterr().err
     assert main(["data", "cache", str(fake_root), "--dataset", "utkface", "--size", "2",
                  "--quiet", "--out", str(tmp_path / "c2")]) == 2
+    capsys.readouterr()
+    # detector crops: a new cache (other key) whose fake, face-free images fall back whole
+    assert main([*argv, "--detector-crop", "utkface"]) == 0
+    assert len([p for p in (tmp_path / "cache").iterdir() if (p / "meta.json").exists()]) == 2
+    assert "50 of 50 images" in capsys.readouterr().out
+    assert main([*argv, "--detector-crop", "celeba"]) == 2
+    assert "--detector-crop names datasets not cached: ['celeba']" in capsys.readouterr().err
 
 
 def test_version_and_help(capsys) -> None:

@@ -88,6 +88,23 @@ def test_config_errors() -> None:
         MTLConfig(tasks=("beauty",))
     with pytest.raises(ValueError, match="not used"):
         MTLConfig(sampling={"imagenet": 1.0})
+    with pytest.raises(ValueError, match="detector_crop names datasets not used"):
+        MTLConfig(datasets=("utkface",), detector_crop=("celeba",))
+
+
+def test_shipped_profile_crops_like_the_analyzer() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_config(MTLConfig, root / "mtl_mobilenet.yaml", profile="shipped_cpu")
+    spec = cfg.cache_spec()
+    assert set(spec.detector_crop) == {"utkface", "celeba"} and spec.size == cfg.image_size
+    import inspect
+
+    from facefuse.inference.analyzer import FaceAnalyzer
+
+    defaults = inspect.signature(FaceAnalyzer).parameters
+    assert spec.detector == defaults["detector"].default
+    assert spec.landmark_margin == defaults["margin"].default
+    assert MTLConfig().cache_spec().detector_crop == ()
 
 
 def test_mixed_batches_train_every_task_and_report(fake_root: Path, tmp_path: Path) -> None:

@@ -61,7 +61,11 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
     try:
         results = [read_dataset(name, root, SplitConfig(seed=args.seed))
                    for name in args.dataset]
-        spec = CacheSpec(size=args.size, crop=args.crop)
+        unknown = set(args.detector_crop or ()) - set(args.dataset)
+        if unknown:
+            raise ValueError(f"--detector-crop names datasets not cached: {sorted(unknown)}")
+        spec = CacheSpec(size=args.size, crop=args.crop,
+                         detector_crop=tuple(args.detector_crop or ()))
     except (DatasetError, KeyError, ValueError) as exc:
         print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
@@ -168,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dataset reader name (repeat to mix datasets)")
     cache.add_argument("--size", type=int, default=112, help="side in pixels (default 112)")
     cache.add_argument("--crop", default="auto", help="auto (landmark/centre crops) or none")
+    cache.add_argument("--detector-crop", action="append", metavar="DATASET",
+                       help="crop this dataset's images as the analyzer does (MTCNN face, "
+                            "calibrated box, training margin); repeatable")
     cache.add_argument("--out", default=".facefuse-cache", help="cache folder")
     cache.add_argument("--workers", type=int, default=None, help="decoding processes")
     cache.add_argument("--seed", type=int, default=0, help="split seed (default 0)")

@@ -18,7 +18,8 @@ def _analyzer(args: argparse.Namespace, tasks=None):
     return FaceAnalyzer(tasks=tasks or (args.tasks.split(",") if getattr(args, "tasks", None)
                                         else None),
                         model=args.model, detector=args.detector, device=args.device,
-                        align=getattr(args, "align", False), min_face=args.min_face)
+                        align=getattr(args, "align", False), min_face=args.min_face,
+                        flip=not args.no_flip)
 
 
 def annotate(rgb: np.ndarray, result, out: Path) -> None:
@@ -77,7 +78,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                     for row in rows:
                         row.setdefault("error", result.error)
                         if writer is None:
-                            writer = csv.DictWriter(out, fieldnames=list(row), extrasaction="ignore")
+                            writer = csv.DictWriter(out, fieldnames=list(row),
+                                                    extrasaction="ignore")
                             writer.writeheader()
                         writer.writerow(row)
                 else:
@@ -201,6 +203,9 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
                             "full_frame (the image is the face)")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
         p.add_argument("--min-face", type=int, default=24, help="smallest face side in px")
+        p.add_argument("--no-flip", action="store_true",
+                       help="no test-time flip (faster; by default each face and its mirror "
+                            "image are predicted and averaged)")
 
     a = sub.add_parser("analyze", help="detect faces and predict every task (images, "
                                        "folders, globs, videos)")

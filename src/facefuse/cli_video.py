@@ -15,7 +15,8 @@ def _model_and_detector(args: argparse.Namespace):
     from facefuse.inference.face_model import FaceModel
     from facefuse.weights import shipped_model_path
 
-    return (FaceModel.from_checkpoint(args.model or shipped_model_path()),
+    return (FaceModel.from_checkpoint(args.model or shipped_model_path(),
+                                      flip=not args.no_flip),
             build_detector(args.detector))
 
 
@@ -130,6 +131,9 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--fps", type=float, default=5.0, help="frames sampled per second")
         p.add_argument("--margin", type=float, default=0.2,
                        help="crop margin around the face's landmark box (training used 0.2)")
+        p.add_argument("--no-flip", action="store_true",
+                       help="no test-time flip (faster); use the same choice for fit and "
+                            "predict, as it changes the clip features")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     a = vsub.add_parser("analyze", help="per-track results over time (JSON lines + CSV)")

@@ -128,13 +128,17 @@ class FaceAnalyzer:
         min_face: faces smaller than this many pixels are skipped.
         batch_size: faces per model batch (across images).
         max_pixels: images above this many pixels are refused with a clear error.
+        flip: test-time flip (see :class:`FaceModel`): each face and its mirror image are
+            predicted together and averaged. Applies when the analyzer loads the model; a
+            :class:`FaceModel` passed in keeps its own setting.
     """
 
     def __init__(self, tasks: Sequence[str] | None = None,
                  model: str | Path | FaceModel | None = None,
                  detector: str | FaceDetector = "mtcnn", device: str = "auto",
                  margin: float = 0.2, align: bool = False, min_face: int = 24,
-                 batch_size: int = 64, max_pixels: int = MAX_PIXELS) -> None:
+                 batch_size: int = 64, max_pixels: int = MAX_PIXELS,
+                 flip: bool = True) -> None:
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
         if model is None:
@@ -142,7 +146,7 @@ class FaceAnalyzer:
 
             model = shipped_model_path()
         self.model = model if isinstance(model, FaceModel) else \
-            FaceModel.from_checkpoint(model, dev)
+            FaceModel.from_checkpoint(model, dev, flip=flip)
         unknown = set(tasks or []) - set(self.model.tasks) - {"embedding"}
         if unknown:
             raise ValueError(f"the model has no {sorted(unknown)} head; it predicts "

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facefuse.data.augment import FLIP_68
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
 from facefuse.train.loop import regression_scale
@@ -18,10 +19,32 @@ from facefuse.train.loop import regression_scale
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-class FaceModel:
-    """Runs a multi-task checkpoint on HxWx3 uint8 RGB face crops of any size."""
+def unflip_output(task: str, output: torch.Tensor) -> torch.Tensor:
+    """A head's output on mirrored crops, put back in the unmirrored crop's terms: 68
+    landmarks (normalised 0..1) are mirrored in x and their left/right points swapped;
+    every other output is the same quantity either way."""
+    if task != "landmarks" or output.shape[1] != 2 * len(FLIP_68):
+        return output
+    pts = output.reshape(len(output), -1, 2)
+    pts = torch.stack([1 - pts[..., 0], pts[..., 1]], dim=-1)[:, list(FLIP_68)]
+    return pts.reshape(len(output), -1)
 
-    def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> None:
+
+class FaceModel:
+    """Runs a multi-task checkpoint on HxWx3 uint8 RGB face crops of any size.
+
+    Args:
+        checkpoint: a loaded checkpoint.
+        device: where the model runs.
+        flip: test-time flip: run every crop and its mirror image in one batch and average
+            the two (logits, age, attribute scores, trunk features; the mirror's landmarks
+            are mirrored back and their left/right points swapped first). About twice the
+            model's cost; see ``docs/MODEL_CARD.md`` for what it gains.
+    """
+
+    def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu",
+                 flip: bool = False) -> None:
+        self.flip = flip
         self.meta = checkpoint.meta
         self.model = checkpoint.model.to(device).eval()
         self.device = torch.device(device)
@@ -32,9 +55,9 @@ class FaceModel:
         self.tasks = [t for t in self.model.heads if t in TASK_ORDER]
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu"
-                        ) -> FaceModel:
-        return cls(load_checkpoint(path, device), device)
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
+                        flip: bool = False) -> FaceModel:
+        return cls(load_checkpoint(path, device), device, flip)
 
     @property
     def feature_dim(self) -> int:
@@ -58,8 +81,16 @@ class FaceModel:
     def raw(self, faces: Sequence[np.ndarray]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Trunk features and raw head outputs for a batch of crops."""
         x = self.preprocess(faces)
-        features = self.model.forward_features(x)
-        return features, {t: head(features) for t, head in self.model.heads.items()}
+        if not self.flip:
+            features = self.model.forward_features(x)
+            return features, {t: head(features) for t, head in self.model.heads.items()}
+        n = len(x)
+        both = self.model.forward_features(torch.cat([x, x.flip(3)]))
+        outputs = {}
+        for t, head in self.model.heads.items():
+            o = head(both)
+            outputs[t] = (o[:n] + unflip_output(t, o[n:])) / 2
+        return (both[:n] + both[n:]) / 2, outputs
 
     def features(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """The trunk's feature vector per crop, (N, feature_dim)."""

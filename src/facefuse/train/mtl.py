@@ -114,6 +114,11 @@ class MTLConfig:
         if unknown:
             raise ValueError(f"detector_crop names datasets not used: {sorted(unknown)}")
 
+    def cache_spec(self) -> CacheSpec:
+        """The training cache's settings (size and crops) for this config."""
+        return CacheSpec(size=self.image_size, center_crop=self.center_crop,
+                         detector_crop=self.detector_crop)
+
 
 def load_data(cfg: MTLConfig) -> tuple[SampleTable, list[dict]]:
     tables, counts = [], []
@@ -190,8 +195,7 @@ class MTLTrainer:
         self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
         table, self.counts = load_data(cfg)
-        spec = CacheSpec(size=cfg.image_size, center_crop=cfg.center_crop,
-                         detector_crop=cfg.detector_crop)
+        spec = cfg.cache_spec()
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
