@@ -61,13 +61,14 @@ def _largest(faces):
 class Ours:
     """facefuse's analyzer with its default detector and the whole image as fallback."""
 
-    def __init__(self, detector: str | None, margin: float | None) -> None:
+    def __init__(self, detector: str | None, margin: float | None, flip: bool = True,
+                 model: str | None = None) -> None:
         from facefuse.inference.analyzer import FaceAnalyzer
 
         kwargs: dict[str, Any] = {"detector": detector} if detector else {}
         if margin is not None:
             kwargs["margin"] = margin
-        self.analyzer = FaceAnalyzer(device="cpu", **kwargs)
+        self.analyzer = FaceAnalyzer(model=model, device="cpu", flip=flip, **kwargs)
         self.whole = FaceAnalyzer(model=self.analyzer.model, detector="full_frame",
                                   device="cpu")
 
@@ -121,6 +122,8 @@ def main() -> None:
     p.add_argument("--detector", help="facefuse detector (default: the analyzer's)")
     p.add_argument("--margin", type=float, help="facefuse crop margin (default: the "
                    "analyzer's)")
+    p.add_argument("--model", help="facefuse checkpoint (default: the shipped model)")
+    p.add_argument("--no-flip", action="store_true", help="facefuse without test-time flip")
     p.add_argument("--limit", type=int,
                    help="images per test split; LFW: folds 1-2 only (a quick look)")
     p.add_argument("--speed-images", type=int, default=100)
@@ -155,8 +158,9 @@ def main() -> None:
         peers["wall_seconds"] = time.perf_counter() - t
         (out / "peers.json").write_text(json.dumps(peers))
 
-    ours = Ours(args.detector, args.margin)
-    res: dict[str, Any] = {"detector": ours.analyzer.detector.name, "threads": args.threads}
+    ours = Ours(args.detector, args.margin, not args.no_flip, args.model)
+    res: dict[str, Any] = {"detector": ours.analyzer.detector.name, "threads": args.threads,
+                           "model": args.model or "shipped", "flip": not args.no_flip}
     rows_md: list[list[str]] = []
 
     # UTKFace: age, gender, race
@@ -286,10 +290,13 @@ def main() -> None:
     (out / "results.json").write_text(json.dumps(res, indent=1))
 
     lines = ["# facefuse beside the offline peers", "",
-             f"Shipped model, detector `{res['detector']}`; {args.threads} thread(s); "
+             f"Model: {args.model or 'the shipped model'}"
+             f" ({'with' if res['flip'] else 'without'} test-time flip), detector "
+             f"`{res['detector']}`; {args.threads} thread(s); "
              f"{platform.machine()} CPU, {os.cpu_count()} cores. Command: "
              "`python benchmarks/compare_peers.py"
-             + (f" --limit {args.limit}" if args.limit else "") + " --peers-python ...`.", "",
+             + (f" --limit {args.limit}" if args.limit else "")
+             + (" --no-flip" if args.no_flip else "") + " --peers-python ...`.", "",
              "| task (test set) | facefuse | peer | better |", "|---|---|---|---|",
              *["| " + " | ".join(r) + " |" for r in rows_md], "",
              "Face found by the system's own detector (else the whole image is the box): "
