@@ -14,6 +14,18 @@ device call per shard unpacks it (the machine keeps its files while it stays war
 
 Shards hold whole files under their dataset folders (``utkface/UTKFace/...``), so the
 unpacked folder has the layout the readers expect.
+
+A built training cache packs far smaller (JPEG-encoded, see
+:mod:`facefuse.data.cache_pack`): about 3 KiB an image at 96 px, so the whole 59k-image
+multi-task cache goes over in a few calls, and training there needs no data folder:
+
+    python tools/pack_for_device.py --cache .facefuse-cache/mtl-XXXX --out .pack/cache
+    # parts .pack/cache/part-00, part-01, ... each under --max-mib; device call k,
+    # carry [".pack/cache/part-0k"]:  mkdir -p /root/pack && cp .pack/cache/part-0k/* /root/pack/
+    # then, there:
+    python tools/pack_for_device.py --unpack /root/pack --out /root/cache
+    facefuse train configs/mtl_mobilenet.yaml --profile shipped_gpu \
+        --set cache=/root/cache/mtl-XXXX
 """
 
 from __future__ import annotations
@@ -35,7 +47,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-mib", type=float, default=45.0,
                    help="largest shard in MiB (the checkout travels in the same 64 MiB)")
     p.add_argument("--out", default=str(ROOT / ".pack"))
+    p.add_argument("--cache", help="pack this built training cache folder instead of data")
+    p.add_argument("--quality", type=int, default=92, help="JPEG quality of a packed cache")
+    p.add_argument("--unpack", help="rebuild the cache packed in this folder under --out")
     args = p.parse_args(argv)
+    if args.cache and args.unpack:
+        raise SystemExit("--cache packs and --unpack unpacks: give one of them")
+    if args.cache:
+        return pack_cache_parts(Path(args.cache), Path(args.out), args.max_mib, args.quality)
+    if args.unpack:
+        from facefuse.data.cache_pack import unpack_cache
+
+        try:
+            cache = unpack_cache(args.unpack, args.out, progress=True)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(str(exc)) from None
+        print(f"unpacked {len(cache)} images into {cache.path}")
+        return 0
     data = Path(args.data)
     if not data.is_dir():
         raise SystemExit(f"no data folder {data}")
@@ -72,6 +100,38 @@ def main(argv: list[str] | None = None) -> int:
         close()
     (out / "MANIFEST.json").write_text(json.dumps({"data": str(data), "datasets": names,
                                                    "shards": manifest}, indent=1))
+    return 0
+
+
+def pack_cache_parts(cache: Path, out: Path, max_mib: float, quality: int) -> int:
+    """Pack ``cache`` into ``out/part-NN`` folders of at most ``max_mib`` each (one device
+    call apiece), each holding the manifest."""
+    import shutil
+
+    from facefuse.data.cache_pack import pack_cache
+
+    if not (cache / "meta.json").is_file():
+        raise SystemExit(f"{cache} is not a built training cache (no meta.json)")
+    flat = out / "all"
+    manifest = pack_cache(cache, flat, max_mib=max_mib, quality=quality, progress=True)
+    for old in out.glob("part-*"):
+        shutil.rmtree(old)
+    parts: list[list[dict]] = []
+    for entry in sorted([manifest["head"], *manifest["shards"]], key=lambda e: -e["mib"]):
+        # first fit, largest first: the small head.zip rides with an image shard
+        room = [p for p in parts if sum(e["mib"] for e in p) + entry["mib"] <= max_mib]
+        if room:
+            room[0].append(entry)
+        else:
+            parts.append([entry])
+    for k, entries in enumerate(parts):
+        folder = out / f"part-{k:02d}"
+        folder.mkdir(parents=True)
+        shutil.copy2(flat / "PACK.json", folder / "PACK.json")
+        for entry in entries:
+            (flat / entry["file"]).replace(folder / entry["file"])
+        print(f"{folder}: {len(entries)} files, {sum(e['mib'] for e in entries):.1f} MiB")
+    shutil.rmtree(flat)
     return 0
 
 

@@ -199,6 +199,23 @@ def _decode_one(args: tuple[str, np.ndarray | None, str, CacheSpec]
     return np.asarray(im, dtype=np.uint8), box, None
 
 
+def read_versioned_json(file: Path, version: int, kind: str) -> dict:
+    """The JSON in ``file``, whose ``format`` must be ``version``; ``kind`` names the folder
+    in the errors.
+
+    Raises:
+        FileNotFoundError: when ``file`` is missing (the folder is incomplete or not one).
+        ValueError: when the format differs.
+    """
+    if not file.is_file():
+        raise FileNotFoundError(f"{file.parent} is not a complete {kind} (no {file.name})")
+    data = json.loads(file.read_text())
+    if data.get("format") != version:
+        raise ValueError(f"{file.parent}: {kind} format {data.get('format')}, this facefuse "
+                         f"reads {version}; rebuild it")
+    return data
+
+
 @dataclass
 class TrainingCache:
     """A built cache, opened for reading (images memory-mapped)."""
@@ -215,13 +232,7 @@ class TrainingCache:
     def open(cls, path: str | Path) -> TrainingCache:
         """Open a complete cache folder."""
         path = Path(path)
-        meta_file = path / "meta.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{path} is not a complete training cache (no meta.json)")
-        meta = json.loads(meta_file.read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{path}: cache format {meta.get('format')}, this facefuse reads "
-                             f"{FORMAT_VERSION}; rebuild it")
+        meta = read_versioned_json(path / "meta.json", FORMAT_VERSION, "training cache")
         spec_d = meta["spec"]
         spec = CacheSpec(**{**spec_d, "detector_crop": tuple(spec_d.get("detector_crop", ()))})
         n, s = meta["samples"], spec.size

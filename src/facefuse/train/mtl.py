@@ -9,6 +9,10 @@ verification (the LFW people in View 2 are never trained on).
 Recipes: ``joint`` (every task from the start), ``identity_then_tasks`` (Savchenko: identity
 first for ``pretrain_epochs``, then the other tasks), ``single`` (one task).
 
+``cache: FOLDER`` trains from a built cache folder instead of ``data_root`` (one unpacked
+from a pack on a machine without the data, :mod:`facefuse.data.cache_pack`); its settings
+must match the config's.
+
 Every epoch writes ``last.safetensors/.json`` and ``state.pt`` (optimiser, scheduler,
 weighting, epoch); a rerun with the same config resumes after the last finished epoch.
 """
@@ -29,9 +33,10 @@ from torch import nn
 from facefuse.config import save_config, to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
+from facefuse.data.cache_pack import cached_lfw_pairs
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identity_classes
 from facefuse.data.readers import SplitConfig, read_dataset
-from facefuse.data.readers.lfw import read_pairs
+from facefuse.data.readers.lfw import VerificationPair, read_pairs
 from facefuse.data.table import SampleTable
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
 from facefuse.models.checkpoint import save_checkpoint
@@ -59,6 +64,9 @@ class MTLConfig:
     kind: str = "mtl"
     output: str = "runs/mtl"
     cache_dir: str = ".facefuse-cache"
+    # a built (or unpacked, see facefuse.data.cache_pack) cache folder to train from instead
+    # of reading data_root: for machines without the data folder
+    cache: str | None = None
     data_root: str = "../shared/data"
     device: str = "auto"
     workers: int | None = None
@@ -113,6 +121,9 @@ class MTLConfig:
         unknown = set(self.detector_crop) - set(self.datasets)
         if unknown:
             raise ValueError(f"detector_crop names datasets not used: {sorted(unknown)}")
+        if self.cache is not None and self.limit_per_dataset is not None:
+            raise ValueError("limit_per_dataset selects rows from data_root; it cannot be "
+                             "used with a prebuilt cache")
 
     def cache_spec(self) -> CacheSpec:
         """The training cache's settings (size and crops) for this config."""
@@ -139,6 +150,30 @@ def load_data(cfg: MTLConfig) -> tuple[SampleTable, list[dict]]:
         tables.append(t)
         counts.append({"dataset": name, "images": len(t), "skipped": len(r.skipped)})
     return SampleTable.concat(tables), counts
+
+
+def open_prebuilt_cache(cfg: MTLConfig) -> tuple[TrainingCache, list[dict]]:
+    """The cache ``cfg.cache`` names, narrowed to ``cfg.datasets``, and its per-dataset counts.
+
+    Raises:
+        ValueError: when the cache was built with other settings than ``cfg`` asks for, or
+            lacks one of ``cfg.datasets``.
+    """
+    cache = TrainingCache.open(cfg.cache)
+    want, have = cfg.cache_spec().to_dict(), cache.spec.to_dict()
+    if want != have:
+        diff = {k: (have.get(k), want.get(k)) for k in set(want) | set(have)
+                if want.get(k) != have.get(k)}
+        raise ValueError(f"cache {cfg.cache} was built with other settings than this config "
+                         f"asks for (setting: (cache, config)): {diff}")
+    missing = sorted(set(cfg.datasets) - set(cache.table.datasets()))
+    if missing:
+        raise ValueError(f"cache {cfg.cache} holds no rows of {missing}")
+    cache.valid = cache.valid & np.isin(cache.table.dataset, list(cfg.datasets))
+    counts = [{"dataset": name, "images": int((cache.table.dataset == name).sum()),
+               "skipped": int((~cache.valid & (cache.table.dataset == name)).sum())}
+              for name in cfg.datasets]
+    return cache, counts
 
 
 def sampling_probabilities(table: SampleTable, rows: np.ndarray,
@@ -194,15 +229,19 @@ class MTLTrainer:
         self.out = Path(cfg.output)
         self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
-        table, self.counts = load_data(cfg)
-        spec = cfg.cache_spec()
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
-            build_cache(table, cfg.cache_dir, spec, name="mtl", workers=cfg.workers,
-                        progress=self.progress)
-        barrier(self.dist)
-        self.cache: TrainingCache = build_cache(table, cfg.cache_dir, spec, name="mtl")
+        if cfg.cache is not None:
+            self.cache, self.counts = open_prebuilt_cache(cfg)
+        else:
+            table, self.counts = load_data(cfg)
+            spec = cfg.cache_spec()
+            if self.dist.is_main:
+                build_cache(table, cfg.cache_dir, spec, name="mtl", workers=cfg.workers,
+                            progress=self.progress)
+            barrier(self.dist)
+            self.cache = build_cache(table, cfg.cache_dir, spec, name="mtl")
         train_rows = self.cache.rows("train")
         self.identities = identity_classes(self.cache, train_rows) if "identity" in cfg.tasks \
             else {}
@@ -305,8 +344,9 @@ class MTLTrainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.ddp_model.train()
         active = self.active_tasks(epoch)
-        sums = {t: 0.0 for t in active}
-        counts = {t: 0 for t in active}
+        # running sums stay on the device: no host sync per step (the GPU keeps its queue)
+        sums = {t: torch.zeros((), device=self.device) for t in active}
+        counts = {t: torch.zeros((), device=self.device) for t in active}
         autocast = torch.autocast("cuda", dtype=torch.bfloat16,
                                   enabled=self.cfg.bf16 and self.device.type == "cuda")
         steps = 0
@@ -317,8 +357,8 @@ class MTLTrainer:
             for t in active:
                 mask = batch.masks[t]
                 losses[t] = self.losses[t](out[t].float(), batch.labels[t], mask)
-                n = int(mask.sum())
-                sums[t] += float(losses[t].detach()) * n
+                n = mask.sum()
+                sums[t] += losses[t].detach().float() * n
                 counts[t] += n
             loss = self.weighting.combine(losses)
             self.optimizer.zero_grad(set_to_none=True)
@@ -327,7 +367,7 @@ class MTLTrainer:
             self.optimizer.step()
             steps += 1
         self.scheduler.step()
-        means = {t: sums[t] / counts[t] for t in active if counts[t]}
+        means = {t: float(sums[t]) / float(counts[t]) for t in active if float(counts[t])}
         self.weighting.end_epoch(means)
         return {**means, "steps": steps}
 
@@ -357,9 +397,14 @@ class MTLTrainer:
         for batch in loader:
             vectors = identity_embedding(self.model, batch.images).float().cpu().numpy()
             emb.update(zip(table.image[batch.index].tolist(), vectors))
-        lfw_root = Path(table.image[lfw_rows[0]]).parents[2]
-        pairs = [p for p in read_pairs(lfw_root / "pairs.txt", lfw_root / "lfw")
-                 if p.image_a in emb and p.image_b in emb]
+        carried = cached_lfw_pairs(self.cache)  # a packed cache brings its resolved pairs
+        if carried is not None:
+            all_pairs = [VerificationPair(p["fold"], p["a"], p["b"], p["same"])
+                         for p in carried]
+        else:
+            lfw_root = Path(table.image[lfw_rows[0]]).parents[2]
+            all_pairs = read_pairs(lfw_root / "pairs.txt", lfw_root / "lfw")
+        pairs = [p for p in all_pairs if p.image_a in emb and p.image_b in emb]
         if not pairs:
             return {}
         r = verification_accuracy(*pair_scores(pairs, emb))
