@@ -110,3 +110,47 @@ def test_metrics_on_known_values() -> None:
     assert failure_rate(prediction, target) == 0.5
     with pytest.raises(ValueError, match="no labelled samples"):
         METRICS.get("accuracy")(np.array([]), np.array([]))
+
+
+def test_masked_losses_equal_the_labelled_rows_alone_and_ignore_the_rest() -> None:
+    """Losses weight unlabelled rows by 0 instead of dropping them (no host sync): the value
+    must be the labelled rows' own loss, and garbage in unlabelled rows (NaN, -1) must not
+    reach the value or the gradients."""
+    import torch.nn.functional as F
+
+    from facefuse.models.margin import margin_loss
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([True, False, True, True, False])
+    logits = torch.randn(5, 4, generator=g, requires_grad=True)
+    classes = torch.tensor([1, -1, 3, 0, -1])
+    ce = LOSSES.get("cross_entropy")(logits, classes, mask)
+    assert ce.item() == pytest.approx(F.cross_entropy(logits[mask], classes[mask]).item())
+    ce.backward()
+    assert (logits.grad[~mask] == 0).all() and (logits.grad[mask] != 0).any()
+    age = torch.randn(5, 1, generator=g, requires_grad=True)
+    target = torch.tensor([0.2, float("nan"), 0.5, 0.1, float("nan")])
+    l1 = LOSSES.get("l1")(age, target, mask)
+    assert torch.isfinite(l1) and l1.item() == pytest.approx(
+        (age[mask, 0] - target[mask]).abs().mean().item())
+    l1.backward()
+    assert torch.isfinite(age.grad).all() and (age.grad[~mask] == 0).all()
+    pts = torch.rand(5, 68, 2, generator=g)
+    pts[0, :10] = float("nan")  # a face with some points missing
+    out = torch.rand(5, 136, generator=g, requires_grad=True)
+    lm = LOSSES.get("landmark_l1")(out, pts, mask)
+    keep = ~torch.isnan(pts.reshape(5, -1)) & mask[:, None]
+    assert lm.item() == pytest.approx((out[keep] - pts.reshape(5, -1)[keep]).abs().mean().item())
+    lm.backward()
+    assert torch.isfinite(out.grad).all() and (out.grad[~keep] == 0).all()
+    for kind in ("arcface", "cosface"):
+        cos_logits = (torch.rand(5, 6, generator=g) * 2 - 1) * 30
+        cos_logits.requires_grad_(True)
+        ids = torch.tensor([2, -1, 5, 0, -1])
+        full = margin_loss(kind)(cos_logits, ids, mask)
+        alone = margin_loss(kind)(cos_logits[mask], ids[mask], torch.ones(3, dtype=torch.bool))
+        assert full.item() == pytest.approx(alone.item(), rel=1e-5)
+        full.backward()
+        assert (cos_logits.grad[~mask] == 0).all()
+        none = margin_loss(kind)(cos_logits, ids, torch.zeros(5, dtype=torch.bool))
+        assert none.item() == 0.0 and none.requires_grad

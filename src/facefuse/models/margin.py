@@ -8,6 +8,8 @@ target class before the softmax: ArcFace ``cos(theta + m)``, CosFace ``cos(theta
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,20 +54,21 @@ def margin_loss(kind: str, scale: float = 30.0, margin: float | None = None):
     m = margin if margin is not None else (0.5 if kind == "arcface" else 0.35)
 
     def loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if not mask.any():
-            return output.sum() * 0.0
-        cos = (output[mask].float() / scale).clamp(-1 + 1e-7, 1 - 1e-7)
-        y = target[mask].long()
+        from facefuse.train.losses import masked_mean
+
+        # every row is computed and the unlabelled ones weighted 0: no host sync
+        cos = (output.float() / scale).clamp(-1 + 1e-7, 1 - 1e-7)
+        y = torch.where(mask, target.long(), 0)
         one_hot = F.one_hot(y, cos.shape[1]).bool()
         if kind == "arcface":
             theta = torch.acos(cos)
             target_logit = torch.cos(theta + m)
             # keep the function monotonic past theta + m > pi (the usual easy-margin fix)
-            target_logit = torch.where(theta + m < torch.pi, target_logit, cos - m * torch.sin(
-                torch.tensor(m)))
+            target_logit = torch.where(theta + m < torch.pi, target_logit,
+                                       cos - m * math.sin(m))
         else:
             target_logit = cos - m
         logits = torch.where(one_hot, target_logit, cos) * scale
-        return F.cross_entropy(logits, y)
+        return masked_mean(F.cross_entropy(logits, y, reduction="none"), mask)
 
     return loss

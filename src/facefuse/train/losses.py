@@ -17,24 +17,27 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES: Registry[LossFn] = Registry("loss")
 
 
-def _empty(output: torch.Tensor) -> torch.Tensor:
-    return output.sum() * 0.0
+def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the entries where ``weights`` is 1; an exact zero, still
+    attached to the graph, where there are none. No boolean indexing and no ``.any()``: the
+    result never waits for the GPU (a host sync per task and step would)."""
+    weights = weights.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 @LOSSES.register("cross_entropy")
 def cross_entropy(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy over class logits ``(N, C)`` and class indices ``(N,)``."""
-    if not mask.any():
-        return _empty(output)
-    return F.cross_entropy(output[mask].float(), target[mask].long())
+    safe = torch.where(mask, target.long(), 0)  # masked rows may hold -1
+    return masked_mean(F.cross_entropy(output.float(), safe, reduction="none"), mask)
 
 
 @LOSSES.register("l1")
 def l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean absolute error of ``(N,)`` or ``(N, 1)`` predictions."""
-    if not mask.any():
-        return _empty(output)
-    return F.l1_loss(output.reshape(len(output), -1)[mask, 0].float(), target[mask].float())
+    pred = output.reshape(len(output), -1)[:, 0].float()
+    safe = torch.where(mask, target.float(), 0.0)  # masked rows may hold NaN
+    return masked_mean((pred - safe).abs(), mask)
 
 
 @LOSSES.register("binary_cross_entropy")
@@ -43,10 +46,9 @@ def binary_cross_entropy(output: torch.Tensor, target: torch.Tensor,
     """Per-label sigmoid BCE over ``(N, K)`` logits and 0/1 targets; entries of -1 (missing)
     are masked individually, rows without any label by ``mask``."""
     entries = (target >= 0) & mask[:, None]
-    if not entries.any():
-        return _empty(output)
-    return F.binary_cross_entropy_with_logits(output[entries].float(),
-                                              target[entries].float())
+    safe = torch.where(entries, target.float(), 0.0)
+    return masked_mean(F.binary_cross_entropy_with_logits(output.float(), safe,
+                                                          reduction="none"), entries)
 
 
 @LOSSES.register("landmark_l1")
@@ -55,6 +57,4 @@ def landmark_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
     out = output.reshape(len(output), -1).float()
     tgt = target.reshape(len(target), -1).float()
     entries = ~torch.isnan(tgt) & mask[:, None]
-    if not entries.any():
-        return _empty(output)
-    return F.l1_loss(out[entries], tgt[entries])
+    return masked_mean((out - torch.where(entries, tgt, 0.0)).abs(), entries)
