@@ -62,15 +62,15 @@ class Ours:
     """facefuse's analyzer with its default detector and the whole image as fallback."""
 
     def __init__(self, detector: str | None, margin: float | None, flip: bool = True,
-                 model: str | None = None) -> None:
+                 model: str | None = None, device: str = "cpu") -> None:
         from facefuse.inference.analyzer import FaceAnalyzer
 
         kwargs: dict[str, Any] = {"detector": detector} if detector else {}
         if margin is not None:
             kwargs["margin"] = margin
-        self.analyzer = FaceAnalyzer(model=model, device="cpu", flip=flip, **kwargs)
+        self.analyzer = FaceAnalyzer(model=model, device=device, flip=flip, **kwargs)
         self.whole = FaceAnalyzer(model=self.analyzer.model, detector="full_frame",
-                                  device="cpu")
+                                  device=device)
 
     def face(self, path: str, whole: bool = False) -> tuple[Any, bool]:
         if not whole:
@@ -300,7 +300,10 @@ def main() -> None:
              f"{platform.machine()} CPU, {os.cpu_count()} cores. Command: "
              "`python benchmarks/compare_peers.py"
              + (f" --limit {args.limit}" if args.limit else "")
-             + (" --no-flip" if args.no_flip else "") + " --peers-python ...`.", "",
+             + (" --no-flip" if args.no_flip else "")
+             + (f" --peers-json {args.peers_json}`: the peers' figures (speed included) "
+                "are reused from that earlier run on this machine." if args.peers_json
+                else " --peers-python ...`."), "",
              "| task (test set) | facefuse | peer | better |", "|---|---|---|---|",
              *["| " + " | ".join(r) + " |" for r in rows_md], "",
              "Face found by the system's own detector (else the whole image is the box): "

@@ -40,10 +40,12 @@ def main() -> None:
     loader = CacheLoader(cache, rows, 256, shuffle=False, tasks=tasks)
     preds = predict(model, loader, tasks)
     metrics = json.loads((run / "metrics.json").read_text())["test"]
-    if "identity" in cfg.tasks:  # re-run View 2 for the threshold (resumes the run's state)
-        from facefuse.train.mtl import MTLTrainer
-
-        metrics["identity"] = MTLTrainer(cfg).lfw_verification()
+    if "identity" in cfg.tasks:  # re-run View 2 for the threshold, with the checkpoint's
+        from facefuse.train.mtl import MTLTrainer  # weights (not a resume state: a run
+                                                   # trained elsewhere brings none)
+        trainer = MTLTrainer(cfg)
+        trainer.model.load_state_dict(model.state_dict())
+        metrics["identity"] = trainer.lfw_verification()
     print("| task | test set | metric | value |\n|---|---|---|---|")
     sets = {"age": "UTKFace", "gender": "UTKFace", "race": "UTKFace", "emotion": "FER2013",
             "attributes": "CelebA subset (identity-disjoint)", "landmarks": "300-W split"}
