@@ -131,3 +131,17 @@ def test_the_tool_splits_a_cache_into_parts_and_unpacks_them(built, tmp_path: Pa
         tool.main(["--cache", str(tmp_path), "--out", str(out)])
     with pytest.raises(SystemExit, match="PACK.json"):
         tool.main(["--unpack", str(tmp_path), "--out", str(tmp_path / "c")])
+
+
+def test_train_cache_only_builds_the_cache_the_training_uses(fake_root: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    config = write_config(tmp_path, fake_root)
+    assert main(["train", str(config), "--quiet", "--cache-only"]) == 0
+    printed = capsys.readouterr().out
+    folder = Path(printed.split("training cache: ")[1].split(" (")[0])
+    assert (folder / "meta.json").is_file() and not (tmp_path / "run" / "state.pt").exists()
+    cfg = load_config(MTLConfig, config)
+    table, _ = load_data(cfg)
+    assert build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl").path == folder
+    assert main(["train", str(config), "--quiet", "--cache-only",
+                 "--set", f"cache={folder}"]) == 2

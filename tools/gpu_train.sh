@@ -2,7 +2,8 @@
 # Train a multi-task profile on the GPU machine from a packed training cache, with the
 # trunk speed benchmark first. How the shipped model was trained (see the README's
 # "Training on the GPU machine"):
-#   here:   python tools/pack_for_device.py --cache .facefuse-cache/mtl-XXXX --out .pack/cache \
+#   here:   facefuse train configs/mtl_mobilenet.yaml --profile shipped_gpu --cache-only
+#           python tools/pack_for_device.py --cache .facefuse-cache/mtl-XXXX --out .pack/cache \
 #               --max-mib 52 --quality 88
 #   device: one call per part (carry [".pack/cache/part-0k"]):
 #               mkdir -p /root/pack && cp .pack/cache/part-0k/* /root/pack/

@@ -113,6 +113,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"facefuse: {exc}", file=sys.stderr)
         return 2
+    if args.cache_only:  # build (or find) the training cache, e.g. to pack it for a GPU
+        from facefuse.data.cache import build_cache
+        from facefuse.train.mtl import load_data
+
+        if cfg.cache is not None:
+            print("facefuse: --cache-only builds a cache from data_root; this config names a "
+                  "prebuilt one (cache=...)", file=sys.stderr)
+            return 2
+        table, _ = load_data(cfg)
+        cache = build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl",
+                            workers=cfg.workers, progress=not args.quiet)
+        print(f"training cache: {cache.path} ({len(cache)} images at {cache.spec.size} px)")
+        return 0
     out = train_mtl(cfg, progress=not args.quiet)
     metrics = out / "metrics.json"
     if metrics.is_file() and not args.quiet:
@@ -191,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(runs unchanged under torchrun)")
     train.add_argument("config", help="YAML config (see configs/mtl_*.yaml)")
     add_run_options(train, "run folder")
+    train.add_argument("--cache-only", action="store_true",
+                       help="only build the training cache and print its folder (to pack it "
+                            "for another machine: tools/pack_for_device.py --cache FOLDER)")
     train.set_defaults(func=cmd_train)
 
     onnx = sub.add_parser("export-onnx", help="export a checkpoint to ONNX and check it "
