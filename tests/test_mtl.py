@@ -92,9 +92,10 @@ def test_config_errors() -> None:
         MTLConfig(datasets=("utkface",), detector_crop=("celeba",))
 
 
-def test_shipped_profile_crops_like_the_analyzer() -> None:
+@pytest.mark.parametrize("profile", ["shipped_cpu", "shipped_gpu"])
+def test_shipped_profile_crops_like_the_analyzer(profile: str) -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
-    cfg = load_config(MTLConfig, root / "mtl_mobilenet.yaml", profile="shipped_cpu")
+    cfg = load_config(MTLConfig, root / "mtl_mobilenet.yaml", profile=profile)
     spec = cfg.cache_spec()
     assert set(spec.detector_crop) == {"utkface", "celeba"} and spec.size == cfg.image_size
     import inspect
