@@ -6,10 +6,12 @@ For each trunk, a multi-task model (every task head) at --size:
   PyTorch and, when onnxruntime is installed, in ONNX Runtime;
 * CUDA (when available): training images/s of the model alone (random tensors already on the
   GPU, bf16 autocast, channels_last) and of the full pipeline (cache loader, device-side
-  augmentation, masked multi-task losses), same batch and size, and their ratio.
+  augmentation, masked multi-task losses), same batch and size, and their ratio; with
+  --trainer, also of ``facefuse train``'s own epochs (identity head and all).
 
 Usage: python benchmarks/bench_trunks.py [--trunks mobilenetv3_large_100 ...] [--size 112]
-       [--batch 64] [--cuda-batch 512] [--cache DIR | --synthetic N] [--cuda-only]
+       [--batch 64] [--cuda-batch 512] [--cache DIR | --synthetic N [--trainer]]
+       [--cuda-only]
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ HEADS = {"identity": HeadSpec(500, (), 0.0, "cosine", {"embedding": 128}),
 
 def synthetic_cache(folder: Path, n: int, size: int) -> Path:
     """A training cache of ``n`` random images at ``size`` px whose rows carry the label mix
-    of the real datasets (UTKFace's age/gender/race, FER2013's emotion, CelebA's attributes,
-    300-W's landmarks), for timing the pipeline where no real cache is at hand."""
+    of the real datasets (UTKFace's age/gender/race, FER2013's emotion, CelebA's attributes
+    and 200 identities, 300-W's landmarks), for timing where no real cache is at hand. Its
+    settings are the trainer's defaults at ``size``, so ``facefuse train`` accepts it."""
     import json
 
     import numpy as np
 
-    from facefuse.data.cache import CacheSpec
     from facefuse.data.table import SampleTable
+    from facefuse.train.mtl import MTLConfig
 
     rng = np.random.default_rng(0)
     kinds = np.array(["utkface", "fer2013", "celeba", "300w"])[rng.integers(0, 4, n)]
@@ -54,6 +57,8 @@ def synthetic_cache(folder: Path, n: int, size: int) -> Path:
         "attributes": np.where((kinds == "celeba")[:, None], rng.integers(0, 2, (n, 40)), -1),
         "landmarks": np.where((kinds == "300w")[:, None, None],
                               rng.uniform(0.1, 0.9, (n, 68, 2)), np.nan),
+        "identity": np.where(kinds == "celeba", [f"person{k}" for k in rng.integers(0, 200, n)],
+                             ""),
     }
     table = SampleTable.from_columns([f"{k}/{i}" for i, k in enumerate(kinds)],
                                      [f"{i}.jpg" for i in range(n)], kinds.tolist(), labels,
@@ -67,7 +72,7 @@ def synthetic_cache(folder: Path, n: int, size: int) -> Path:
     np.save(folder / "boxes.npy", np.zeros((n, 4), dtype=np.float32))
     np.save(folder / "valid.npy", np.ones(n, dtype=bool))
     (folder / "meta.json").write_text(json.dumps({
-        "format": 1, "key": "synthetic", "spec": CacheSpec(size=size).to_dict(),
+        "format": 1, "key": "synthetic", "spec": MTLConfig(image_size=size).cache_spec().to_dict(),
         "samples": n, "valid": n, "skipped": [], "datasets": sorted(set(kinds))}))
     return folder
 
@@ -183,7 +188,32 @@ def cuda_training_rates(trunk: str, size: int, batch: int, cache_dir: str | None
     return out
 
 
-def main() -> None:
+def trainer_rate(trunk: str, size: int, batch: int, cache_dir: str, device: str = "cuda",
+                 epoch_images: int = 20480) -> float:
+    """Images/s of ``facefuse train`` itself (every head, identity's margin loss, loss
+    weighting, gradient clipping; validation excluded): the second of two epochs of
+    ``epoch_images`` draws on ``cache_dir`` (a :func:`synthetic_cache`)."""
+    from facefuse.train.mtl import MTLConfig, MTLTrainer
+    from facefuse.train.loop import OptimConfig
+
+    with tempfile.TemporaryDirectory() as out:
+        cfg = MTLConfig(output=out, cache=cache_dir, device=device, trunk=trunk,
+                        image_size=size, datasets=("utkface", "fer2013", "celeba", "300w"),
+                        sampling={"utkface": 1.0, "fer2013": 1.0, "celeba": 1.0, "300w": 1.0},
+                        epoch_size=epoch_images, batch_size=batch,
+                        optim=OptimConfig(optimizer="adamw", lr=1e-3, epochs=2))
+        trainer = MTLTrainer(cfg)
+        trainer.train_epoch(1)  # warm-up: kernel selection, allocator
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        steps = trainer.train_epoch(2)["steps"]
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        return steps * batch / (time.perf_counter() - t)
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trunks", nargs="+", default=["mobilenetv3_large_100", "efficientnet_b0",
                                                     "rexnet_100"])
@@ -196,7 +226,12 @@ def main() -> None:
     p.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="time the pipeline on a synthetic cache of N random images "
                         "(when no real cache at --size is at hand)")
-    args = p.parse_args()
+    p.add_argument("--trainer", action="store_true",
+                   help="with --synthetic: also time `facefuse train`'s own epochs")
+    args = p.parse_args(argv)
+    if args.trainer and not args.synthetic:
+        raise SystemExit("--trainer needs --synthetic N (its cache must match the trainer's "
+                         "settings)")
     if args.synthetic and args.cache:
         raise SystemExit("--cache and --synthetic: give one of them")
     if args.synthetic and torch.cuda.is_available():
@@ -215,6 +250,10 @@ def main() -> None:
             print(line, flush=True)
         if torch.cuda.is_available():
             c = cuda_training_rates(trunk, args.size, args.cuda_batch, args.cache)
+            if args.trainer:
+                c["trainer_img_s"] = trainer_rate(trunk, args.size, args.cuda_batch,
+                                                  args.cache)
+                c["trainer_share_of_model_only"] = c["trainer_img_s"] / c["model_only_img_s"]
             print(f"{trunk:24s} CUDA {torch.cuda.get_device_name()}: "
                   + ", ".join(f"{k} {v:,.2f}" if "share" in k else f"{k} {v:,.0f}"
                               for k, v in c.items()), flush=True)
