@@ -3,13 +3,13 @@ same cache (JPEG-close images, identical tables), and training from it without t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scripts import load_script
 from test_mtl import write_config
 
 from facefuse.cli import main
@@ -23,8 +23,6 @@ from facefuse.data.cache_pack import (
     unpack_cache,
 )
 from facefuse.train.mtl import MTLConfig, load_data
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "pack_for_device.py"
 
 
 @pytest.fixture
@@ -106,9 +104,7 @@ def test_training_from_an_unpacked_cache_needs_no_data_folder(built, tmp_path: P
 
 
 def test_the_tool_splits_a_cache_into_parts_and_unpacks_them(built, tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("pack_for_device", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/pack_for_device.py")
     _, cache = built
     out = tmp_path / "parts"
     assert tool.main(["--cache", str(cache.path), "--out", str(out), "--max-mib", "0.05"]) == 0

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tarfile
 from pathlib import Path
 
 import pytest
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "pack_for_device.py"
+from scripts import load_script
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("pack_for_device", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/pack_for_device.py")
 
 
 def test_shards_respect_the_limit_and_unpack_to_the_layout(fake_root: Path,
