@@ -95,6 +95,7 @@ def test_training_from_an_unpacked_cache_needs_no_data_folder(built, tmp_path: P
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["identity"]["pairs"] > 0  # LFW pairs came with the pack
     assert {d["dataset"] for d in metrics["data"]} == set(cfg.datasets)
+    assert all(d["undecodable"] == 0 and "skipped" not in d for d in metrics["data"])
     # a cache built with other settings than the config asks for is refused, naming them
     with pytest.raises(ValueError, match="image_size|size"):
         main(["train", str(config), "--quiet", "--set", f"cache={back.path}",

@@ -153,7 +153,8 @@ def load_data(cfg: MTLConfig) -> tuple[SampleTable, list[dict]]:
 
 
 def open_prebuilt_cache(cfg: MTLConfig) -> tuple[TrainingCache, list[dict]]:
-    """The cache ``cfg.cache`` names, narrowed to ``cfg.datasets``, and its per-dataset counts.
+    """The cache ``cfg.cache`` names, narrowed to ``cfg.datasets``, and its per-dataset counts
+    (images, and rows it could not decode; files the readers skipped are not recorded there).
 
     Raises:
         ValueError: when the cache was built with other settings than ``cfg`` asks for, or
@@ -170,8 +171,10 @@ def open_prebuilt_cache(cfg: MTLConfig) -> tuple[TrainingCache, list[dict]]:
     if missing:
         raise ValueError(f"cache {cfg.cache} holds no rows of {missing}")
     cache.valid = cache.valid & np.isin(cache.table.dataset, list(cfg.datasets))
+    # the files the readers skipped never reached the cache and are not recorded in it;
+    # "undecodable" counts the rows the cache could not decode
     counts = [{"dataset": name, "images": int((cache.table.dataset == name).sum()),
-               "skipped": int((~cache.valid & (cache.table.dataset == name)).sum())}
+               "undecodable": int((~cache.valid & (cache.table.dataset == name)).sum())}
               for name in cfg.datasets]
     return cache, counts
 
