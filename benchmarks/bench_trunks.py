@@ -43,6 +43,7 @@ def synthetic_cache(folder: Path, n: int, size: int) -> Path:
 
     import numpy as np
 
+    from facefuse.data.cache import FORMAT_VERSION
     from facefuse.data.table import SampleTable
     from facefuse.train.mtl import MTLConfig
 
@@ -72,7 +73,8 @@ def synthetic_cache(folder: Path, n: int, size: int) -> Path:
     np.save(folder / "boxes.npy", np.zeros((n, 4), dtype=np.float32))
     np.save(folder / "valid.npy", np.ones(n, dtype=bool))
     (folder / "meta.json").write_text(json.dumps({
-        "format": 1, "key": "synthetic", "spec": MTLConfig(image_size=size).cache_spec().to_dict(),
+        "format": FORMAT_VERSION, "key": "synthetic",
+        "spec": MTLConfig(image_size=size).cache_spec().to_dict(),
         "samples": n, "valid": n, "skipped": [], "datasets": sorted(set(kinds))}))
     return folder
 
@@ -193,8 +195,8 @@ def trainer_rate(trunk: str, size: int, batch: int, cache_dir: str, device: str 
     """Images/s of ``facefuse train`` itself (every head, identity's margin loss, loss
     weighting, gradient clipping; validation excluded): the second of two epochs of
     ``epoch_images`` draws on ``cache_dir`` (a :func:`synthetic_cache`)."""
-    from facefuse.train.mtl import MTLConfig, MTLTrainer
     from facefuse.train.loop import OptimConfig
+    from facefuse.train.mtl import MTLConfig, MTLTrainer
 
     with tempfile.TemporaryDirectory() as out:
         cfg = MTLConfig(output=out, cache=cache_dir, device=device, trunk=trunk,

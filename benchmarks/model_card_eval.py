@@ -15,14 +15,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from facefuse.config import load_config
-from facefuse.data.cache import build_cache
 from facefuse.data.loader import CacheLoader
 from facefuse.models.checkpoint import load_checkpoint
 from facefuse.tasks import GENDERS, RACES, age_group
 from facefuse.train.loop import predict, score
-from facefuse.train.mtl import MTLConfig, load_data
+from facefuse.train.mtl import MTLConfig, lfw_verification, training_cache
 
 
 def main() -> None:
@@ -32,8 +32,7 @@ def main() -> None:
     args = p.parse_args()
     run = Path(args.run)
     cfg = load_config(MTLConfig, run / "config.yaml")
-    table, _ = load_data(cfg)
-    cache = build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl")
+    cache, _ = training_cache(cfg)
     model = load_checkpoint(run / args.checkpoint).model
     tasks = [t for t in cfg.tasks if t != "identity"]
     rows = cache.rows("test")
@@ -41,11 +40,7 @@ def main() -> None:
     preds = predict(model, loader, tasks)
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     if "identity" in cfg.tasks:  # re-run View 2 for the threshold, with the checkpoint's
-        from facefuse.train.mtl import MTLTrainer  # weights (not a resume state: a run
-                                                   # trained elsewhere brings none)
-        trainer = MTLTrainer(cfg)
-        trainer.model.load_state_dict(model.state_dict())
-        metrics["identity"] = trainer.lfw_verification()
+        metrics["identity"] = lfw_verification(model, cache, torch.device("cpu"))  # weights
     print("| task | test set | metric | value |\n|---|---|---|---|")
     sets = {"age": "UTKFace", "gender": "UTKFace", "race": "UTKFace", "emotion": "FER2013",
             "attributes": "CelebA subset (identity-disjoint)", "landmarks": "300-W split"}

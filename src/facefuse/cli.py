@@ -114,16 +114,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"facefuse: {exc}", file=sys.stderr)
         return 2
     if args.cache_only:  # build (or find) the training cache, e.g. to pack it for a GPU
-        from facefuse.data.cache import build_cache
-        from facefuse.train.mtl import load_data
+        from facefuse.train.mtl import training_cache
 
         if cfg.cache is not None:
             print("facefuse: --cache-only builds a cache from data_root; this config names a "
                   "prebuilt one (cache=...)", file=sys.stderr)
             return 2
-        table, _ = load_data(cfg)
-        cache = build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl",
-                            workers=cfg.workers, progress=not args.quiet)
+        cache, _ = training_cache(cfg, progress=not args.quiet)
         print(f"training cache: {cache.path} ({len(cache)} images at {cache.spec.size} px)")
         return 0
     out = train_mtl(cfg, progress=not args.quiet)

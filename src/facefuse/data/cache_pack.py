@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from facefuse.data.cache import TrainingCache, read_versioned_json
+from facefuse.data.readers.lfw import VerificationPair, read_pairs
 
 PACK_FORMAT = 1
 HEAD_FILES = ("meta.json", "table.npz", "boxes.npy", "valid.npy")
@@ -64,20 +65,22 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
     return arr
 
 
-def lfw_view2_pairs(cache: TrainingCache) -> list[dict] | None:
-    """LFW View-2 pairs among the cache's images (the data folder must be readable), or None
-    when the cache holds no LFW fold images."""
-    from facefuse.data.readers.lfw import read_pairs
-
+def lfw_view2_pairs(cache: TrainingCache) -> list[VerificationPair]:
+    """LFW View-2 pairs whose two images the cache holds: those a packed cache carries
+    (``lfw_pairs.json``), else read from the data folder's ``pairs.txt``; empty when the
+    cache holds no LFW fold images."""
     table = cache.table
     rows = np.flatnonzero(cache.valid & (table.dataset == "lfw") & (table.fold >= 0))
     if not len(rows):
-        return None
-    lfw_root = Path(table.image[rows[0]]).parents[2]
+        return []
+    carried = cached_lfw_pairs(cache)
+    if carried is not None:
+        pairs = [VerificationPair(p["fold"], p["a"], p["b"], p["same"]) for p in carried]
+    else:
+        lfw_root = Path(table.image[rows[0]]).parents[2]
+        pairs = read_pairs(lfw_root / "pairs.txt", lfw_root / "lfw")
     cached = set(table.image[rows].tolist())
-    return [{"fold": p.fold, "a": p.image_a, "b": p.image_b, "same": p.same}
-            for p in read_pairs(lfw_root / "pairs.txt", lfw_root / "lfw")
-            if p.image_a in cached and p.image_b in cached]
+    return [p for p in pairs if p.image_a in cached and p.image_b in cached]
 
 
 def pack_cache(cache_dir: str | Path, out_dir: str | Path, max_mib: float = 45.0,
@@ -101,8 +104,10 @@ def pack_cache(cache_dir: str | Path, out_dir: str | Path, max_mib: float = 45.0
         for name in HEAD_FILES:
             z.write(cache.path / name, name)
         pairs = lfw_view2_pairs(cache)
-        if pairs is not None:
-            z.writestr(PAIRS_FILE, json.dumps(pairs))
+        if pairs:
+            z.writestr(PAIRS_FILE, json.dumps([{"fold": p.fold, "a": p.image_a,
+                                                "b": p.image_b, "same": p.same}
+                                               for p in pairs]))
     limit = int(max_mib * 2**20) - 4096  # the npz's own headers
     shards: list[dict] = []
     rows: list[int] = []

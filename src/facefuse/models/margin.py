@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefuse.models.heads import HEADS
+from facefuse.train.losses import masked_mean
 
 MARGIN_TYPES = ("arcface", "cosface")
 
@@ -54,8 +55,6 @@ def margin_loss(kind: str, scale: float = 30.0, margin: float | None = None):
     m = margin if margin is not None else (0.5 if kind == "arcface" else 0.35)
 
     def loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from facefuse.train.losses import masked_mean
-
         # every row is computed and the unlabelled ones weighted 0: no host sync
         cos = (output.float() / scale).clamp(-1 + 1e-7, 1 - 1e-7)
         y = torch.where(mask, target.long(), 0)

@@ -33,10 +33,9 @@ from torch import nn
 from facefuse.config import save_config, to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
-from facefuse.data.cache_pack import cached_lfw_pairs
+from facefuse.data.cache_pack import lfw_view2_pairs
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identity_classes
 from facefuse.data.readers import SplitConfig, read_dataset
-from facefuse.data.readers.lfw import VerificationPair, read_pairs
 from facefuse.data.table import SampleTable
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
 from facefuse.models.checkpoint import save_checkpoint
@@ -179,6 +178,17 @@ def open_prebuilt_cache(cfg: MTLConfig) -> tuple[TrainingCache, list[dict]]:
     return cache, counts
 
 
+def training_cache(cfg: MTLConfig, progress: bool = False
+                   ) -> tuple[TrainingCache, list[dict]]:
+    """The config's training cache and its per-dataset counts: the prebuilt ``cfg.cache``,
+    or the one built from ``data_root`` (built now when missing)."""
+    if cfg.cache is not None:
+        return open_prebuilt_cache(cfg)
+    table, counts = load_data(cfg)
+    return build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl", workers=cfg.workers,
+                       progress=progress), counts
+
+
 def sampling_probabilities(table: SampleTable, rows: np.ndarray,
                            weights: dict[str, float]) -> np.ndarray | None:
     """Per-row probabilities giving each dataset a share of draws proportional to its
@@ -220,6 +230,30 @@ def identity_embedding(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return nn.functional.normalize(head.net[:-1](feats), dim=1)
 
 
+@torch.no_grad()
+def lfw_verification(model: nn.Module, cache: TrainingCache, device: torch.device
+                     ) -> dict[str, float]:
+    """LFW View-2 (10 folds) with ``model``'s identity embedding, in eval mode, on the
+    cache's LFW fold images; empty when it holds none."""
+    model.eval()
+    table = cache.table
+    lfw_rows = np.flatnonzero(cache.valid & (table.dataset == "lfw") & (table.fold >= 0))
+    if not len(lfw_rows):
+        return {}
+    loader = CacheLoader(cache, lfw_rows, 512, shuffle=False, device=device, labels={})
+    emb: dict[str, np.ndarray] = {}
+    for batch in loader:
+        vectors = identity_embedding(model, batch.images).float().cpu().numpy()
+        emb.update(zip(table.image[batch.index].tolist(), vectors))
+    pairs = [p for p in lfw_view2_pairs(cache) if p.image_a in emb and p.image_b in emb]
+    if not pairs:
+        return {}
+    r = verification_accuracy(*pair_scores(pairs, emb))
+    return {"lfw_verification_accuracy": r.accuracy, "lfw_verification_std": r.std,
+            "lfw_verification_threshold": float(np.mean(r.thresholds)),
+            "pairs": float(r.pairs)}
+
+
 class MTLTrainer:
     """Owns data, model, optimiser and state for one run."""
 
@@ -235,16 +269,10 @@ class MTLTrainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
-        if cfg.cache is not None:
-            self.cache, self.counts = open_prebuilt_cache(cfg)
-        else:
-            table, self.counts = load_data(cfg)
-            spec = cfg.cache_spec()
-            if self.dist.is_main:
-                build_cache(table, cfg.cache_dir, spec, name="mtl", workers=cfg.workers,
-                            progress=self.progress)
-            barrier(self.dist)
-            self.cache = build_cache(table, cfg.cache_dir, spec, name="mtl")
+            self.cache, self.counts = training_cache(cfg, self.progress)
+        barrier(self.dist)  # rank 0 built the cache; the others open it
+        if not self.dist.is_main:
+            self.cache, self.counts = training_cache(cfg)
         train_rows = self.cache.rows("train")
         self.identities = identity_classes(self.cache, train_rows) if "identity" in cfg.tasks \
             else {}
@@ -386,34 +414,9 @@ class MTLTrainer:
             results["identity"] = self.lfw_verification()
         return results
 
-    @torch.no_grad()
     def lfw_verification(self) -> dict[str, float]:
-        """LFW View-2 (10 folds) with the identity embedding, in eval mode."""
-        self.model.eval()
-        table = self.cache.table
-        lfw_rows = np.flatnonzero(self.cache.valid & (table.dataset == "lfw") & (table.fold >= 0))
-        if not len(lfw_rows):
-            return {}
-        loader = CacheLoader(self.cache, lfw_rows, 512, shuffle=False, device=self.device,
-                             labels={})
-        emb: dict[str, np.ndarray] = {}
-        for batch in loader:
-            vectors = identity_embedding(self.model, batch.images).float().cpu().numpy()
-            emb.update(zip(table.image[batch.index].tolist(), vectors))
-        carried = cached_lfw_pairs(self.cache)  # a packed cache brings its resolved pairs
-        if carried is not None:
-            all_pairs = [VerificationPair(p["fold"], p["a"], p["b"], p["same"])
-                         for p in carried]
-        else:
-            lfw_root = Path(table.image[lfw_rows[0]]).parents[2]
-            all_pairs = read_pairs(lfw_root / "pairs.txt", lfw_root / "lfw")
-        pairs = [p for p in all_pairs if p.image_a in emb and p.image_b in emb]
-        if not pairs:
-            return {}
-        r = verification_accuracy(*pair_scores(pairs, emb))
-        return {"lfw_verification_accuracy": r.accuracy, "lfw_verification_std": r.std,
-                "lfw_verification_threshold": float(np.mean(r.thresholds)),
-                "pairs": float(r.pairs)}
+        """LFW View-2 (10 folds) with this run's identity embedding."""
+        return lfw_verification(self.model, self.cache, self.device)
 
     def run(self) -> Path:
         from tqdm.auto import tqdm
