@@ -64,9 +64,19 @@ class MultiTaskModel(nn.Module):
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk.forward_features(images)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, with_embedding: bool = False
+                ) -> dict[str, torch.Tensor]:
+        """Every head's output; with ``with_embedding`` also ``"identity_embedding"``, the
+        identity head's normalised embedding from the same trunk pass (for distillation)."""
         features = self.forward_features(images)
-        return {task: head(features) for task, head in self.heads.items()}
+        out = {task: head(features) for task, head in self.heads.items()}
+        if with_embedding:
+            head = self.heads["identity"] if "identity" in self.heads else None
+            if head is None or not hasattr(head, "embedding"):
+                raise ValueError("with_embedding needs an identity head with an embedding "
+                                 "(a cosine/margin head)")
+            out["identity_embedding"] = head.embedding(features)
+        return out
 
 
 def build_model(spec: ModelSpec) -> MultiTaskModel:

@@ -9,6 +9,13 @@ verification (the LFW people in View 2 are never trained on).
 Recipes: ``joint`` (every task from the start), ``identity_then_tasks`` (Savchenko: identity
 first for ``pretrain_epochs``, then the other tasks), ``single`` (one task).
 
+``identity_teacher: FILE`` adds identity distillation (:mod:`facefuse.train.distill`): the
+identity embedding of every row a teacher described (``tools/teacher_embeddings.py``) is
+pulled towards the teacher's descriptor, weighted by ``teacher_weight``. ``init_from:
+CHECKPOINT`` starts from a checkpoint's weights (fine-tuning; the heads must match), and
+``freeze: [PREFIX, ...]`` keeps the modules so named as they are (no gradients, BatchNorm
+statistics fixed; backward then stops at the first trained layer).
+
 ``cache: FOLDER`` trains from a built cache folder instead of ``data_root`` (one unpacked
 from a pack on a machine without the data, :mod:`facefuse.data.cache_pack`); its settings
 must match the config's.
@@ -42,6 +49,7 @@ from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
+from facefuse.train.distill import TeacherEmbeddings, distillation_loss
 from facefuse.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from facefuse.train.loop import (
     OptimConfig,
@@ -95,6 +103,14 @@ class MTLConfig:
     detector_crop: tuple[str, ...] = ()
     channels_last: bool = True
     bf16: bool = True  # autocast on CUDA
+    # identity distillation: a file of teacher descriptors (tools/teacher_embeddings.py)
+    identity_teacher: str | None = None
+    teacher_weight: float = 1.0
+    # start from this checkpoint's weights instead of random ones (fine-tuning)
+    init_from: str | None = None
+    # modules (name prefixes, e.g. "trunk.model.blocks.0") kept as they are: no gradient,
+    # BatchNorm statistics frozen; a cheap fine-tune on a CPU
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for t in self.tasks:
@@ -120,6 +136,12 @@ class MTLConfig:
         unknown = set(self.detector_crop) - set(self.datasets)
         if unknown:
             raise ValueError(f"detector_crop names datasets not used: {sorted(unknown)}")
+        if self.identity_teacher is not None:
+            if "identity" not in self.tasks or self.identity_head == "softmax":
+                raise ValueError("identity_teacher distils into the identity embedding: it "
+                                 "needs the identity task with an arcface or cosface head")
+            if not self.teacher_weight > 0:
+                raise ValueError(f"teacher_weight must be > 0, got {self.teacher_weight}")
         if self.cache is not None and self.limit_per_dataset is not None:
             raise ValueError("limit_per_dataset selects rows from data_root; it cannot be "
                              "used with a prebuilt cache")
@@ -277,11 +299,19 @@ class MTLTrainer:
         self.identities = identity_classes(self.cache, train_rows) if "identity" in cfg.tasks \
             else {}
         self.model = build_model(model_spec(cfg, max(len(self.identities), 1))).to(self.device)
+        if cfg.init_from is not None:
+            self._init_weights(cfg.init_from)
+        self.teacher_meta: dict[str, Any] | None = None
+        self.teacher: tuple[torch.Tensor, torch.Tensor] | None = None
+        if cfg.identity_teacher is not None:
+            self._load_teacher(cfg.identity_teacher)
+        self.frozen = self._freeze(cfg.freeze)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weighting = WEIGHTINGS.get(cfg.weighting)(list(cfg.tasks),
                                                        cfg.task_weights).to(self.device)
-        params = list(self.model.parameters()) + list(self.weighting.parameters())
+        params = [p for p in self.model.parameters() if p.requires_grad] + \
+            list(self.weighting.parameters())
         self.optimizer, self.scheduler = make_optimizer(params, cfg.optim)
         self.losses = {t: self._loss_fn(t) for t in cfg.tasks}
         self.train_rows = train_rows
@@ -293,6 +323,59 @@ class MTLTrainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                 else None, find_unused_parameters=True)
+
+    def _init_weights(self, path: str) -> None:
+        from facefuse.models.checkpoint import load_checkpoint
+
+        source = load_checkpoint(path).model.state_dict()
+        own = self.model.state_dict()
+        wrong = sorted(k for k in own if k not in source or source[k].shape != own[k].shape)
+        extra = sorted(set(source) - set(own))
+        if wrong or extra:
+            raise ValueError(f"init_from {path}: its weights do not fit this config's model "
+                             f"(missing or reshaped: {wrong[:4]}, unexpected: {extra[:4]}); "
+                             f"trunk, image size, tasks and identity classes must match")
+        self.model.load_state_dict(source)
+        log.info("initialised from %s", path)
+
+    def _freeze(self, prefixes: tuple[str, ...]) -> list[nn.Module]:
+        """Stop gradients into the modules named by ``prefixes``; returns those modules
+        (put back in eval mode every epoch, so their BatchNorm statistics stay)."""
+        modules = dict(self.model.named_modules())
+        frozen = []
+        for prefix in prefixes:
+            hits = [name for name in modules
+                    if name == prefix or name.startswith(prefix + ".")]
+            if not hits:
+                some = [n for n in modules if n.count(".") <= 3][:12]
+                raise ValueError(f"freeze: no module of this model is named {prefix!r} "
+                                 f"(module names look like {some})")
+            for name in hits:
+                frozen.append(modules[name])
+                for p in modules[name].parameters(recurse=False):
+                    p.requires_grad_(False)
+        if frozen:
+            total = sum(p.numel() for p in self.model.parameters())
+            kept = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
+            log.info("frozen: %d of %d parameters", kept, total)
+        return frozen
+
+    def _load_teacher(self, path: str) -> None:
+        teacher = TeacherEmbeddings.load(path)
+        if teacher.dim != self.cfg.identity_embedding:
+            raise ValueError(f"identity teacher {path} has {teacher.dim}-d embeddings; set "
+                             f"identity_embedding: {teacher.dim} to distil it")
+        targets, present = teacher.align_to_cache(self.cache.table.sample_id)
+        in_train = int(present[self.cache.rows("train")].sum())
+        if not in_train:
+            raise ValueError(f"identity teacher {path} describes none of this cache's "
+                             f"training rows (was it written for another cache?)")
+        self.teacher = (torch.from_numpy(targets).to(self.device),
+                        torch.from_numpy(present).to(self.device))
+        self.teacher_present = present
+        self.teacher_meta = {k: v for k, v in teacher.meta.items() if k != "failed"}
+        self.teacher_meta.update(path=str(path), training_rows_described=in_train)
+        log.info("identity teacher %s: %d training rows", path, in_train)
 
     def _loss_fn(self, task: str):
         if task == "identity" and self.cfg.identity_head != "softmax":
@@ -339,7 +422,8 @@ class MTLTrainer:
                         crop={"center_crop": self.cfg.center_crop,
                               "detector_crop": list(self.cfg.detector_crop)},
                         training_data=self.counts, recipe=self.cfg.recipe,
-                        epochs=len(self.history))
+                        epochs=len(self.history), identity_teacher=self.teacher_meta,
+                        init_from=self.cfg.init_from, frozen=list(self.cfg.freeze))
 
     # -- training -------------------------------------------------------------------------
     def active_tasks(self, epoch: int) -> list[str]:
@@ -355,6 +439,8 @@ class MTLTrainer:
         present = np.zeros(len(self.cache), dtype=bool)
         for t in self.active_tasks(epoch):
             present |= self.cache.table.present(t)
+        if self.teacher is not None and "identity" in self.active_tasks(epoch):
+            present |= self.teacher_present
         rows = rows[present[rows]]
         probs = sampling_probabilities(self.cache.table, rows, cfg.sampling)
         if probs is not None:
@@ -374,16 +460,20 @@ class MTLTrainer:
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.ddp_model.train()
+        for module in self.frozen:
+            module.eval()
         active = self.active_tasks(epoch)
         # running sums stay on the device: no host sync per step (the GPU keeps its queue)
-        sums = {t: torch.zeros((), device=self.device) for t in active}
-        counts = {t: torch.zeros((), device=self.device) for t in active}
+        distil = self.teacher is not None and "identity" in active
+        logged = active + ["identity_teacher"] if distil else active
+        sums = {t: torch.zeros((), device=self.device) for t in logged}
+        counts = {t: torch.zeros((), device=self.device) for t in logged}
         autocast = torch.autocast("cuda", dtype=torch.bfloat16,
                                   enabled=self.cfg.bf16 and self.device.type == "cuda")
         steps = 0
         for batch in self._loader(epoch):
             with autocast:
-                out = self.ddp_model(batch.images)
+                out = self.ddp_model(batch.images, with_embedding=distil)
             losses = {}
             for t in active:
                 mask = batch.masks[t]
@@ -392,14 +482,23 @@ class MTLTrainer:
                 sums[t] += losses[t].detach().float() * n
                 counts[t] += n
             loss = self.weighting.combine(losses)
+            if distil:
+                index = torch.as_tensor(batch.index, device=self.device)
+                targets, mask = self.teacher[0][index], self.teacher[1][index]
+                d = distillation_loss(out["identity_embedding"], targets, mask)
+                loss = loss + self.cfg.teacher_weight * d
+                n = mask.sum()
+                sums["identity_teacher"] += d.detach() * n
+                counts["identity_teacher"] += n
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+            nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                     10.0)
             self.optimizer.step()
             steps += 1
         self.scheduler.step()
-        means = {t: float(sums[t]) / float(counts[t]) for t in active if float(counts[t])}
-        self.weighting.end_epoch(means)
+        means = {t: float(sums[t]) / float(counts[t]) for t in logged if float(counts[t])}
+        self.weighting.end_epoch({t: v for t, v in means.items() if t in active})
         return {**means, "steps": steps}
 
     @torch.no_grad()

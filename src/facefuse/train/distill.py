@@ -1,0 +1,84 @@
+"""Identity distillation: pull the model's identity embedding towards a teacher's.
+
+A face-recognition teacher trained on many identities describes every face image, labelled
+or not; the student's identity embedding (the margin head's normalised feature, the vector
+the analyzer returns and ``verify``/``search`` compare) is trained to point the same way:
+``loss = mean(1 - cos(student, teacher))`` over the rows the teacher described. The
+student's embedding width must equal the teacher's.
+
+The teacher's descriptors are computed once, outside training, by
+``tools/teacher_embeddings.py`` into an ``.npz`` keyed by the cache's sample ids; the trainer
+looks each batch row up by its cache index (:func:`align_to_cache`), so the flip and the other
+augmentations act on the student's input only (the teacher's descriptor of a face is close
+to that of its mirror image; the tool can average the two with ``--flip``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facefuse.train.losses import masked_mean
+
+
+@dataclass(frozen=True)
+class TeacherEmbeddings:
+    """Unit-length teacher descriptors by sample id, with the tool's metadata."""
+
+    sample_id: np.ndarray  # (N,) object
+    embedding: np.ndarray  # (N, D) float32
+    meta: dict
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedding.shape[1])
+
+    @classmethod
+    def load(cls, path: str | Path) -> TeacherEmbeddings:
+        """Read a file written by ``tools/teacher_embeddings.py`` (no pickles).
+
+        Raises:
+            FileNotFoundError: when ``path`` does not exist.
+            ValueError: when it is not such a file, or its rows and vectors disagree.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"identity teacher file {path} does not exist (write it "
+                                    f"with tools/teacher_embeddings.py)")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ids = json.loads(data["sample_id"].tobytes().decode())
+                emb = np.asarray(data["embedding"], dtype=np.float32)
+                meta = json.loads(data["meta"].tobytes().decode())
+        except (KeyError, ValueError, OSError) as e:
+            raise ValueError(f"{path}: not an identity teacher file ({e})") from e
+        if emb.ndim != 2 or len(ids) != len(emb) or not len(emb):
+            raise ValueError(f"{path}: {len(ids)} sample ids for embeddings of shape "
+                             f"{emb.shape}")
+        if not np.isfinite(emb).all():
+            raise ValueError(f"{path}: embeddings hold non-finite values")
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return cls(np.asarray(ids, dtype=object), emb / np.maximum(norms, 1e-12), meta)
+
+    def align_to_cache(self, sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Targets and presence per cache row: ``(len(sample_ids), D)`` float32 (zeros where
+        absent) and a boolean mask of the rows the teacher described."""
+        position = {sid: i for i, sid in enumerate(self.sample_id.tolist())}
+        where = np.array([position.get(s, -1) for s in sample_ids.tolist()], dtype=np.int64)
+        present = where >= 0
+        targets = np.zeros((len(sample_ids), self.dim), np.float32)
+        targets[present] = self.embedding[where[present]]
+        return targets, present
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor
+                      ) -> torch.Tensor:
+    """Mean cosine distance ``1 - cos(student, teacher)`` over the rows where ``mask`` is
+    true (an exact zero, still on the graph, where none is)."""
+    cos = F.cosine_similarity(student.float(), teacher.float(), dim=1)
+    return masked_mean(1.0 - cos, mask)

@@ -1,0 +1,186 @@
+"""Identity distillation from a teacher's descriptors, and fine-tuning from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import facefuse.train.mtl as mtl
+from facefuse.config import load_config
+from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD
+from facefuse.models.checkpoint import load_checkpoint
+from facefuse.train.distill import TeacherEmbeddings, distillation_loss
+from tests.scripts import load_script
+from tests.test_mtl import write_config
+
+tool = load_script("tools/teacher_embeddings.py")
+
+
+def unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(rows, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_teacher_file_round_trip_and_alignment(tmp_path: Path) -> None:
+    vectors = unit(3, 4) * np.array([[2.0], [1.0], [0.5]], np.float32)  # not unit: normalised
+    tool.write_teacher_file(tmp_path / "t.npz", ["a", "b", "c"], vectors, {"teacher": "x"})
+    teacher = TeacherEmbeddings.load(tmp_path / "t.npz")
+    assert teacher.dim == 4 and teacher.meta == {"teacher": "x"}
+    np.testing.assert_allclose(np.linalg.norm(teacher.embedding, axis=1), 1.0, rtol=1e-6)
+    targets, present = teacher.align_to_cache(np.array(["c", "zz", "a"], dtype=object))
+    assert present.tolist() == [True, False, True]
+    np.testing.assert_allclose(targets[0], teacher.embedding[2])
+    np.testing.assert_allclose(targets[2], teacher.embedding[0])
+    assert not targets[1].any()
+
+
+def test_bad_teacher_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="teacher_embeddings.py"):
+        TeacherEmbeddings.load(tmp_path / "missing.npz")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="not an identity teacher file"):
+        TeacherEmbeddings.load(tmp_path / "other.npz")
+    tool.write_teacher_file(tmp_path / "short.npz", ["a"], unit(2, 4), {})
+    with pytest.raises(ValueError, match="1 sample ids for embeddings of shape"):
+        TeacherEmbeddings.load(tmp_path / "short.npz")
+    bad = unit(2, 4)
+    bad[1, 0] = np.nan
+    tool.write_teacher_file(tmp_path / "nan.npz", ["a", "b"], bad, {})
+    with pytest.raises(ValueError, match="non-finite"):
+        TeacherEmbeddings.load(tmp_path / "nan.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not an identity teacher file"):
+        TeacherEmbeddings.load(tmp_path / "junk.npz")
+
+
+def test_distillation_loss_is_masked_cosine_distance() -> None:
+    teacher = torch.tensor(unit(4, 8))
+    student = teacher.clone().requires_grad_(True)
+    mask = torch.tensor([True, True, False, False])
+    assert distillation_loss(student, teacher, mask).item() == pytest.approx(0.0, abs=1e-6)
+    opposite = (-teacher).requires_grad_(True)
+    loss = distillation_loss(opposite, teacher, mask)
+    assert loss.item() == pytest.approx(2.0)
+    loss.backward()
+    assert opposite.grad[2:].abs().sum() == 0 and opposite.grad[:2].abs().sum() > 0
+    none = distillation_loss(student, teacher, torch.zeros(4, dtype=torch.bool))
+    assert none.item() == 0.0 and none.requires_grad
+
+
+def test_face_rectangle_undoes_the_crop_margin() -> None:
+    # a 100 px face at (50, 40) widened by 20 % of its side on each side: a 140 px crop box
+    box = np.array([30.0, 20.0, 170.0, 160.0])
+    assert tool.face_rectangle(box, 0.2, 300, 300) == (50, 40, 150, 140)
+    assert tool.face_rectangle(box, 0.2, 120, 120) == (50, 40, 119, 119)  # clipped
+    assert tool.face_rectangle(np.array([0, 0, 5, 5.0]), 0.2, 64, 48) == (0, 0, 63, 47)
+
+
+def _teacher_for(cfg_path: Path, tmp_path: Path, dim: int) -> tuple[Path, np.ndarray]:
+    cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg_path))
+    rows = cache.rows("train")
+    ids = cache.table.sample_id[rows].tolist()
+    # a teacher the tiny model can follow: one direction for the grey FER2013 faces, another
+    # for the colour photos
+    directions = unit(2, dim, seed=3)
+    grey = cache.table.dataset[rows] == "fer2013"
+    file = tmp_path / "teacher.npz"
+    tool.write_teacher_file(file, ids, directions[grey.astype(int)], {"teacher": "two-way"})
+    return file, rows
+
+
+def _cosine_to_teacher(trainer: mtl.MTLTrainer, rows: np.ndarray) -> float:
+    trainer.model.eval()
+    images = torch.from_numpy(np.asarray(trainer.cache.images[rows])).permute(0, 3, 1, 2)
+    mean = torch.tensor(DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(DEFAULT_STD).view(1, 3, 1, 1)
+    x = (images.float() / 255 - mean) / std
+    with torch.no_grad():
+        emb = mtl.identity_embedding(trainer.model, x)
+    return float((emb * trainer.teacher[0][torch.as_tensor(rows)]).sum(1).mean())
+
+
+def test_training_pulls_the_identity_embedding_to_the_teacher(fake_root: Path,
+                                                              tmp_path: Path) -> None:
+    base = write_config(tmp_path, fake_root, "tasks: [identity, age]\n")
+    teacher, rows = _teacher_for(base, tmp_path, 8)
+    cfg_path = write_config(tmp_path, fake_root, f"tasks: [identity, age]\n"
+                            f"identity_teacher: {teacher}\nteacher_weight: 5.0\n"
+                            f"augment: false\nepoch_size: 400\n"
+                            f"optim: {{epochs: 4, lr: 0.01}}\n")
+    cfg = load_config(mtl.MTLConfig, cfg_path)
+    trainer = mtl.MTLTrainer(cfg)
+    before = _cosine_to_teacher(trainer, rows)
+    trainer.run()
+    after = _cosine_to_teacher(trainer, rows)
+    assert after > before + 0.3, (before, after)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    losses = [h["loss"]["identity_teacher"] for h in metrics["history"]]
+    assert losses[-1] < losses[0]
+    meta = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert meta["identity_teacher"]["teacher"] == "two-way"
+    assert meta["identity_teacher"]["training_rows_described"] == len(rows)
+
+
+def test_teacher_settings_are_checked(fake_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="arcface or cosface"):
+        mtl.MTLConfig(identity_teacher="t.npz", identity_head="softmax")
+    with pytest.raises(ValueError, match="needs the identity task"):
+        mtl.MTLConfig(identity_teacher="t.npz", tasks=("age",))
+    with pytest.raises(ValueError, match="teacher_weight"):
+        mtl.MTLConfig(identity_teacher="t.npz", teacher_weight=0.0)
+    base = write_config(tmp_path, fake_root, "tasks: [identity, age]\n")
+    teacher, _ = _teacher_for(base, tmp_path, 16)  # the model's embedding is 8-d
+    cfg = write_config(tmp_path, fake_root, f"tasks: [identity, age]\n"
+                       f"identity_teacher: {teacher}\n")
+    with pytest.raises(ValueError, match="identity_embedding: 16"):
+        mtl.MTLTrainer(load_config(mtl.MTLConfig, cfg))
+    tool.write_teacher_file(tmp_path / "stranger.npz", ["nobody"], unit(1, 8), {})
+    cfg = write_config(tmp_path, fake_root, f"tasks: [identity, age]\n"
+                       f"identity_teacher: {tmp_path / 'stranger.npz'}\n")
+    with pytest.raises(ValueError, match="describes none of this cache's training rows"):
+        mtl.MTLTrainer(load_config(mtl.MTLConfig, cfg))
+
+
+def test_init_from_starts_at_the_checkpoint_and_refuses_a_misfit(fake_root: Path,
+                                                                 tmp_path: Path) -> None:
+    first = write_config(tmp_path, fake_root, "tasks: [identity, age]\noptim: {epochs: 1}\n")
+    mtl.train_mtl(load_config(mtl.MTLConfig, first))
+    source = tmp_path / "src"
+    (tmp_path / "run").rename(source)
+    tuned = write_config(tmp_path, fake_root, f"tasks: [identity, age]\n"
+                         f"init_from: {source / 'final'}\n")
+    trainer = mtl.MTLTrainer(load_config(mtl.MTLConfig, tuned))
+    want = load_checkpoint(source / "final").model.state_dict()
+    for k, v in trainer.model.state_dict().items():
+        torch.testing.assert_close(v, want[k])
+    misfit = write_config(tmp_path, fake_root, f"tasks: [identity, age, gender]\n"
+                          f"init_from: {source / 'final'}\n")
+    with pytest.raises(ValueError, match="do not fit this config's model"):
+        mtl.MTLTrainer(load_config(mtl.MTLConfig, misfit))
+
+
+def test_frozen_modules_keep_weights_and_statistics(fake_root: Path, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, fake_root, "tasks: [age, gender]\n"
+                       "freeze: [trunk.conv.0, trunk.conv.1]\n")
+    trainer = mtl.MTLTrainer(load_config(mtl.MTLConfig, cfg))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.run()
+    after = trainer.model.state_dict()
+    frozen = [k for k in before if k.startswith(("trunk.conv.0.", "trunk.conv.1."))]
+    assert any("running_mean" in k for k in frozen) and any("weight" in k for k in frozen)
+    for k in frozen:
+        torch.testing.assert_close(after[k], before[k])
+    changed = [k for k in before if k not in frozen and before[k].is_floating_point()
+               and not torch.equal(after[k], before[k])]
+    assert any(k.startswith("trunk.") for k in changed) and any(k.startswith("heads.")
+                                                                for k in changed)
+    assert json.loads((tmp_path / "run" / "final.json").read_text())["frozen"] == [
+        "trunk.conv.0", "trunk.conv.1"]
+    bad = write_config(tmp_path, fake_root, "tasks: [age]\nfreeze: [trunk.nothing]\n"
+                       f"output: {tmp_path / 'bad'}\n")
+    with pytest.raises(ValueError, match="no module of this model is named 'trunk.nothing'"):
+        mtl.MTLTrainer(load_config(mtl.MTLConfig, bad))
