@@ -184,3 +184,41 @@ def test_frozen_modules_keep_weights_and_statistics(fake_root: Path, tmp_path: P
                        f"output: {tmp_path / 'bad'}\n")
     with pytest.raises(ValueError, match="no module of this model is named 'trunk.nothing'"):
         mtl.MTLTrainer(load_config(mtl.MTLConfig, bad))
+
+
+def test_teacher_tool_describes_only_the_asked_splits(fake_root: Path, tmp_path: Path,
+                                                      monkeypatch, capsys) -> None:
+    cfg = load_config(mtl.MTLConfig, write_config(tmp_path, fake_root))
+    cache, _ = mtl.training_cache(cfg)
+    seen = []
+
+    def fake_describe(job):
+        seen.append(job[0])
+        return "unreadable: test" if job[0].endswith("_0001.jpg") else unit(1, 4)[0]
+
+    monkeypatch.setattr(tool, "describe", fake_describe)
+    monkeypatch.setattr(tool, "require_teacher", lambda: None)
+    out = tmp_path / "t.npz"
+    assert tool.main([str(cache.path), "--out", str(out), "--workers", "1",
+                      "--dataset", "lfw", "--dataset", "celeba"]) == 0
+    teacher = TeacherEmbeddings.load(out)
+    split = dict(zip(cache.table.sample_id.tolist(), cache.table.split.tolist()))
+    dataset = dict(zip(cache.table.sample_id.tolist(), cache.table.dataset.tolist()))
+    assert {split[s] for s in teacher.sample_id} <= {"train", "val"}
+    assert {dataset[s] for s in teacher.sample_id} <= {"lfw", "celeba"}
+    expected = sum(1 for s, d in zip(cache.table.split[cache.valid],
+                                     cache.table.dataset[cache.valid])
+                   if s in ("train", "val") and d in ("lfw", "celeba"))
+    failed = teacher.meta["failed"]
+    assert len(seen) == expected and len(teacher.sample_id) == expected - len(failed)
+    assert failed and all(f["reason"] == "unreadable: test" for f in failed)
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path), "--out", str(out)])  # not a cache
+    assert "not a built training cache" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main([str(cache.path), "--out", str(out), "--dataset", "nosuch"])
+    assert "no cache rows match" in capsys.readouterr().err
+    monkeypatch.setattr(tool, "require_teacher", lambda: "install dlib")
+    with pytest.raises(SystemExit):
+        tool.main([str(cache.path), "--out", str(out)])
+    assert "install dlib" in capsys.readouterr().err

@@ -58,6 +58,17 @@ def _load_models():
     return _models
 
 
+def require_teacher() -> str | None:
+    """None when dlib and face_recognition_models import, else what to install."""
+    try:
+        import dlib  # noqa: F401
+        import face_recognition_models  # noqa: F401
+    except ImportError as e:
+        return (f"the teacher needs dlib and face_recognition_models ({e}); run this script "
+                f"in their environment (see its docstring)")
+    return None
+
+
 def face_rectangle(box: np.ndarray, margin: float, width: int, height: int
                    ) -> tuple[int, int, int, int]:
     """The face rectangle inside a cache crop box ``(x0, y0, x1, y1)`` that was widened by
@@ -122,11 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", action="append", default=None,
                    help="only rows of this dataset (repeatable; default: all)")
     p.add_argument("--flip", action="store_true", help="average with the mirror image")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes (1: in this process)")
     p.add_argument("--limit", type=int, default=None, help="first N rows only (a quick look)")
     args = p.parse_args(argv)
     if not (args.cache / "meta.json").is_file():
         p.error(f"{args.cache} is not a built training cache (no meta.json)")
+    missing = require_teacher()
+    if missing:
+        p.error(missing)
     meta, strings, boxes = _read_cache(args.cache)
     valid = np.load(args.cache / "valid.npy")
     splits = set(args.split or ["train", "val"])
@@ -141,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(strings["image"][i], boxes[i], margin, args.flip) for i in rows]
     start = time.perf_counter()
     ids, vectors, failed = [], [], []
-    with ProcessPoolExecutor(max_workers=max(args.workers, 1)) as pool:
-        for k, (row, result) in enumerate(zip(rows, pool.map(describe, jobs, chunksize=32))):
+    pool = ProcessPoolExecutor(max_workers=args.workers) if args.workers > 1 else None
+    results = pool.map(describe, jobs, chunksize=32) if pool else map(describe, jobs)
+    try:
+        for k, (row, result) in enumerate(zip(rows, results)):
             if isinstance(result, str):
                 failed.append({"path": strings["image"][row], "reason": result})
             else:
@@ -152,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                 rate = (k + 1) / (time.perf_counter() - start)
                 print(f"{k + 1}/{len(rows)} rows, {rate:.1f} rows/s", file=sys.stderr,
                       flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    if not vectors:
+        p.error(f"the teacher described none of the {len(rows)} rows: {failed[:3]}")
     seconds = time.perf_counter() - start
     info = {"teacher": TEACHER, "licence": LICENCE, "cache": str(args.cache),
             "cache_key": meta["key"], "splits": sorted(splits),
