@@ -28,14 +28,32 @@ def unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
 def test_teacher_file_round_trip_and_alignment(tmp_path: Path) -> None:
     vectors = unit(3, 4) * np.array([[2.0], [1.0], [0.5]], np.float32)  # not unit: normalised
     tool.write_teacher_file(tmp_path / "t.npz", ["a", "b", "c"], vectors, {"teacher": "x"})
-    teacher = TeacherEmbeddings.load(tmp_path / "t.npz")
+    teacher = TeacherEmbeddings.load(tmp_path / "t.npz", centre=False)
     assert teacher.dim == 4 and teacher.meta == {"teacher": "x"}
-    np.testing.assert_allclose(np.linalg.norm(teacher.embedding, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(teacher.embedding, vectors / np.linalg.norm(
+        vectors, axis=1, keepdims=True), rtol=1e-6)
     targets, present = teacher.align_to_cache(np.array(["c", "zz", "a"], dtype=object))
     assert present.tolist() == [True, False, True]
     np.testing.assert_allclose(targets[0], teacher.embedding[2])
     np.testing.assert_allclose(targets[2], teacher.embedding[0])
     assert not targets[1].any()
+
+
+def test_centring_removes_the_common_component(tmp_path: Path) -> None:
+    # descriptors crowded around one direction, as dlib's are: random pairs near cosine 1
+    shared = np.zeros(16, np.float32)
+    shared[0] = 3.0
+    vectors = shared + unit(200, 16, seed=1)
+    tool.write_teacher_file(tmp_path / "t.npz", [str(i) for i in range(200)], vectors, {})
+    raw = TeacherEmbeddings.load(tmp_path / "t.npz", centre=False).embedding
+    centred = TeacherEmbeddings.load(tmp_path / "t.npz")
+    assert (raw[:100] * raw[100:]).sum(1).mean() > 0.8
+    assert abs((centred.embedding[:100] * centred.embedding[100:]).sum(1).mean()) < 0.1
+    np.testing.assert_allclose(np.linalg.norm(centred.embedding, axis=1), 1.0, rtol=1e-5)
+    assert centred.meta["centred"] and centred.meta["mean_norm"] > 2.5
+    tool.write_teacher_file(tmp_path / "one.npz", ["a"], unit(1, 16), {})
+    with pytest.raises(ValueError, match="at least 2"):
+        TeacherEmbeddings.load(tmp_path / "one.npz")
 
 
 def test_bad_teacher_files_are_clear_errors(tmp_path: Path) -> None:
@@ -138,7 +156,7 @@ def test_teacher_settings_are_checked(fake_root: Path, tmp_path: Path) -> None:
                        f"identity_teacher: {teacher}\n")
     with pytest.raises(ValueError, match="identity_embedding: 16"):
         mtl.MTLTrainer(load_config(mtl.MTLConfig, cfg))
-    tool.write_teacher_file(tmp_path / "stranger.npz", ["nobody"], unit(1, 8), {})
+    tool.write_teacher_file(tmp_path / "stranger.npz", ["nobody", "noone"], unit(2, 8), {})
     cfg = write_config(tmp_path, fake_root, f"tasks: [identity, age]\n"
                        f"identity_teacher: {tmp_path / 'stranger.npz'}\n")
     with pytest.raises(ValueError, match="describes none of this cache's training rows"):

@@ -6,6 +6,13 @@ the analyzer returns and ``verify``/``search`` compare) is trained to point the 
 ``loss = mean(1 - cos(student, teacher))`` over the rows the teacher described. The
 student's embedding width must equal the teacher's.
 
+The targets are the teacher's descriptors *centred*: less their mean over the file, then
+unit length. dlib's descriptors share a large common component (the mean vector's norm is
+0.91 on the shipped model's training photos, and two random faces have a cosine of 0.83),
+so uncentred, a student that matches every descriptor to a cosine of 0.93 still tells people
+apart no better than before (LFW 71.3 %, measured); centred, two random faces have a cosine
+near 0 and the loss weighs what separates people.
+
 The teacher's descriptors are computed once, outside training, by
 ``tools/teacher_embeddings.py`` into an ``.npz`` keyed by the cache's sample ids; the trainer
 looks each batch row up by its cache index (:func:`align_to_cache`), so the flip and the other
@@ -39,8 +46,9 @@ class TeacherEmbeddings:
         return int(self.embedding.shape[1])
 
     @classmethod
-    def load(cls, path: str | Path) -> TeacherEmbeddings:
-        """Read a file written by ``tools/teacher_embeddings.py`` (no pickles).
+    def load(cls, path: str | Path, centre: bool = True) -> TeacherEmbeddings:
+        """Read a file written by ``tools/teacher_embeddings.py`` (no pickles); with
+        ``centre``, the descriptors less their mean (see the module docstring), unit length.
 
         Raises:
             FileNotFoundError: when ``path`` does not exist.
@@ -62,6 +70,12 @@ class TeacherEmbeddings:
                              f"{emb.shape}")
         if not np.isfinite(emb).all():
             raise ValueError(f"{path}: embeddings hold non-finite values")
+        if centre:
+            if len(emb) < 2:
+                raise ValueError(f"{path}: centring needs at least 2 descriptors")
+            mean = emb.mean(axis=0)
+            meta = {**meta, "centred": True, "mean_norm": round(float(np.linalg.norm(mean)), 4)}
+            emb = emb - mean
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         return cls(np.asarray(ids, dtype=object), emb / np.maximum(norms, 1e-12), meta)
 
