@@ -240,3 +240,18 @@ def test_teacher_tool_describes_only_the_asked_splits(fake_root: Path, tmp_path:
     with pytest.raises(SystemExit):
         tool.main([str(cache.path), "--out", str(out)])
     assert "install dlib" in capsys.readouterr().err
+
+
+def test_forward_with_embedding_needs_a_margin_head() -> None:
+    from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
+
+    spec = ModelSpec("tiny_cnn", {"image_size": 32}, {
+        "identity": HeadSpec(5, (), 0.0, "cosine", {"embedding": 8}), "age": HeadSpec(1)})
+    model = build_model(spec).eval()
+    out = model(torch.zeros(2, 3, 32, 32), with_embedding=True)
+    assert out["identity_embedding"].shape == (2, 8)
+    torch.testing.assert_close(out["identity_embedding"].norm(dim=1), torch.ones(2))
+    assert set(model(torch.zeros(2, 3, 32, 32))) == {"identity", "age"}
+    plain = build_model(ModelSpec("tiny_cnn", {"image_size": 32}, {"age": HeadSpec(1)}))
+    with pytest.raises(ValueError, match="with_embedding needs an identity head"):
+        plain(torch.zeros(2, 3, 32, 32), with_embedding=True)
