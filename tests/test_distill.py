@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.scripts import load_script
+from tests.test_mtl import write_config
 
 import facefuse.train.mtl as mtl
 from facefuse.config import load_config
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD
 from facefuse.models.checkpoint import load_checkpoint
 from facefuse.train.distill import TeacherEmbeddings, distillation_loss
-from tests.scripts import load_script
-from tests.test_mtl import write_config
 
 tool = load_script("tools/teacher_embeddings.py")
 
@@ -220,12 +220,12 @@ def test_teacher_tool_describes_only_the_asked_splits(fake_root: Path, tmp_path:
     assert tool.main([str(cache.path), "--out", str(out), "--workers", "1",
                       "--dataset", "lfw", "--dataset", "celeba"]) == 0
     teacher = TeacherEmbeddings.load(out)
-    split = dict(zip(cache.table.sample_id.tolist(), cache.table.split.tolist()))
-    dataset = dict(zip(cache.table.sample_id.tolist(), cache.table.dataset.tolist()))
+    split = dict(zip(cache.table.sample_id.tolist(), cache.table.split.tolist(), strict=True))
+    dataset = dict(zip(cache.table.sample_id.tolist(), cache.table.dataset.tolist(), strict=True))
     assert {split[s] for s in teacher.sample_id} <= {"train", "val"}
     assert {dataset[s] for s in teacher.sample_id} <= {"lfw", "celeba"}
     expected = sum(1 for s, d in zip(cache.table.split[cache.valid],
-                                     cache.table.dataset[cache.valid])
+                                     cache.table.dataset[cache.valid], strict=True)
                    if s in ("train", "val") and d in ("lfw", "celeba"))
     failed = teacher.meta["failed"]
     assert len(seen) == expected and len(teacher.sample_id) == expected - len(failed)

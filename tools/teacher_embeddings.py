@@ -95,9 +95,10 @@ def describe(job: tuple[str, np.ndarray, float, bool]) -> np.ndarray | str:
     h, w = rgb.shape[:2]
     left, top, right, bottom = face_rectangle(box, margin, w, h)
     vectors = []
-    for image, (l, r) in ((rgb, (left, right)), (rgb[:, ::-1], (w - 1 - right, w - 1 - left))):
+    for image, (x0, x1) in ((rgb, (left, right)),
+                            (rgb[:, ::-1], (w - 1 - right, w - 1 - left))):
         image = np.ascontiguousarray(image)
-        shape = shape_predictor(image, dlib.rectangle(l, top, r, bottom))
+        shape = shape_predictor(image, dlib.rectangle(x0, top, x1, bottom))
         vectors.append(np.asarray(net.compute_face_descriptor(image, shape), np.float32))
         if not flip:
             break
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = ProcessPoolExecutor(max_workers=args.workers) if args.workers > 1 else None
     results = pool.map(describe, jobs, chunksize=32) if pool else map(describe, jobs)
     try:
-        for k, (row, result) in enumerate(zip(rows, results)):
+        for k, (row, result) in enumerate(zip(rows, results, strict=False)):
             if isinstance(result, str):
                 failed.append({"path": strings["image"][row], "reason": result})
             else:
