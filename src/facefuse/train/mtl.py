@@ -45,7 +45,7 @@ from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identit
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.table import SampleTable
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
-from facefuse.models.checkpoint import save_checkpoint
+from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
 from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
@@ -303,6 +303,7 @@ class MTLTrainer:
             self._init_weights(cfg.init_from)
         self.teacher_meta: dict[str, Any] | None = None
         self.teacher: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.teacher_present = np.zeros(len(self.cache), dtype=bool)
         if cfg.identity_teacher is not None:
             self._load_teacher(cfg.identity_teacher)
         self.frozen = self._freeze(cfg.freeze)
@@ -325,8 +326,6 @@ class MTLTrainer:
                 else None, find_unused_parameters=True)
 
     def _init_weights(self, path: str) -> None:
-        from facefuse.models.checkpoint import load_checkpoint
-
         source = load_checkpoint(path).model.state_dict()
         own = self.model.state_dict()
         wrong = sorted(k for k in own if k not in source or source[k].shape != own[k].shape)
