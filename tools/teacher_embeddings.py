@@ -10,10 +10,12 @@ embedding of every training image towards the teacher's descriptor of the same i
 The teacher here is dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1``,
 released by Davis King into the public domain, CC0) with dlib's 5-point shape predictor,
 both shipped in the ``face_recognition_models`` registry package; nothing is downloaded.
-dlib is not a facefuse dependency, so this script runs in an environment of its own::
+dlib is not a facefuse dependency, so this script runs in an environment of its own, with
+facefuse installed there without its dependencies (reading a cache needs numpy and Pillow
+only)::
 
     python3 -m venv teacher && teacher/bin/pip install dlib-bin face-recognition-models \
-        'setuptools<81' numpy pillow
+        'setuptools<81' numpy pillow && teacher/bin/pip install --no-deps -e .
     teacher/bin/python tools/teacher_embeddings.py .facefuse-cache/mtl-XXXX \
         --out .facefuse-cache/teacher-dlib.npz --split train
 
@@ -41,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from facefuse.data.cache import TrainingCache
 
 TEACHER = "dlib_face_recognition_resnet_model_v1"
 LICENCE = "CC0 1.0 (public domain), dlib / face_recognition_models"
@@ -118,13 +122,6 @@ def write_teacher_file(path: Path, sample_ids: list[str], vectors: np.ndarray,
     tmp.replace(path)
 
 
-def _read_cache(folder: Path) -> tuple[dict, dict, np.ndarray]:
-    meta = json.loads((folder / "meta.json").read_text())
-    with np.load(folder / "table.npz", allow_pickle=False) as data:
-        strings = json.loads(data["strings"].tobytes().decode())
-    return meta, strings, np.load(folder / "boxes.npy")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("cache", type=Path, help="a built training cache folder")
@@ -143,18 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     missing = require_teacher()
     if missing:
         p.error(missing)
-    meta, strings, boxes = _read_cache(args.cache)
-    valid = np.load(args.cache / "valid.npy")
+    cache = TrainingCache.open(args.cache)
+    table = cache.table
     splits = set(args.split or ["train", "val"])
     datasets = set(args.dataset) if args.dataset else None
-    margin = float(meta["spec"]["landmark_margin"])
-    rows = [i for i in range(len(boxes)) if valid[i] and strings["split"][i] in splits
-            and (datasets is None or strings["dataset"][i] in datasets)]
-    if args.limit is not None:
-        rows = rows[:args.limit]
-    if not rows:
+    keep = cache.valid & np.isin(table.split, list(splits))
+    if datasets is not None:
+        keep &= np.isin(table.dataset, list(datasets))
+    rows = np.flatnonzero(keep)[:args.limit]
+    if not len(rows):
         p.error("no cache rows match the split and dataset filters")
-    jobs = [(strings["image"][i], boxes[i], margin, args.flip) for i in rows]
+    margin = cache.spec.landmark_margin
+    jobs = [(table.image[i], cache.boxes[i], margin, args.flip) for i in rows]
     start = time.perf_counter()
     ids, vectors, failed = [], [], []
     pool = ProcessPoolExecutor(max_workers=args.workers) if args.workers > 1 else None
@@ -162,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for k, (row, result) in enumerate(zip(rows, results, strict=False)):
             if isinstance(result, str):
-                failed.append({"path": strings["image"][row], "reason": result})
+                failed.append({"path": table.image[row], "reason": result})
             else:
-                ids.append(strings["sample_id"][row])
+                ids.append(table.sample_id[row])
                 vectors.append(result)
             if (k + 1) % 2000 == 0 or k + 1 == len(rows):
                 rate = (k + 1) / (time.perf_counter() - start)
@@ -177,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"the teacher described none of the {len(rows)} rows: {failed[:3]}")
     seconds = time.perf_counter() - start
     info = {"teacher": TEACHER, "licence": LICENCE, "cache": str(args.cache),
-            "cache_key": meta["key"], "splits": sorted(splits),
+            "cache_key": cache.meta["key"], "splits": sorted(splits),
             "datasets": sorted(datasets) if datasets else "all", "flip": args.flip,
             "rows": len(ids), "failed": failed, "seconds": round(seconds, 1)}
     write_teacher_file(args.out, ids, np.stack(vectors), info)

@@ -13,7 +13,7 @@ first for ``pretrain_epochs``, then the other tasks), ``single`` (one task).
 identity embedding of every row a teacher described (``tools/teacher_embeddings.py``) is
 pulled towards the teacher's descriptor, weighted by ``teacher_weight``. ``init_from:
 CHECKPOINT`` starts from a checkpoint's weights (fine-tuning; the heads must match), and
-``freeze: [PREFIX, ...]`` keeps the modules so named as they are (no gradients, BatchNorm
+``freeze: [MODULE, ...]`` keeps the modules so named as they are (no gradients, BatchNorm
 statistics fixed; backward then stops at the first trained layer).
 
 ``cache: FOLDER`` trains from a built cache folder instead of ``data_root`` (one unpacked
@@ -108,8 +108,8 @@ class MTLConfig:
     teacher_weight: float = 1.0
     # start from this checkpoint's weights instead of random ones (fine-tuning)
     init_from: str | None = None
-    # modules (name prefixes, e.g. "trunk.model.blocks.0") kept as they are: no gradient,
-    # BatchNorm statistics frozen; a cheap fine-tune on a CPU
+    # modules (names such as "trunk.model.blocks.0", with all inside them) kept as they are:
+    # no gradient, BatchNorm statistics frozen; a cheap fine-tune on a CPU
     freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -298,12 +298,12 @@ class MTLTrainer:
         train_rows = self.cache.rows("train")
         self.identities = identity_classes(self.cache, train_rows) if "identity" in cfg.tasks \
             else {}
+        self.train_rows = train_rows
         self.model = build_model(model_spec(cfg, max(len(self.identities), 1))).to(self.device)
         if cfg.init_from is not None:
             self._init_weights(cfg.init_from)
         self.teacher_meta: dict[str, Any] | None = None
         self.teacher: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.teacher_present = np.zeros(len(self.cache), dtype=bool)
         if cfg.identity_teacher is not None:
             self._load_teacher(cfg.identity_teacher)
         self.frozen = self._freeze(cfg.freeze)
@@ -311,11 +311,10 @@ class MTLTrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weighting = WEIGHTINGS.get(cfg.weighting)(list(cfg.tasks),
                                                        cfg.task_weights).to(self.device)
-        params = [p for p in self.model.parameters() if p.requires_grad] + \
-            list(self.weighting.parameters())
+        self.trained = [p for p in self.model.parameters() if p.requires_grad]
+        params = self.trained + list(self.weighting.parameters())
         self.optimizer, self.scheduler = make_optimizer(params, cfg.optim)
         self.losses = {t: self._loss_fn(t) for t in cfg.tasks}
-        self.train_rows = train_rows
         self.start_epoch = 1
         self.history: list[dict[str, Any]] = []
         self._resume()
@@ -337,22 +336,19 @@ class MTLTrainer:
         self.model.load_state_dict(source)
         log.info("initialised from %s", path)
 
-    def _freeze(self, prefixes: tuple[str, ...]) -> list[nn.Module]:
-        """Stop gradients into the modules named by ``prefixes``; returns those modules
-        (put back in eval mode every epoch, so their BatchNorm statistics stay)."""
+    def _freeze(self, names: tuple[str, ...]) -> list[nn.Module]:
+        """Stop gradients into the modules ``names`` (and everything inside them); returns
+        those modules (put back in eval mode every epoch, so their BatchNorm statistics
+        stay)."""
         modules = dict(self.model.named_modules())
         frozen = []
-        for prefix in prefixes:
-            hits = [name for name in modules
-                    if name == prefix or name.startswith(prefix + ".")]
-            if not hits:
+        for name in names:
+            if name not in modules:
                 some = [n for n in modules if n.count(".") <= 3][:12]
-                raise ValueError(f"freeze: no module of this model is named {prefix!r} "
+                raise ValueError(f"freeze: no module of this model is named {name!r} "
                                  f"(module names look like {some})")
-            for name in hits:
-                frozen.append(modules[name])
-                for p in modules[name].parameters(recurse=False):
-                    p.requires_grad_(False)
+            frozen.append(modules[name])
+            modules[name].requires_grad_(False)
         if frozen:
             total = sum(p.numel() for p in self.model.parameters())
             kept = sum(p.numel() for p in self.model.parameters() if not p.requires_grad)
@@ -365,13 +361,12 @@ class MTLTrainer:
             raise ValueError(f"identity teacher {path} has {teacher.dim}-d embeddings; set "
                              f"identity_embedding: {teacher.dim} to distil it")
         targets, present = teacher.align_to_cache(self.cache.table.sample_id)
-        in_train = int(present[self.cache.rows("train")].sum())
+        in_train = int(present[self.train_rows].sum())
         if not in_train:
             raise ValueError(f"identity teacher {path} describes none of this cache's "
                              f"training rows (was it written for another cache?)")
         self.teacher = (torch.from_numpy(targets).to(self.device),
                         torch.from_numpy(present).to(self.device))
-        self.teacher_present = present
         self.teacher_meta = {k: v for k, v in teacher.meta.items() if k != "failed"}
         self.teacher_meta.update(path=str(path), training_rows_described=in_train)
         log.info("identity teacher %s: %d training rows", path, in_train)
@@ -439,7 +434,7 @@ class MTLTrainer:
         for t in self.active_tasks(epoch):
             present |= self.cache.table.present(t)
         if self.teacher is not None and "identity" in self.active_tasks(epoch):
-            present |= self.teacher_present
+            present |= self.teacher[1].cpu().numpy()
         rows = rows[present[rows]]
         probs = sampling_probabilities(self.cache.table, rows, cfg.sampling)
         if probs is not None:
@@ -491,8 +486,7 @@ class MTLTrainer:
                 counts["identity_teacher"] += n
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                     10.0)
+            nn.utils.clip_grad_norm_(self.trained, 10.0)
             self.optimizer.step()
             steps += 1
         self.scheduler.step()
