@@ -3,15 +3,18 @@ breakdown per gender, race and age group on UTKFace; prints Markdown for the mod
 
 It reuses the training run's cache (same crops and size as training), so figures are for
 the training crops: the datasets' own crops, or the detector's where the run's config lists
-the dataset under ``detector_crop``.
+the dataset under ``detector_crop``. Age goes through the checkpoint's calibration map when
+it has one (``tools/calibrate_model.py``), as the analyzer applies it; the uncalibrated
+figure is printed beside it.
 
 Usage: python benchmarks/model_card_eval.py RUN_FOLDER [--checkpoint NAME]
+       python benchmarks/model_card_eval.py src/facefuse/weights --checkpoint facefuse-mtl-small \
+           --config configs/mtl_mobilenet.yaml --profile shipped_gpu   (the shipped model)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from facefuse.config import load_config
 from facefuse.data.loader import CacheLoader
 from facefuse.models.checkpoint import load_checkpoint
 from facefuse.tasks import GENDERS, RACES, age_group
+from facefuse.train.calibration import apply_monotone_map
 from facefuse.train.loop import predict, score
 from facefuse.train.mtl import MTLConfig, lfw_verification, training_cache
 
@@ -29,18 +33,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="a `facefuse train` output folder")
     p.add_argument("--checkpoint", default="final")
+    p.add_argument("--config", help="the run's config (default: RUN_FOLDER/config.yaml)")
+    p.add_argument("--profile", help="profile of --config the checkpoint was trained with")
     args = p.parse_args()
     run = Path(args.run)
-    cfg = load_config(MTLConfig, run / "config.yaml")
+    cfg = load_config(MTLConfig, args.config or run / "config.yaml", profile=args.profile)
     cache, _ = training_cache(cfg)
-    model = load_checkpoint(run / args.checkpoint).model
+    checkpoint = load_checkpoint(run / args.checkpoint)
+    model = checkpoint.model
     tasks = [t for t in cfg.tasks if t != "identity"]
     rows = cache.rows("test")
     loader = CacheLoader(cache, rows, 256, shuffle=False, tasks=tasks)
     preds = predict(model, loader, tasks)
-    metrics = json.loads((run / "metrics.json").read_text())["test"]
-    if "identity" in cfg.tasks:  # re-run View 2 for the threshold, with the checkpoint's
-        metrics["identity"] = lfw_verification(model, cache, torch.device("cpu"))  # weights
+    calibration = checkpoint.meta.get("calibration", {})
+    raw_age_mae = None
+    if "age" in preds and "age" in calibration:
+        raw_age_mae = score("age", preds["age"]["pred"], preds["age"]["target"])["mae"]
+        preds["age"]["pred"] = apply_monotone_map(preds["age"]["pred"], calibration["age"])
+    ident = {}
+    if "identity" in cfg.tasks:  # View 2 with the checkpoint's own weights
+        ident = lfw_verification(model, cache, torch.device("cpu"))
     print("| task | test set | metric | value |\n|---|---|---|---|")
     sets = {"age": "UTKFace", "gender": "UTKFace", "race": "UTKFace", "emotion": "FER2013",
             "attributes": "CelebA subset (identity-disjoint)", "landmarks": "300-W split"}
@@ -50,7 +62,9 @@ def main() -> None:
             print(f"| {t} | {sets[t]} ({len(preds[t]['target'])}) | {m} | "
                   f"{v * 100:.1f} %|" if pct else f"| {t} | {sets[t]} "
                   f"({len(preds[t]['target'])}) | {m} | {v:.2f} years |")
-    ident = metrics.get("identity", {})
+    if raw_age_mae is not None:
+        print(f"| age | UTKFace ({len(preds['age']['target'])}) | mae, uncalibrated | "
+              f"{raw_age_mae:.2f} years |")
     if ident:
         print(f"| identity | LFW View-2 (6000 pairs, 10 folds) | verification accuracy | "
               f"{100 * ident['lfw_verification_accuracy']:.1f} ± "

@@ -14,6 +14,7 @@ from PIL import Image
 from facefuse.data.augment import FLIP_68
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
+from facefuse.train.calibration import apply_monotone_map
 from facefuse.train.loop import regression_scale
 
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -53,6 +54,11 @@ class FaceModel:
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
         self.tasks = [t for t in self.model.heads if t in TASK_ORDER]
+        self.calibration = dict(self.meta.get("calibration") or {})
+        for task, mapping in self.calibration.items():  # a bad map fails here, not mid-batch
+            if task not in self.tasks:
+                raise ValueError(f"checkpoint calibrates {task!r}, which it has no head for")
+            apply_monotone_map(np.zeros(1), mapping)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -99,8 +105,9 @@ class FaceModel:
         return self.raw(faces)[0].float().cpu().numpy()
 
     def predict(self, faces: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        """Every head decoded per crop: class label and probabilities, age in years,
-        attributes as booleans (the checkpoint's thresholds, else 0.5), landmarks in the
+        """Every head decoded per crop: class label and probabilities, age in years
+        (through the checkpoint's calibration map when it has one), attributes as
+        booleans (the checkpoint's thresholds, else 0.5), landmarks in the
         crop's pixels, the identity embedding (unit length)."""
         if len(faces) == 0:
             return []
@@ -121,8 +128,11 @@ class FaceModel:
                                  "probabilities": {n: round(float(v), 4) for n, v in
                                                    zip(task.label_names, p)}}
             elif task.kind is TaskKind.REGRESSION:
-                for i, v in enumerate(o.reshape(len(o), -1)[:, 0].numpy()):
-                    out[i][t] = round(float(v) * regression_scale(task), 2)
+                values = o.reshape(len(o), -1)[:, 0].numpy() * regression_scale(task)
+                if t in self.calibration:
+                    values = apply_monotone_map(values, self.calibration[t])
+                for i, v in enumerate(values):
+                    out[i][t] = round(float(v), 2)
             elif task.kind is TaskKind.MULTI_LABEL:
                 probs = torch.sigmoid(o).numpy()
                 thr = np.asarray(self.meta.get("thresholds") or [0.5] * probs.shape[1])

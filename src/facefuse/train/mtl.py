@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from facefuse.config import save_config, to_dict
 from facefuse.data.augment import AugmentSpec
@@ -465,7 +466,9 @@ class MTLTrainer:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16,
                                   enabled=self.cfg.bf16 and self.device.type == "cuda")
         steps = 0
-        for batch in self._loader(epoch):
+        loader = self._loader(epoch)
+        for batch in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False,
+                          disable=not self.progress):
             with autocast:
                 out = self.ddp_model(batch.images, with_embedding=distil)
             losses = {}
@@ -511,8 +514,6 @@ class MTLTrainer:
         return lfw_verification(self.model, self.cache, self.device)
 
     def run(self) -> Path:
-        from tqdm.auto import tqdm
-
         epochs = range(self.start_epoch, self.cfg.optim.epochs + 1)
         for epoch in tqdm(epochs, desc="epochs", disable=not self.progress):
             t0 = time.perf_counter()
