@@ -4,6 +4,7 @@ the decoding that applies it."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +151,15 @@ def test_checkpoint_with_a_broken_calibration_fails_at_load(tmp_path: Path) -> N
                                                                    "x": [0, 1], "y": [0, 1]}}}))
     with pytest.raises(ValueError, match="no head for"):
         FaceModel.from_checkpoint(ckpt)
+
+
+def test_tool_reports_a_missing_checkpoint_or_cache_in_one_line(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    age_only_run(tmp_path, 40)
+    cache = next((tmp_path / "cache").iterdir())
+    ckpt = tmp_path / "run" / "final"
+    for argv, error in (([str(tmp_path / "nope"), "--cache", str(cache)], "checkpoint file"),
+                        ([str(ckpt), "--cache", str(tmp_path)], "not a complete")):
+        monkeypatch.setattr(sys, "argv", ["calibrate_model.py", *argv])
+        with pytest.raises(SystemExit, match=f"calibrate_model: .*{error}"):
+            tool.main()

@@ -79,8 +79,11 @@ def main() -> None:
     p.add_argument("--force", action="store_true",
                    help="write the map even when it does not lower the validation MAE")
     args = p.parse_args()
-    r = calibrate(args.checkpoint, args.cache, knots=args.knots, flip=not args.no_flip,
-                  force=args.force)
+    try:
+        r = calibrate(args.checkpoint, args.cache, knots=args.knots, flip=not args.no_flip,
+                      force=args.force)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"calibrate_model: {exc}") from None
     where = Path(args.checkpoint).with_suffix(".json")
     print(f"{r['task']}: {r['rows']} validation rows, MAE {r['mae_before']:.3f} before, "
           f"{r['mae_after']:.3f} after; "
