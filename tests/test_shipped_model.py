@@ -43,3 +43,23 @@ def test_predictions_on_the_demo_photo_are_stable() -> None:
     for task in ("gender", "race", "emotion"):
         assert p[task]["label"] == expected[task]
     np.testing.assert_allclose(p["embedding"][:8], expected["embedding_head"], atol=2e-3)
+
+
+def test_shipped_age_goes_through_its_calibration_map() -> None:
+    """The shipped checkpoint carries an age map fitted on validation faces, and the
+    analyzer's age is the head's raw estimate sent through it."""
+    from facefuse.inference.face_model import FaceModel
+    from facefuse.tasks import get_task
+    from facefuse.train.calibration import apply_monotone_map
+    from facefuse.train.loop import regression_scale
+
+    model = FaceModel.from_checkpoint(shipped_model_path(), flip=True)
+    mapping = model.calibration["age"]
+    assert mapping["split"] == "val" and len(mapping["x"]) >= 2
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(3)]
+    raw = model.raw(faces)[1]["age"].float().numpy().reshape(-1) * regression_scale(
+        get_task("age"))
+    got = [p["age"] for p in model.predict(faces)]
+    np.testing.assert_allclose(got, apply_monotone_map(raw, mapping), atol=0.01)
+    assert np.abs(np.asarray(got) - raw).max() > 0.5  # the map moved them
