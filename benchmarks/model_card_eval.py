@@ -31,7 +31,8 @@ from facefuse.train.mtl import MTLConfig, lfw_verification, training_cache
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", help="a `facefuse train` output folder")
+    p.add_argument("run", help="a `facefuse train` output folder, or the folder holding the "
+                   "checkpoint (then --config and --profile say how it was trained)")
     p.add_argument("--checkpoint", default="final")
     p.add_argument("--config", help="the run's config (default: RUN_FOLDER/config.yaml)")
     p.add_argument("--profile", help="profile of --config the checkpoint was trained with")

@@ -46,8 +46,8 @@ def test_predictions_on_the_demo_photo_are_stable() -> None:
 
 
 def test_shipped_age_goes_through_its_calibration_map() -> None:
-    """The shipped checkpoint carries an age map fitted on validation faces, and the
-    analyzer's age is the head's raw estimate sent through it."""
+    """The shipped checkpoint carries an age map fitted on validation faces, and the age the
+    model decodes (the analyzer's) is the head's raw estimate sent through it."""
     from facefuse.inference.face_model import FaceModel
     from facefuse.tasks import get_task
     from facefuse.train.calibration import apply_monotone_map
