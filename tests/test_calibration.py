@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fakes import write_utkface
 from tests.scripts import load_script
+from tests.test_mtl import write_config
 
 import facefuse.train.mtl as mtl
 from facefuse.config import load_config
@@ -23,21 +24,8 @@ tool = load_script("tools/calibrate_model.py")
 def age_only_run(tmp: Path, images: int) -> Path:
     """A tiny age model trained for one epoch on ``images`` fake UTKFace photos; its config."""
     write_utkface(tmp / "data", n=images)
-    cfg = tmp / "age.yaml"
-    cfg.write_text(f"""kind: mtl
-output: {tmp / 'run'}
-cache_dir: {tmp / 'cache'}
-data_root: {tmp / 'data'}
-device: cpu
-workers: 1
-trunk: tiny_cnn
-image_size: 32
-datasets: [utkface]
-tasks: [age]
-epoch_size: 96
-optim: {{epochs: 1}}
-batch_size: 16
-""")
+    cfg = write_config(tmp, tmp / "data", "datasets: [utkface]\ntasks: [age]\n"
+                       "sampling: {utkface: 1.0}\noptim: {epochs: 1}\n")
     mtl.train_mtl(load_config(mtl.MTLConfig, cfg))
     return cfg
 

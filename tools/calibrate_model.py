@@ -21,9 +21,7 @@ import numpy as np
 
 from facefuse.data.cache import TrainingCache
 from facefuse.inference.face_model import FaceModel
-from facefuse.tasks import get_task
 from facefuse.train.calibration import apply_monotone_map, fit_monotone_map
-from facefuse.train.loop import regression_scale
 
 
 def raw_predictions(model: FaceModel, cache: TrainingCache, task: str, split: str,
@@ -34,11 +32,10 @@ def raw_predictions(model: FaceModel, cache: TrainingCache, task: str, split: st
     rows = rows[cache.table.present(task)[rows]]
     if len(rows) == 0:
         raise ValueError(f"the cache has no {split} rows labelled with {task!r}")
-    scale = regression_scale(get_task(task))
     out = []
     for s in range(0, len(rows), batch):
         _, heads = model.raw([np.asarray(cache.images[i]) for i in rows[s:s + batch]])
-        out.append(heads[task].float().cpu().numpy().reshape(-1) * scale)
+        out.append(model.regression_values(task, heads[task], calibrated=False))
     return np.concatenate(out), cache.table.labels[task][rows].astype(np.float64)
 
 

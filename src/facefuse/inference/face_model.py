@@ -14,7 +14,7 @@ from PIL import Image
 from facefuse.data.augment import FLIP_68
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
-from facefuse.train.calibration import apply_monotone_map
+from facefuse.train.calibration import apply_monotone_map, monotone_knots
 from facefuse.train.loop import regression_scale
 
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -58,7 +58,7 @@ class FaceModel:
         for task, mapping in self.calibration.items():  # a bad map fails here, not mid-batch
             if task not in self.tasks:
                 raise ValueError(f"checkpoint calibrates {task!r}, which it has no head for")
-            apply_monotone_map(np.zeros(1), mapping)
+            monotone_knots(mapping)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
@@ -128,10 +128,7 @@ class FaceModel:
                                  "probabilities": {n: round(float(v), 4) for n, v in
                                                    zip(task.label_names, p)}}
             elif task.kind is TaskKind.REGRESSION:
-                values = o.reshape(len(o), -1)[:, 0].numpy() * regression_scale(task)
-                if t in self.calibration:
-                    values = apply_monotone_map(values, self.calibration[t])
-                for i, v in enumerate(values):
+                for i, v in enumerate(self.regression_values(t, o)):
                     out[i][t] = round(float(v), 2)
             elif task.kind is TaskKind.MULTI_LABEL:
                 probs = torch.sigmoid(o).numpy()
@@ -151,6 +148,17 @@ class FaceModel:
                 for i in range(len(faces)):
                     out[i]["embedding"] = emb[i].round(6).tolist()
         return out
+
+    def regression_values(self, task: str, output: torch.Tensor,
+                          calibrated: bool = True) -> np.ndarray:
+        """A regression head's :meth:`raw` output in the task's units (years for age), one
+        value per crop; through the checkpoint's calibration map unless ``calibrated`` is
+        False (``tools/calibrate_model.py`` fits the map on the uncalibrated values)."""
+        values = output.float().cpu().reshape(len(output), -1)[:, 0].numpy() \
+            * regression_scale(get_task(task))
+        if calibrated and task in self.calibration:
+            values = apply_monotone_map(values, self.calibration[task])
+        return values
 
     @torch.no_grad()
     def embedding_from(self, features: torch.Tensor) -> np.ndarray:

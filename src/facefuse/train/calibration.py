@@ -83,8 +83,8 @@ def pool_adjacent_violators(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.full(int(c), t / c) for t, c in blocks])
 
 
-def apply_monotone_map(values: np.ndarray, mapping: Mapping[str, Any]) -> np.ndarray:
-    """``values`` through a map from :func:`fit_monotone_map` (same shape as ``values``).
+def monotone_knots(mapping: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The knots ``(x, y)`` of a map from :func:`fit_monotone_map`, checked.
 
     Raises:
         ValueError: when ``mapping`` is not such a map.
@@ -98,6 +98,16 @@ def apply_monotone_map(values: np.ndarray, mapping: Mapping[str, Any]) -> np.nda
             or (np.diff(y) < 0).any():
         raise ValueError("a monotone calibration needs increasing x and non-decreasing y "
                          "knots of the same length")
+    return x, y
+
+
+def apply_monotone_map(values: np.ndarray, mapping: Mapping[str, Any]) -> np.ndarray:
+    """``values`` through a map from :func:`fit_monotone_map` (same shape as ``values``).
+
+    Raises:
+        ValueError: when ``mapping`` is not such a map.
+    """
+    x, y = monotone_knots(mapping)
     v = np.asarray(values, dtype=np.float64)
     out = np.interp(v, x, y)
     out = np.where(v < x[0], v + (y[0] - x[0]), out)
