@@ -19,6 +19,7 @@ from facefuse.inference.face_model import FaceModel
 from facefuse.train.calibration import apply_monotone_map, fit_monotone_map
 
 tool = load_script("tools/calibrate_model.py")
+effect = load_script("benchmarks/calibration_effect.py")
 
 
 def age_only_run(tmp: Path, images: int) -> Path:
@@ -109,6 +110,15 @@ def test_tool_fits_the_checkpoint_and_the_model_decodes_through_it(tmp_path: Pat
     again = tool.calibrate(ckpt, cache.path, knots=4, force=True)
     assert again["map"]["x"] == stored["x"] and again["map"]["y"] == stored["y"]
 
+    # the benchmark's before/after on the fitting split are the tool's own figures
+    val, test = effect.calibration_effect(ckpt, cache.path)
+    assert (val["split"], test["split"]) == ("val", "test") and val["rows"] == report["rows"]
+    assert val["all"] == pytest.approx((report["mae_before"], report["mae_after"]), abs=1e-6)
+    true = cache.table.labels["age"][cache.rows("test")]
+    true = true[cache.table.present("age")[cache.rows("test")]]
+    assert test["rows"] == len(true)
+    assert ("60 and over" in test) == bool((true >= 60).any())
+
 
 def test_tool_keeps_a_map_that_does_not_help_out_of_the_checkpoint(tmp_path: Path,
                                                                    monkeypatch) -> None:
@@ -124,6 +134,8 @@ def test_tool_keeps_a_map_that_does_not_help_out_of_the_checkpoint(tmp_path: Pat
     report = tool.calibrate(ckpt, cache.path, knots=4)
     assert report["mae_after"] > report["mae_before"] and not report["written"]
     assert ckpt.with_suffix(".json").read_text() == before
+    with pytest.raises(ValueError, match="carries no 'age' calibration"):
+        effect.calibration_effect(ckpt, cache.path)
 
 
 def test_checkpoint_with_a_broken_calibration_fails_at_load(tmp_path: Path) -> None:

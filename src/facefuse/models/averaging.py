@@ -1,0 +1,67 @@
+"""Weight averaging of checkpoints of one architecture (a "model soup").
+
+Two runs that share a start (a model and its own fine-tune, say) often sit in one basin of the
+loss; the weighted mean of their weights then scores better than either, at no inference
+cost. The shipped model is such a mean (docs/MODEL_CARD.md). Averaging unrelated runs
+(different random starts) does not work: their units are not aligned, and the mean is noise.
+
+Every checkpoint must have the same spec (trunk, options, heads), the same task label names,
+input size and normalisation; anything else is refused by name. Floating-point tensors
+(weights and batch-norm statistics) are averaged in float64 and stored in the first
+checkpoint's dtype; integer tensors (batch-norm step counters) come from the first.
+The result's metadata is the first checkpoint's, without its ``calibration`` (a map fitted to
+another model's outputs; fit a new one with ``tools/calibrate_model.py``), with
+``averaged_from`` naming the sources and their weights. A ``verification_threshold`` stays
+the first's (close for a mean of related runs; ``tools/ship_model.py`` sets the shipped one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from facefuse.models.checkpoint import Checkpoint, load_checkpoint
+
+MUST_MATCH = ("spec", "tasks", "input_size", "normalisation")
+
+
+def average_weights(paths: Sequence[str | Path], weights: Sequence[float] | None = None
+                    ) -> Checkpoint:
+    """The weighted mean of the checkpoints at ``paths`` (equal weights by default; weights
+    must be positive and are scaled to sum to 1), as a :class:`Checkpoint` ready to save.
+
+    Raises:
+        ValueError: fewer than two paths, a weight count that does not match, a weight that
+            is not positive, or checkpoints that differ in spec, labels, size or normalisation.
+        FileNotFoundError: a checkpoint file is missing.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"averaging needs at least two checkpoints, got {len(paths)}")
+    if weights is None:
+        weights = [1.0] * len(paths)
+    if len(weights) != len(paths):
+        raise ValueError(f"{len(weights)} weights for {len(paths)} checkpoints")
+    if any(not w > 0 for w in weights):  # also refuses NaN
+        raise ValueError(f"weights must be positive, got {list(weights)}")
+    total = float(sum(weights))
+    share = [float(w) / total for w in weights]
+    sources = [load_checkpoint(p) for p in paths]
+    first = sources[0]
+    for path, other in zip(paths[1:], sources[1:], strict=True):
+        for key in MUST_MATCH:
+            if first.meta.get(key) != other.meta.get(key):
+                raise ValueError(f"{path} differs from {paths[0]} in {key!r}: only checkpoints "
+                                 "of one architecture and label set can be averaged")
+    states = [s.model.state_dict() for s in sources]
+    mean = {}
+    for name, tensor in states[0].items():
+        if tensor.is_floating_point():
+            acc = sum(w * s[name].double() for w, s in zip(share, states, strict=True))
+            mean[name] = acc.to(tensor.dtype)
+        else:
+            mean[name] = tensor.clone()
+    first.model.load_state_dict(mean)
+    meta = {k: v for k, v in first.meta.items() if k not in ("calibration", "format", "spec")}
+    meta["averaged_from"] = [{"checkpoint": str(p), "weight": w}
+                             for p, w in zip(paths, share, strict=True)]
+    return Checkpoint(first.model, meta)

@@ -1,0 +1,128 @@
+"""Weight averaging of checkpoints: the mean itself, what the result's metadata carries, every
+refusal, and the tool."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tests.scripts import load_script
+
+from facefuse.models.averaging import average_weights
+from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
+from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
+
+tool = load_script("tools/average_checkpoints.py")
+LABELS = {"age": [], "gender": ["male", "female"]}
+CALIBRATION = {"age": {"kind": "monotone", "x": [10.0, 50.0], "y": [12.0, 48.0]}}
+
+
+def tiny(path: Path, seed: int, heads: dict | None = None, **meta) -> Path:
+    """A tiny age+gender checkpoint with seed-dependent weights (and batch-norm statistics)."""
+    torch.manual_seed(seed)
+    model = build_model(ModelSpec("tiny_cnn", {"image_size": 32},
+                                  heads or {"age": HeadSpec(1), "gender": HeadSpec(2)}))
+    model.train()
+    with torch.no_grad():  # move the running statistics away from their initial values
+        model(torch.randn(4, 3, 32, 32) + seed)
+    meta = {"tasks": LABELS, "input_size": 32, "normalisation": {"mean": [0.5] * 3,
+                                                                 "std": [0.5] * 3}} | meta
+    save_checkpoint(model, path, **meta)
+    return path
+
+
+def test_weighted_mean_of_every_float_tensor(tmp_path: Path) -> None:
+    a = tiny(tmp_path / "a", 0, calibration=CALIBRATION, trained_from="run_a")
+    b = tiny(tmp_path / "b", 1)
+    out = average_weights([a, b], [1.0, 3.0])
+    sa, sb = load_checkpoint(a).model.state_dict(), load_checkpoint(b).model.state_dict()
+    averaged = out.model.state_dict()
+    floats = [k for k, v in sa.items() if v.is_floating_point()]
+    assert any("running_mean" in k for k in floats)  # batch-norm statistics are averaged too
+    assert sum(not torch.equal(sa[k], sb[k]) for k in floats) > len(floats) // 2
+    for name in floats:
+        torch.testing.assert_close(averaged[name], 0.25 * sa[name] + 0.75 * sb[name])
+    for name in (k for k, v in sa.items() if not v.is_floating_point()):
+        assert torch.equal(averaged[name], sa[name])  # step counters come from the first
+    assert "calibration" not in out.meta  # fitted to another model's outputs
+    assert out.meta["trained_from"] == "run_a"
+    assert out.meta["averaged_from"] == [{"checkpoint": str(a), "weight": 0.25},
+                                         {"checkpoint": str(b), "weight": 0.75}]
+
+
+def test_average_predicts_between_and_round_trips(tmp_path: Path) -> None:
+    a, b = tiny(tmp_path / "a", 0), tiny(tmp_path / "b", 0)  # the same model twice
+    out = average_weights([a, b])
+    save_checkpoint(out.model, tmp_path / "mean", **out.meta)
+    again = load_checkpoint(tmp_path / "mean")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(x)["age"], load_checkpoint(a).model(x)["age"])
+    assert again.meta["tasks"] == LABELS
+
+
+@pytest.mark.parametrize("weights, message", [
+    ([1.0], "1 weights for 2 checkpoints"),
+    ([1.0, 0.0], "positive"),
+    ([1.0, -1.0], "positive"),
+    ([1.0, math.nan], "positive"),
+])
+def test_bad_weights_are_refused(tmp_path: Path, weights: list[float], message: str) -> None:
+    a, b = tiny(tmp_path / "a", 0), tiny(tmp_path / "b", 1)
+    with pytest.raises(ValueError, match=message):
+        average_weights([a, b], weights)
+
+
+def test_one_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        average_weights([tiny(tmp_path / "a", 0)])
+
+
+def test_different_architectures_or_labels_are_refused(tmp_path: Path) -> None:
+    a = tiny(tmp_path / "a", 0)
+    wider = tiny(tmp_path / "w", 1, heads={"age": HeadSpec(1), "gender": HeadSpec(2, (8,))})
+    with pytest.raises(ValueError, match="'spec'"):
+        average_weights([a, wider])
+    relabelled = tiny(tmp_path / "r", 1, tasks={"age": [], "gender": ["female", "male"]})
+    with pytest.raises(ValueError, match="'tasks'"):
+        average_weights([a, relabelled])
+    resized = tiny(tmp_path / "s", 1, input_size=48)
+    with pytest.raises(ValueError, match="'input_size'"):
+        average_weights([a, resized])
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        average_weights([tiny(tmp_path / "a", 0), tmp_path / "nothing"])
+
+
+def run_tool(monkeypatch, *argv: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["average_checkpoints.py", *argv])
+    tool.main()
+
+
+def test_tool_writes_once_and_keeps_an_existing_output(tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    a, b = tiny(tmp_path / "a", 0), tiny(tmp_path / "b", 1)
+    out = tmp_path / "soup" / "final"
+    run_tool(monkeypatch, str(a), str(b), "--out", str(out))
+    assert "x 0.500" in capsys.readouterr().out
+    first = out.with_suffix(".safetensors").read_bytes()
+    with pytest.raises(SystemExit, match="exists; --force"):
+        run_tool(monkeypatch, str(a), str(b), "--out", str(out), "--weights", "1", "3")
+    assert out.with_suffix(".safetensors").read_bytes() == first  # nothing overwritten
+    run_tool(monkeypatch, str(a), str(b), "--out", str(out), "--weights", "1", "3", "--force")
+    assert load_checkpoint(out).meta["averaged_from"][1]["weight"] == 0.75
+
+
+def test_tool_errors_are_one_line(tmp_path: Path, monkeypatch) -> None:
+    a = tiny(tmp_path / "a", 0)
+    with pytest.raises(SystemExit, match=r"^average_checkpoints: checkpoint file .* does not"):
+        run_tool(monkeypatch, str(a), str(tmp_path / "gone"), "--out", str(tmp_path / "o"))
+    with pytest.raises(SystemExit, match="^average_checkpoints: weights must be positive"):
+        run_tool(monkeypatch, str(a), str(a), "--out", str(tmp_path / "o"),
+                 "--weights", "1", "0")
+    assert not (tmp_path / "o.json").exists()
