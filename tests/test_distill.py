@@ -179,6 +179,14 @@ def test_init_from_starts_at_the_checkpoint_and_refuses_a_misfit(fake_root: Path
                           f"init_from: {source / 'final'}\n")
     with pytest.raises(ValueError, match="do not fit this config's model"):
         mtl.MTLTrainer(load_config(mtl.MTLConfig, misfit))
+    # the seed also draws the splits: another seed's test rows hold the start's training rows
+    assert load_checkpoint(source / "final").meta["split_seed"] == 0
+    reseeded = write_config(tmp_path, fake_root, f"tasks: [identity, age]\nseed: 3\n"
+                            f"init_from: {source / 'final'}\n")
+    caches = sorted((tmp_path / "cache").iterdir())
+    with pytest.raises(ValueError, match="splits of seed 0.*set seed: 0"):
+        mtl.MTLTrainer(load_config(mtl.MTLConfig, reseeded))
+    assert sorted((tmp_path / "cache").iterdir()) == caches  # refused before building one
 
 
 def test_frozen_modules_keep_weights_and_statistics(fake_root: Path, tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identit
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.table import SampleTable
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
-from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
+from facefuse.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
@@ -289,6 +289,7 @@ class MTLTrainer:
         self.out = Path(cfg.output)
         self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
+        start = self._start_checkpoint(cfg.init_from) if cfg.init_from is not None else None
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
@@ -301,8 +302,8 @@ class MTLTrainer:
             else {}
         self.train_rows = train_rows
         self.model = build_model(model_spec(cfg, max(len(self.identities), 1))).to(self.device)
-        if cfg.init_from is not None:
-            self._init_weights(cfg.init_from)
+        if start is not None:
+            self._init_weights(cfg.init_from, start)
         self.teacher_meta: dict[str, Any] | None = None
         self.teacher: tuple[torch.Tensor, torch.Tensor] | None = None
         if cfg.identity_teacher is not None:
@@ -325,8 +326,20 @@ class MTLTrainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                 else None, find_unused_parameters=True)
 
-    def _init_weights(self, path: str) -> None:
-        source = load_checkpoint(path).model.state_dict()
+    def _start_checkpoint(self, path: str) -> Checkpoint:
+        """``init_from``'s checkpoint, checked before any cache is built: the seed also draws
+        the splits, so a start trained on another seed's splits is refused."""
+        start = load_checkpoint(path)
+        split_seed = start.meta.get("split_seed")  # absent in checkpoints from before it
+        if split_seed is not None and split_seed != self.cfg.seed:
+            raise ValueError(f"init_from {path} was trained on the splits of seed {split_seed}; "
+                             f"this config's seed {self.cfg.seed} draws other splits, whose "
+                             "validation and test rows would include the start's training "
+                             f"rows: set seed: {split_seed}")
+        return start
+
+    def _init_weights(self, path: str, start: Checkpoint) -> None:
+        source = start.model.state_dict()
         own = self.model.state_dict()
         wrong = sorted(k for k in own if k not in source or source[k].shape != own[k].shape)
         extra = sorted(set(source) - set(own))
@@ -418,7 +431,8 @@ class MTLTrainer:
                               "detector_crop": list(self.cfg.detector_crop)},
                         training_data=self.counts, recipe=self.cfg.recipe,
                         epochs=len(self.history), identity_teacher=self.teacher_meta,
-                        init_from=self.cfg.init_from, frozen=list(self.cfg.freeze))
+                        init_from=self.cfg.init_from, frozen=list(self.cfg.freeze),
+                        split_seed=self.cfg.seed)
 
     # -- training -------------------------------------------------------------------------
     def active_tasks(self, epoch: int) -> list[str]:
