@@ -74,7 +74,7 @@ def main() -> None:
     # breakdown on UTKFace test rows: by the true gender, race and age group
     lab = cache.table.labels
     print("\n| group | images | age MAE | gender acc % | race acc % |\n|---|---|---|---|---|")
-    by = {t: dict(zip(preds[t]["index"].tolist(), preds[t]["pred"])) for t in
+    by = {t: dict(zip(preds[t]["index"].tolist(), preds[t]["pred"], strict=True)) for t in
           ("age", "gender", "race") if t in preds}
     utk = np.array([i for i in rows if cache.table.dataset[i] == "utkface"])
     groups = [("all", np.ones(len(utk), bool))]

@@ -76,7 +76,8 @@ def write_celeba(root: Path, identities: int = 10, per_identity: int = 3,
             rows_id.append(f"{name} {100 + ident}")
             values = rng.choice(["1", "-1"], size=len(CELEBA_ATTRIBUTES))
             rows_attr.append(f"{name} " + " ".join(f"{v:>2}" for v in values))
-            rows_part.append(f"{name} {0 if ident < identities - 2 else (1 if ident == identities - 2 else 2)}")
+            part = 0 if ident < identities - 2 else (1 if ident == identities - 2 else 2)
+            rows_part.append(f"{name} {part}")
     (folder / "identity_CelebA.txt").write_text("\n".join(rows_id) + "\n")
     (folder / "list_attr_celeba.txt").write_text(
         f"{len(rows_attr)}\n{' '.join(CELEBA_ATTRIBUTES)}\n" + "\n".join(rows_attr) + "\n")

@@ -11,7 +11,7 @@ import torch
 from fakes import write_300w, write_celeba
 
 from facefuse.cli import main
-from facefuse.experiments.dmm_cnn import attribute_loss, model_spec, DMMConfig
+from facefuse.experiments.dmm_cnn import DMMConfig, attribute_loss, model_spec
 from facefuse.inference.attributes import AttributeLandmarkModel
 from facefuse.models.heads import BranchedHead
 from facefuse.tasks import CELEBA_ATTRIBUTES

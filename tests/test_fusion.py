@@ -41,7 +41,7 @@ def test_source_dropout_only_in_training() -> None:
     head.train()
     dropped = head.fusion(xs)
     zero_blocks = sum(int((dropped[:, a:a + d] == 0).all(1).sum())
-                      for a, d in zip(np.cumsum([0] + DIMS[:-1]), DIMS))
+                      for a, d in zip(np.cumsum([0] + DIMS[:-1]), DIMS, strict=True))
     assert zero_blocks > 0
 
 

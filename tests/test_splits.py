@@ -18,9 +18,9 @@ def test_deterministic_and_seed_dependent() -> None:
 
 def test_independent_of_input_order() -> None:
     names = ids(300)
-    a = dict(zip(names, assign_splits(names, seed=3)))
+    a = dict(zip(names, assign_splits(names, seed=3), strict=True))
     rev = names[::-1]
-    b = dict(zip(rev, assign_splits(rev, seed=3)))
+    b = dict(zip(rev, assign_splits(rev, seed=3), strict=True))
     assert a == b
 
 

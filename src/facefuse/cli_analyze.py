@@ -67,7 +67,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                    file=sys.stderr)
         for start in range(0, len(images), args.batch_images):
             chunk = images[start:start + args.batch_images]
-            for path, result in zip(chunk, analyzer.analyze_many(chunk)):
+            for path, result in zip(chunk, analyzer.analyze_many(chunk), strict=True):
                 faces += len(result.faces)
                 if result.error:
                     failures += 1

@@ -55,7 +55,7 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
             with (out / f"{stem}.frames.jsonl").open("w") as records:
                 result = analyze_video(video, model, detector, fps=args.fps,
                                        margin=args.margin, records=records,
-                                       on_frame=lambda _: bar.update(1))
+                                       on_frame=lambda _: bar.update(1))  # noqa: B023 (called now)
         except VideoError as exc:
             print(f"facefuse: {exc}", file=sys.stderr)
             failures += 1
@@ -87,7 +87,7 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
     feats, notes = _clip_features([r["video"] for r in rows], args)
     for n in notes:
         print(f"skipped: {n}", file=sys.stderr)
-    usable = [(f, r) for f, r in zip(feats, rows) if f is not None]
+    usable = [(f, r) for f, r in zip(feats, rows, strict=True) if f is not None]
     train = [(f, r) for f, r in usable if r["split"] != "test"]
     test = [(f, r) for f, r in usable if r["split"] == "test"]
     if not train:
@@ -98,7 +98,7 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
     print(f"clip classifier ({len(train)} clips, classes {clf.classes}) written to {args.out}")
     if test:
         pred = clf.predict(np.stack([f for f, _ in test]))
-        acc = float(np.mean([p == r["label"] for p, (_, r) in zip(pred, test)]))
+        acc = float(np.mean([p == r["label"] for p, (_, r) in zip(pred, test, strict=True)]))
         print(f"test clips: {len(test)}, accuracy {100 * acc:.1f} %")
     return 0
 
@@ -108,13 +108,14 @@ def cmd_video_predict(args: argparse.Namespace) -> int:
 
     clf = ClipClassifier.load(args.classifier)
     feats, notes = _clip_features(args.videos, args)
-    for video, f in zip(args.videos, feats):
+    for video, f in zip(args.videos, feats, strict=True):
         if f is None:
             print(json.dumps({"video": video, "label": None, "note": "no face or no frames"}))
             continue
         p = clf.predict_proba(f[None])[0]
         print(json.dumps({"video": video, "label": clf.classes[int(p.argmax())],
-                          "probabilities": dict(zip(clf.classes, p.round(4).tolist()))}))
+                          "probabilities": dict(zip(clf.classes, p.round(4).tolist(),
+                                                    strict=True))}))
     return 0
 
 

@@ -52,7 +52,8 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
             return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_convert(v, a, f"{where}[{i}]")
+                     for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin in (dict, Mapping) or annotation in (dict,):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

@@ -180,7 +180,8 @@ TASK_ORDER: tuple[str, ...] = ("identity", "age", "gender", "race", "emotion", "
                                "landmarks")
 
 # Indices into the 68-point markup.
-OUTER_EYE_CORNERS_68: tuple[int, int] = (36, 45)  # right eye outer, left eye outer (image left/right)
+# right eye outer, left eye outer (image left/right)
+OUTER_EYE_CORNERS_68: tuple[int, int] = (36, 45)
 FIVE_POINT_GROUPS_68: tuple[tuple[int, ...], ...] = (
     tuple(range(36, 42)),  # eye on the image's left (subject's right): centre of its 6 points
     tuple(range(42, 48)),  # eye on the image's right
@@ -225,7 +226,7 @@ def age_group_task(cut_points: tuple[float, ...] = (18.0, 60.0)) -> Task:
     if list(cut_points) != sorted(cut_points) or not cut_points:
         raise ValueError(f"age cut points must be increasing and non-empty, got {cut_points}")
     edges = [f"{c:g}" for c in cut_points]
-    names = [f"<{edges[0]}"] + [f"{a}-{b}" for a, b in zip(edges, edges[1:])] + \
+    names = [f"<{edges[0]}"] + [f"{a}-{b}" for a, b in zip(edges, edges[1:], strict=False)] + \
         [f">={edges[-1]}"]
     if len(cut_points) == 2:
         names = [f"young ({names[0]})", f"adult ({names[1]})", f"old ({names[2]})"]

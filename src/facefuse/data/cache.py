@@ -103,7 +103,7 @@ def content_key(table: SampleTable, spec: CacheSpec) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"format": FORMAT_VERSION, "spec": spec.to_dict()},
                         sort_keys=True).encode())
-    for sid, path in zip(table.sample_id, table.image):
+    for sid, path in zip(table.sample_id, table.image, strict=True):
         try:
             st = os.stat(path)
             stamp = f"{st.st_size}:{st.st_mtime_ns}"

@@ -68,7 +68,7 @@ def assign_splits(
         if len(groups) != n:
             raise ValueError(f"groups has {len(groups)} entries, expected {n}")
         group_of = np.array([g if g not in ("", None) else f"\x00{i}" for i, g in
-                             zip(ids, groups)], dtype=object)
+                             zip(ids, groups, strict=True)], dtype=object)
         names, inverse, counts = np.unique(group_of.astype(str), return_inverse=True,
                                            return_counts=True)
         order = np.argsort(hash_keys(names.tolist(), seed), kind="stable")

@@ -39,7 +39,7 @@ def label_distribution(table: SampleTable, task_name: str) -> dict[str, object]:
     values = column[present]
     if task.kind is TaskKind.CLASSIFICATION:
         counts = np.bincount(values.astype(int), minlength=len(task.label_names))
-        out["counts"] = {n: int(c) for n, c in zip(task.label_names, counts)}
+        out["counts"] = {n: int(c) for n, c in zip(task.label_names, counts, strict=True)}
     elif task.kind is TaskKind.REGRESSION and len(values):
         out.update(min=float(values.min()), mean=round(float(values.mean()), 2),
                    max=float(values.max()))
@@ -48,7 +48,8 @@ def label_distribution(table: SampleTable, task_name: str) -> dict[str, object]:
                          "old (60+)": int(groups[2])}
     elif task.kind is TaskKind.MULTI_LABEL and len(values):
         rate = np.where(values >= 0, values, 0).sum(0) / np.maximum((values >= 0).sum(0), 1)
-        out["positive_rate"] = {n: round(float(r), 3) for n, r in zip(task.label_names, rate)}
+        out["positive_rate"] = {n: round(float(r), 3)
+                                for n, r in zip(task.label_names, rate, strict=True)}
     elif task.kind is TaskKind.IDENTITY:
         ids, counts = np.unique(values.astype(str), return_counts=True)
         out.update(identities=len(ids), images_per_identity_max=int(counts.max(initial=0)),

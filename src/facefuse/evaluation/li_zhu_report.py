@@ -137,7 +137,7 @@ def write_report(out: Path, cfg, cells: list[dict], targets: dict, counts: list[
     (out / "fusion.md").write_text(fusion_md + "\n\n" + gain_md + "\n")
 
     fig, axes = plt.subplots(1, len(cfg.targets), figsize=(3.2 * len(cfg.targets), 3.8))
-    for ax, tgt in zip(np.atleast_1d(axes), cfg.targets):
+    for ax, tgt in zip(np.atleast_1d(axes), cfg.targets, strict=False):
         scale = 100 if percent[tgt] else 1
         ms = [mean_std(list(fusion[(r, tgt)].values())) for r in row_names]
         ax.bar(range(len(row_names)), [m * scale for m, _ in ms],

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -326,15 +327,15 @@ def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
         for target in cfg.targets:
             for source in cfg.sources:
                 cell = run_cell(out / "cells" / "cross" / f"{source}__{target}__seed{seed}.json",
-                                lambda: probe_cell(cfg, targets[target], features, [source],
-                                                   "concat", seed, cache))
+                                partial(probe_cell, cfg, targets[target], features, [source],
+                                        "concat", seed, cache))
                 cells.append({"table": "cross", "row": source, **cell})
                 bar.update(1)
             for row, sources, method in fusion_rows(cfg, target):
                 safe = row.replace(":", "-")
                 cell = run_cell(out / "cells" / "fusion" / f"{safe}__{target}__seed{seed}.json",
-                                lambda: probe_cell(cfg, targets[target], features, sources,
-                                                   method, seed, cache))
+                                partial(probe_cell, cfg, targets[target], features, sources,
+                                        method, seed, cache))
                 cells.append({"table": "fusion", "row": row, **cell})
                 bar.update(1)
         t_probe += time.perf_counter() - t2

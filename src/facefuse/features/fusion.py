@@ -47,7 +47,8 @@ class NormalizedConcat(nn.Module):
         self.out_dim = int(sum(dims))
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat([n(x) * s for n, x, s in zip(self.norms, xs, self.scales)], dim=1)
+        parts = zip(self.norms, xs, self.scales, strict=True)
+        return torch.cat([n(x) * s for n, x, s in parts], dim=1)
 
 
 class Gated(nn.Module):
@@ -74,7 +75,7 @@ class Attention(nn.Module):
 
     def projected(self, xs: list[torch.Tensor]) -> torch.Tensor:
         """Sources projected to the common width: (N, sources, width)."""
-        return torch.stack([torch.tanh(p(x)) for p, x in zip(self.proj, xs)], dim=1)
+        return torch.stack([torch.tanh(p(x)) for p, x in zip(self.proj, xs, strict=True)], dim=1)
 
     def weights(self, xs: list[torch.Tensor], h: torch.Tensor | None = None) -> torch.Tensor:
         """Attention over sources per sample: (N, sources), rows sum to 1."""
@@ -94,7 +95,7 @@ class LowRankBilinear(nn.Module):
         self.out_dim = int(sum(dims)) + rank * len(self.pairs)
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
-        p = [torch.tanh(f(x)) for f, x in zip(self.proj, xs)]
+        p = [torch.tanh(f(x)) for f, x in zip(self.proj, xs, strict=True)]
         return torch.cat([*xs, *(p[i] * p[j] for i, j in self.pairs)], dim=1)
 
 

@@ -1,8 +1,8 @@
 """Training a fusion head (or a single-source head) on stored features.
 
-Features are standardised with the training rows' statistics (see :class:`FeatureScaler`); the head trains with AdamW on
-mini-batches; the epoch with the best validation score is kept; the test score is reported
-for that epoch.
+Features are standardised with the training rows' statistics (see :class:`FeatureScaler`);
+the head trains with AdamW on mini-batches; the epoch with the best validation score is
+kept; the test score is reported for that epoch.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def train_probe(task: Task, method: str, train_x: Sequence[np.ndarray], train_y:
     scalers = [FeatureScaler.fit(x) for x in train_x]
 
     def prep(xs: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        return [torch.from_numpy(sc.transform(x)) for sc, x in zip(scalers, xs)]
+        return [torch.from_numpy(sc.transform(x)) for sc, x in zip(scalers, xs, strict=True)]
 
     tr, va, te = prep(train_x), prep(val_x), prep(test_x)
     y_tr = torch.from_numpy(np.asarray(train_y))

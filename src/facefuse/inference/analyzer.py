@@ -191,7 +191,7 @@ class FaceAnalyzer:
             owners.extend((i, det) for det in dets)
         preds = self._predict(crops, owners, loaded)
         per_image: list[list[FaceResult]] = [[] for _ in loaded]
-        for (i, det), (pred, landmarks) in zip(owners, preds):
+        for (i, det), (pred, landmarks) in zip(owners, preds, strict=True):
             faces = per_image[i]
             faces.append(FaceResult(len(faces), det.box, det.score, pred, landmarks))
         return [ImageResult(name, 0 if rgb is None else rgb.shape[1],
@@ -225,15 +225,15 @@ class FaceAnalyzer:
             preds = self.model.predict(batch)
             if self.align and "landmarks" in self.model.tasks:
                 aligned = []
-                for (i, det), p in zip(who, preds):
+                for (i, det), p in zip(who, preds, strict=True):
                     pts = self._to_image(np.asarray(p["landmarks"]), det)
                     aligned.append(align_face(loaded[i][1], five_points_from_68(pts),
                                               self.model.size, zoom=0.8))
                 keep_landmarks = [p["landmarks"] for p in preds]
                 preds = self.model.predict(aligned)
-                for p, lm in zip(preds, keep_landmarks):
+                for p, lm in zip(preds, keep_landmarks, strict=True):
                     p["landmarks"] = lm
-            for (i, det), p in zip(who, preds):
+            for (_, det), p in zip(who, preds, strict=True):
                 landmarks = None
                 if "landmarks" in p:
                     pts = self._to_image(np.asarray(p.pop("landmarks")), det)

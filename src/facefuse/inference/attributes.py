@@ -64,6 +64,7 @@ class AttributeLandmarkModel(FaceModel):
             h, w = np.asarray(face).shape[:2]
             lm = points[i] * np.array([w, h], dtype=np.float32) if points is not None else None
             results.append(AttributePrediction(
-                {n: bool(p >= t) for n, p, t in zip(self.names, probs[i], self.thresholds)},
-                {n: float(round(p, 4)) for n, p in zip(self.names, probs[i])}, lm))
+                {n: bool(p >= t)
+                 for n, p, t in zip(self.names, probs[i], self.thresholds, strict=True)},
+                {n: float(round(p, 4)) for n, p in zip(self.names, probs[i], strict=True)}, lm))
         return results

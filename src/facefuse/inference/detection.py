@@ -120,7 +120,7 @@ class HaarDetector(FaceDetector):
             minSize=(self.min_size, self.min_size), outputRejectLevels=True)
         found = [Detection((float(x), float(y), float(x + w), float(y + h)), float(s))
                  for (x, y, w, h), s in zip(np.asarray(boxes).reshape(-1, 4),
-                                            np.asarray(weights).reshape(-1))]
+                                            np.asarray(weights).reshape(-1), strict=True)]
         return sorted((d for d in found if d.score >= self.min_score), key=lambda d: -d.score)
 
 
@@ -144,7 +144,7 @@ class MTCNNDetector(FaceDetector):
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         boxes, scores, points = self.cascade.detect(_check_rgb(rgb))
         found = [Detection(tuple(float(v) for v in b), float(s), p.astype(np.float32))
-                 for b, s, p in zip(boxes, scores, points) if s >= self.min_score]
+                 for b, s, p in zip(boxes, scores, points, strict=True) if s >= self.min_score]
         return sorted(found, key=lambda d: -d.score)
 
 
@@ -168,7 +168,8 @@ class DlibHogDetector(FaceDetector):
         rects, scores, _ = self.detector.run(np.ascontiguousarray(_check_rgb(rgb)),
                                              self.upsample, self.min_score)
         found = [Detection((float(r.left()), float(r.top()), float(r.right() + 1),
-                            float(r.bottom() + 1)), float(s)) for r, s in zip(rects, scores)]
+                            float(r.bottom() + 1)), float(s))
+                 for r, s in zip(rects, scores, strict=True)]
         return sorted((d for d in found if d.width >= self.min_size), key=lambda d: -d.score)
 
 

@@ -126,7 +126,7 @@ class FaceModel:
                 for i, p in enumerate(probs):
                     out[i][t] = {"label": task.label_names[int(p.argmax())],
                                  "probabilities": {n: round(float(v), 4) for n, v in
-                                                   zip(task.label_names, p)}}
+                                                   zip(task.label_names, p, strict=True)}}
             elif task.kind is TaskKind.REGRESSION:
                 for i, v in enumerate(self.regression_values(t, o)):
                     out[i][t] = round(float(v), 2)
@@ -135,9 +135,9 @@ class FaceModel:
                 thr = np.asarray(self.meta.get("thresholds") or [0.5] * probs.shape[1])
                 for i, p in enumerate(probs):
                     out[i][t] = {n: bool(v >= th) for n, v, th in
-                                 zip(task.label_names, p, thr)}
+                                 zip(task.label_names, p, thr, strict=True)}
                     out[i][f"{t}_scores"] = {n: round(float(v), 4) for n, v in
-                                             zip(task.label_names, p)}
+                                             zip(task.label_names, p, strict=True)}
             elif task.kind is TaskKind.LANDMARKS:
                 pts = o.numpy().reshape(len(o), -1, 2)
                 for i, face in enumerate(faces):

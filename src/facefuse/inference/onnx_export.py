@@ -66,4 +66,4 @@ def onnx_parity(checkpoint: str | Path, onnx_path: str | Path, batch: int = 4,
     with torch.no_grad():
         want = wrapper(x)
     names = ["features", *wrapper.names]
-    return {n: float(np.abs(g - w.numpy()).max()) for n, g, w in zip(names, got, want)}
+    return {n: float(np.abs(g - w.numpy()).max()) for n, g, w in zip(names, got, want, strict=True)}

@@ -198,7 +198,7 @@ def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
             features, outputs = model.raw(crops)
             feats = features.float().cpu().numpy()
             preds = model.decode(crops, features, outputs)
-            for d, tid, f, p in zip(detections, ids, feats, preds):
+            for d, tid, f, p in zip(detections, ids, feats, preds, strict=True):
                 track = tracker.tracks[tid]
                 track.stats.add(f)
                 for task, value in p.items():

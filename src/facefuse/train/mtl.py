@@ -267,7 +267,7 @@ def lfw_verification(model: nn.Module, cache: TrainingCache, device: torch.devic
     emb: dict[str, np.ndarray] = {}
     for batch in loader:
         vectors = identity_embedding(model, batch.images).float().cpu().numpy()
-        emb.update(zip(table.image[batch.index].tolist(), vectors))
+        emb.update(zip(table.image[batch.index].tolist(), vectors, strict=True))
     pairs = [p for p in lfw_view2_pairs(cache) if p.image_a in emb and p.image_b in emb]
     if not pairs:
         return {}

@@ -20,7 +20,7 @@ from torch import nn
 
 from facefuse.registry import Registry
 
-WEIGHTINGS: Registry[Callable[..., "LossWeighting"]] = Registry("loss weighting")
+WEIGHTINGS: Registry[Callable[..., LossWeighting]] = Registry("loss weighting")
 
 
 class LossWeighting(nn.Module):
@@ -91,7 +91,7 @@ class DynamicWeightAverage(LossWeighting):
         ratios = torch.tensor([last[t] / prev[t] if prev[t] > 0 and last[t] == last[t] else 1.0
                                for t in self.tasks])
         w = len(self.tasks) * torch.softmax(ratios / self.temperature, dim=0)
-        self.dynamic = {t: float(v) for t, v in zip(self.tasks, w)}
+        self.dynamic = {t: float(v) for t, v in zip(self.tasks, w, strict=True)}
 
     def current(self) -> dict[str, float]:
         return {t: self.static[t] * self.dynamic[t] for t in self.tasks}

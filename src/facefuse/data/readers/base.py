@@ -116,7 +116,7 @@ def check_files(paths: Sequence[Path], log_: SkipLog) -> list[bool]:
     """Structural image check for many files at once; bad ones are logged as skipped."""
     with ThreadPoolExecutor(max_workers=8) as pool:
         problems = list(pool.map(check_image_file, paths, chunksize=64))
-    for p, problem in zip(paths, problems):
+    for p, problem in zip(paths, problems, strict=True):
         if problem is not None:
             log_.skip(p, problem)
     return [p is None for p in problems]

@@ -122,7 +122,7 @@ class CelebAReader(DatasetReader):
         attributes = _read_attributes(attr_file, log) if attr_file.is_file() else {}
         partition = _pairs_file(part_file, log, _parse_partition) if part_file.is_file() \
             else {}
-        for f, d in ((id_file, identities), (attr_file, attributes), (part_file, partition)):
+        for f in (id_file, attr_file, part_file):
             if not f.is_file():
                 log.note(f"{f.name} missing: that label is absent for every image")
 
@@ -137,7 +137,7 @@ class CelebAReader(DatasetReader):
             if p.name not in identities and p.name not in attributes:
                 log.skip(p, f"no entry in {IDENTITY_FILE} or {ATTRIBUTE_FILE}")
         ok = check_files(labelled, log)
-        paths = [p for p, good in zip(labelled, ok) if good]
+        paths = [p for p, good in zip(labelled, ok, strict=True) if good]
         if not paths:
             raise DatasetError(f"celeba: no readable labelled images in {image_dir}")
         names = [p.name for p in paths]

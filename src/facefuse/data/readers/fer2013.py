@@ -65,7 +65,7 @@ class FER2013Reader(DatasetReader):
         ok = np.asarray(check_files(paths, log), dtype=bool)
         if not ok.any():
             raise DatasetError(f"fer2013: no readable images under {root}")
-        paths = [p for p, good in zip(paths, ok) if good]
+        paths = [p for p, good in zip(paths, ok, strict=True) if good]
         emotion_arr = np.asarray(emotion, dtype=np.int16)[ok]
         split = np.asarray(official, dtype=object)[ok]
         ids = [relative_id(self.name, root, p) for p in paths]

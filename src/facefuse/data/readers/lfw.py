@@ -129,8 +129,8 @@ class LFWReader(DatasetReader):
         if not paths:
             raise DatasetError(f"lfw: no images in person folders under {images_root}")
         ok = check_files(paths, log)
-        paths = [p for p, good in zip(paths, ok) if good]
-        people = [p for p, good in zip(people, ok) if good]
+        paths = [p for p, good in zip(paths, ok, strict=True) if good]
+        people = [p for p, good in zip(people, ok, strict=True) if good]
         fold_of: dict[str, int] = {}
         pairs_file = root / "pairs.txt"
         if pairs_file.is_file():

@@ -209,7 +209,7 @@ class ManifestReader(DatasetReader):
         if identity is not None and (identity[todo] != "").any():
             groups = identity[todo]
             placed: dict[str, set[str]] = {}
-            for person, s in zip(identity, split):
+            for person, s in zip(identity, split, strict=True):
                 if person and s:
                     placed.setdefault(person, set()).add(s)
             straddling = sorted(p for p, s in placed.items() if len(s) > 1)
@@ -224,6 +224,7 @@ class ManifestReader(DatasetReader):
                 given = placed.get(identity[i])
                 if given:
                     out[i] = sorted(given)[0]
-        log.note(f"{len(todo)} rows without a split assigned (seed {splits.seed}"
-                 f"{', identity-disjoint, following rows that name a split' if groups is not None else ''})")
+        disjoint = ", identity-disjoint, following rows that name a split" \
+            if groups is not None else ""
+        log.note(f"{len(todo)} rows without a split assigned (seed {splits.seed}{disjoint})")
         return out

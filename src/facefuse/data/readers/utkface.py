@@ -61,7 +61,7 @@ class UTKFaceReader(DatasetReader):
         folder = first_existing([root / "utkface" / "UTKFace", root / "UTKFace"])
         if folder is None and root.is_dir() and any(
                 NAME_PATTERN.match(p.name) and isinstance(parse_utkface_name(p.name), tuple)
-                for _, p in zip(range(20), root.glob("*.chip.jpg"))):
+                for _, p in zip(range(20), root.glob("*.chip.jpg"), strict=False)):
             folder = root
         return folder
 
@@ -79,8 +79,8 @@ class UTKFaceReader(DatasetReader):
             candidates.append(path)
             labels.append(parsed)
         ok = check_files(candidates, log)
-        paths = [p for p, good in zip(candidates, ok) if good]
-        kept = np.asarray([lab for lab, good in zip(labels, ok) if good],
+        paths = [p for p, good in zip(candidates, ok, strict=True) if good]
+        kept = np.asarray([lab for lab, good in zip(labels, ok, strict=True) if good],
                           dtype=np.float32).reshape(-1, 3)
         if not paths:
             raise DatasetError(f"utkface: no readable UTKFace images in {root} "

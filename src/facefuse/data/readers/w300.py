@@ -110,8 +110,8 @@ class W300Reader(DatasetReader):
         ok = check_files(paths, log)
         if not any(ok):
             raise DatasetError(f"300w: no readable image with a valid .pts file under {root}")
-        paths = [p for p, good in zip(paths, ok) if good]
-        landmarks = np.stack([p for p, good in zip(points, ok) if good])
+        paths = [p for p, good in zip(paths, ok, strict=True) if good]
+        landmarks = np.stack([p for p, good in zip(points, ok, strict=True) if good])
         ids = [relative_id(self.name, root, p) for p in paths]
         split = assign_splits(ids, splits.fractions, splits.seed)
         log.note(f"no official split here: seeded (seed {splits.seed}) random "
