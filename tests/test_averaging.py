@@ -1,5 +1,5 @@
 """Weight averaging of checkpoints: the mean itself, what the result's metadata carries, every
-refusal, and the tool."""
+refusal, the tool, and the scan that chooses the mixing share."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 from tests.scripts import load_script
+from tests.test_calibration import age_only_run
 
+import facefuse.train.mtl as mtl
+from facefuse.config import load_config
+from facefuse.data.loader import CacheLoader
 from facefuse.models.averaging import average_weights
 from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
+from facefuse.train.loop import predict, score
 
 tool = load_script("tools/average_checkpoints.py")
+scan = load_script("benchmarks/soup_scan.py")
 LABELS = {"age": [], "gender": ["male", "female"]}
 CALIBRATION = {"age": {"kind": "monotone", "x": [10.0, 50.0], "y": [12.0, 48.0]}}
 
@@ -126,3 +132,31 @@ def test_tool_errors_are_one_line(tmp_path: Path, monkeypatch) -> None:
         run_tool(monkeypatch, str(a), str(a), "--out", str(tmp_path / "o"),
                  "--weights", "1", "0")
     assert not (tmp_path / "o.json").exists()
+
+
+def test_soup_scan_scores_the_sources_at_its_ends_and_the_mean_between(tmp_path: Path) -> None:
+    cfg = age_only_run(tmp_path, 200)
+    cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg))
+    a = tmp_path / "run" / "final"
+    start = load_checkpoint(a)
+    torch.manual_seed(0)
+    with torch.no_grad():  # B: A moved a little, as a fine-tune would
+        for p in start.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(start.model, tmp_path / "b",
+                    **{k: v for k, v in start.meta.items() if k not in ("format", "spec")})
+    b = tmp_path / "b"
+
+    def own_mae(path: Path) -> float:
+        loader = CacheLoader(cache, cache.rows("val"), 256, shuffle=False, tasks=["age"])
+        p = predict(load_checkpoint(path).model, loader, ["age"])["age"]
+        return score("age", p["pred"], p["target"])["mae"]
+
+    rows = scan.scan(a, b, cache, ["age"], [0, 0.5, 1])
+    assert [r["alpha"] for r in rows] == [0, 0.5, 1]
+    assert rows[0]["age"]["mae"] == pytest.approx(own_mae(a))
+    assert rows[2]["age"]["mae"] == pytest.approx(own_mae(b))
+    assert rows[0]["age"]["mae"] != pytest.approx(rows[2]["age"]["mae"])
+    assert rows[1]["age"]["mae"] not in (rows[0]["age"]["mae"], rows[2]["age"]["mae"])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        scan.scan(a, b, cache, ["age"], [0.5, 1.5])
