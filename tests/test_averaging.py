@@ -100,6 +100,15 @@ def test_different_architectures_or_labels_are_refused(tmp_path: Path) -> None:
         average_weights([a, resized])
 
 
+def test_checkpoints_from_other_splits_are_refused(tmp_path: Path) -> None:
+    seed0, seed1 = tiny(tmp_path / "a", 0, split_seed=0), tiny(tmp_path / "b", 1, split_seed=1)
+    with pytest.raises(ValueError, match="splits of seed 1.*seed 0"):
+        average_weights([seed0, seed1])
+    older = tiny(tmp_path / "c", 2)  # from before checkpoints recorded their split seed
+    assert average_weights([seed0, older]).meta["split_seed"] == 0
+    assert average_weights([seed0, tiny(tmp_path / "d", 3, split_seed=0)]).meta["split_seed"] == 0
+
+
 def test_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         average_weights([tiny(tmp_path / "a", 0), tmp_path / "nothing"])

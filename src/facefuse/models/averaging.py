@@ -6,7 +6,8 @@ cost. The shipped model is such a mean (docs/MODEL_CARD.md). Averaging unrelated
 (different random starts) does not work: their units are not aligned, and the mean is noise.
 
 Every checkpoint must have the same spec (trunk, options, heads), the same task label names,
-input size and normalisation; anything else is refused by name. Floating-point tensors
+input size and normalisation, and, where both record it, the same ``split_seed`` (the
+splits they trained on); anything else is refused by name. Floating-point tensors
 (weights and batch-norm statistics) are averaged in float64 and stored in the first
 checkpoint's dtype; integer tensors (batch-norm step counters) come from the first.
 The result's metadata is the first checkpoint's, without its ``calibration`` (a map fitted to
@@ -52,6 +53,11 @@ def average_weights(paths: Sequence[str | Path], weights: Sequence[float] | None
             if first.meta.get(key) != other.meta.get(key):
                 raise ValueError(f"{path} differs from {paths[0]} in {key!r}: only checkpoints "
                                  "of one architecture and label set can be averaged")
+        seeds = first.meta.get("split_seed"), other.meta.get("split_seed")
+        if None not in seeds and seeds[0] != seeds[1]:  # absent in older checkpoints
+            raise ValueError(f"{path} was trained on the splits of seed {seeds[1]}, {paths[0]} "
+                             f"on those of seed {seeds[0]}: their mean would have seen both "
+                             "splits' training rows, leaving no clean validation or test split")
     states = [s.model.state_dict() for s in sources]
     mean = {}
     for name, tensor in states[0].items():
