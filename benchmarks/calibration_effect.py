@@ -14,17 +14,13 @@ Usage: python benchmarks/calibration_effect.py CHECKPOINT --cache CACHE_DIR [--n
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from facefuse.data.cache import TrainingCache
 from facefuse.inference.face_model import FaceModel
-from facefuse.train.calibration import apply_monotone_map
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from calibrate_model import raw_predictions  # noqa: E402
+from facefuse.train.calibration import apply_monotone_map, raw_predictions
 
 GROUPS = {"all": (0, np.inf), "under 18": (0, 18), "60 and over": (60, np.inf)}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from facefuse.config import load_config
 from facefuse.data.cache import TrainingCache
 from facefuse.data.loader import CacheLoader
-from facefuse.models.averaging import average_weights
+from facefuse.models.averaging import mean_checkpoint
 from facefuse.models.checkpoint import load_checkpoint
 from facefuse.train.loop import predict, score
 from facefuse.train.mtl import MTLConfig, training_cache
@@ -32,12 +32,13 @@ def scan(a: str | Path, b: str | Path, cache: TrainingCache, tasks: Sequence[str
     if not alphas or any(not 0 <= x <= 1 for x in alphas):
         raise ValueError(f"alphas must lie in [0, 1], got {list(alphas)}")
     loader = CacheLoader(cache, cache.rows(split), 256, shuffle=False, tasks=list(tasks))
+    sources = [load_checkpoint(a), load_checkpoint(b)]  # read once for every alpha
     rows = []
     for alpha in alphas:
         if alpha == 0 or alpha == 1:  # a source itself (averaging refuses a zero weight)
-            model = load_checkpoint(a if alpha == 0 else b).model
+            model = sources[int(alpha)].model
         else:
-            model = average_weights([a, b], [1 - alpha, alpha]).model
+            model = mean_checkpoint(sources, [1 - alpha, alpha], names=[str(a), str(b)]).model
         preds = predict(model, loader, list(tasks))
         rows.append({"alpha": alpha, **{t: score(t, p["pred"], p["target"])
                                         for t, p in preds.items()}})

@@ -21,22 +21,7 @@ import numpy as np
 
 from facefuse.data.cache import TrainingCache
 from facefuse.inference.face_model import FaceModel
-from facefuse.train.calibration import apply_monotone_map, fit_monotone_map
-
-
-def raw_predictions(model: FaceModel, cache: TrainingCache, task: str, split: str,
-                    batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted, true) values of a regression ``task`` on the cache's ``split`` rows that
-    carry its label; predictions straight from the head (no calibration)."""
-    rows = cache.rows(split)
-    rows = rows[cache.table.present(task)[rows]]
-    if len(rows) == 0:
-        raise ValueError(f"the cache has no {split} rows labelled with {task!r}")
-    out = []
-    for s in range(0, len(rows), batch):
-        _, heads = model.raw([np.asarray(cache.images[i]) for i in rows[s:s + batch]])
-        out.append(model.regression_values(task, heads[task], calibrated=False))
-    return np.concatenate(out), cache.table.labels[task][rows].astype(np.float64)
+from facefuse.train.calibration import apply_monotone_map, fit_monotone_map, raw_predictions
 
 
 def calibrate(checkpoint: str | Path, cache_dir: str | Path, task: str = "age",

@@ -27,9 +27,13 @@ the analyzer, the CLI and the peer comparison all see calibrated values.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # FaceModel imports this module to apply the maps
+    from facefuse.data.cache import TrainingCache
+    from facefuse.inference.face_model import FaceModel
 
 MIN_ROWS_PER_KNOT = 10
 
@@ -112,3 +116,21 @@ def apply_monotone_map(values: np.ndarray, mapping: Mapping[str, Any]) -> np.nda
     out = np.interp(v, x, y)
     out = np.where(v < x[0], v + (y[0] - x[0]), out)
     return np.where(v > x[-1], v + (y[-1] - x[-1]), out)
+
+
+def raw_predictions(model: FaceModel, cache: TrainingCache, task: str, split: str,
+                    batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, true) values of a regression ``task`` on the cache's ``split`` rows that
+    carry its label; predictions straight from the head (no calibration), as ``model``
+    runs them (with its test-time flip when it has one). What a map is fitted to
+    (``tools/calibrate_model.py``) and what its effect is measured on
+    (``benchmarks/calibration_effect.py``)."""
+    rows = cache.rows(split)
+    rows = rows[cache.table.present(task)[rows]]
+    if len(rows) == 0:
+        raise ValueError(f"the cache has no {split} rows labelled with {task!r}")
+    out = []
+    for s in range(0, len(rows), batch):
+        _, heads = model.raw([np.asarray(cache.images[i]) for i in rows[s:s + batch]])
+        out.append(model.regression_values(task, heads[task], calibrated=False))
+    return np.concatenate(out), cache.table.labels[task][rows].astype(np.float64)
