@@ -12,6 +12,7 @@ import pytest
 from scripts import load_script
 from test_mtl import write_config
 
+import facefuse.train.mtl as mtl
 from facefuse.cli import main
 from facefuse.config import load_config
 from facefuse.data.cache import build_cache
@@ -142,3 +143,33 @@ def test_train_cache_only_builds_the_cache_the_training_uses(fake_root: Path, tm
     assert build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl").path == folder
     assert main(["train", str(config), "--quiet", "--cache-only",
                  "--set", f"cache={folder}"]) == 2
+
+
+def test_a_prebuilt_cache_must_hold_the_configs_splits(fake_root: Path, tmp_path: Path,
+                                                       capsys, caplog) -> None:
+    """The trainer records its split seed in the cache it builds; a packed copy keeps it, and
+    a config that would draw other splits is refused (the cache's rows are not re-split)."""
+    config = write_config(tmp_path, fake_root)
+    assert main(["train", str(config), "--quiet", "--cache-only"]) == 0
+    folder = Path(capsys.readouterr().out.split("training cache: ")[1].split(" (")[0])
+    assert json.loads((folder / "meta.json").read_text())["info"] == {"split_seed": 0}
+    pack_cache(folder, tmp_path / "pack")
+    back = unpack_cache(tmp_path / "pack", tmp_path / "device-cache")
+    assert back.meta["info"] == {"split_seed": 0}
+    for sets, match in ((["seed=2"], "splits of seed 0; this config draws its splits with "
+                                     "seed 2: set split_seed: 0"),
+                        (["split_seed=1"], "splits of seed 0.*seed 1")):
+        cfg = load_config(MTLConfig, config, [f"cache={back.path}", *sets])
+        with pytest.raises(ValueError, match=match):
+            mtl.MTLTrainer(cfg)
+    # another training seed on the same splits is fine, and the checkpoint says which
+    cfg = load_config(MTLConfig, config, [f"cache={back.path}", "seed=2", "split_seed=0"])
+    assert cfg.splits_seed == 0
+    mtl.MTLTrainer(cfg)
+    # a cache from before the seed was recorded is trusted, with a warning
+    legacy = json.loads((back.path / "meta.json").read_text())
+    del legacy["info"]
+    (back.path / "meta.json").write_text(json.dumps(legacy))
+    with caplog.at_level("WARNING", logger="facefuse.train.mtl"):
+        mtl.MTLTrainer(load_config(MTLConfig, config, [f"cache={back.path}"]))
+    assert "does not record the seed of its splits" in caplog.text

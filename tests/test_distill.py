@@ -184,9 +184,20 @@ def test_init_from_starts_at_the_checkpoint_and_refuses_a_misfit(fake_root: Path
     reseeded = write_config(tmp_path, fake_root, f"tasks: [identity, age]\nseed: 3\n"
                             f"init_from: {source / 'final'}\n")
     caches = sorted((tmp_path / "cache").iterdir())
-    with pytest.raises(ValueError, match="splits of seed 0.*set seed: 0"):
+    with pytest.raises(ValueError, match="splits of seed 0.*set split_seed: 0"):
         mtl.MTLTrainer(load_config(mtl.MTLConfig, reseeded))
     assert sorted((tmp_path / "cache").iterdir()) == caches  # refused before building one
+    # a new training seed on the start's splits: accepted, same cache, same training rows
+    kept = write_config(tmp_path, fake_root, f"tasks: [identity, age]\nseed: 3\n"
+                        f"split_seed: 0\ninit_from: {source / 'final'}\n")
+    reseeded_trainer = mtl.MTLTrainer(load_config(mtl.MTLConfig, kept))
+    assert sorted((tmp_path / "cache").iterdir()) == caches
+    np.testing.assert_array_equal(reseeded_trainer.train_rows, trainer.train_rows)
+    # and the other way round: the start's seed, other splits
+    moved = write_config(tmp_path, fake_root, f"tasks: [identity, age]\nsplit_seed: 5\n"
+                         f"init_from: {source / 'final'}\n")
+    with pytest.raises(ValueError, match="splits of seed 0.*draws its splits with seed 5"):
+        mtl.MTLTrainer(load_config(mtl.MTLConfig, moved))
 
 
 def test_frozen_modules_keep_weights_and_statistics(fake_root: Path, tmp_path: Path) -> None:

@@ -90,6 +90,10 @@ def test_config_errors() -> None:
         MTLConfig(sampling={"imagenet": 1.0})
     with pytest.raises(ValueError, match="detector_crop names datasets not used"):
         MTLConfig(datasets=("utkface",), detector_crop=("celeba",))
+    for bad in (-1, 1.5, "0", True):
+        with pytest.raises(ValueError, match="split_seed must be a non-negative integer"):
+            MTLConfig(split_seed=bad)
+    assert MTLConfig(seed=4).splits_seed == 4 and MTLConfig(seed=4, split_seed=0).splits_seed == 0
 
 
 @pytest.mark.parametrize("profile", ["shipped_cpu", "shipped_gpu"])

@@ -7,7 +7,8 @@ A cache folder holds
   coordinates (0..1, x right, y down);
 * ``boxes.npy``: the crop box ``(x0, y0, x1, y1)`` in source pixels per row;
 * ``valid.npy``: False where decoding failed (listed in ``meta.json``'s ``skipped``);
-* ``meta.json``: the spec, the content key, counts, skipped files, timings.
+* ``meta.json``: the spec, the content key, counts, skipped files, timings, and the
+  builder's ``info`` (the trainer's: the seed its splits were drawn with).
 
 The folder name carries a content key: a hash of the format version, the spec, and every
 row's id, path, file size, modification time and labels. Changing any of them makes a new
@@ -267,7 +268,7 @@ def _normalised_landmarks(table: SampleTable, boxes: np.ndarray) -> np.ndarray:
 
 def build_cache(table: SampleTable, cache_root: str | Path, spec: CacheSpec = CacheSpec(),
                 name: str = "cache", workers: int | None = None,
-                progress: bool = False) -> TrainingCache:
+                progress: bool = False, info: dict | None = None) -> TrainingCache:
     """Open the cache for ``table`` and ``spec`` under ``cache_root``, building it if needed.
 
     Args:
@@ -277,6 +278,9 @@ def build_cache(table: SampleTable, cache_root: str | Path, spec: CacheSpec = Ca
         name: prefix of the cache folder's name.
         workers: decoding processes (default: CPU count).
         progress: show a progress bar while building.
+        info: JSON-able facts about the table that its contents do not say (the trainer
+            records the seed its splits were drawn with), stored as ``meta["info"]`` when
+            the cache is built (a cache found up to date keeps the ones it was built with).
     """
     if len(table) == 0:
         raise ValueError("cannot build a training cache from an empty sample table")
@@ -332,7 +336,8 @@ def build_cache(table: SampleTable, cache_root: str | Path, spec: CacheSpec = Ca
     meta = {"format": FORMAT_VERSION, "key": key, "spec": spec.to_dict(), "samples": n,
             "valid": int(valid.sum()), "skipped": skipped, "build_seconds": round(seconds, 3),
             "images_per_second": round(n / max(seconds, 1e-9), 1),
-            "datasets": table.datasets(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "datasets": table.datasets(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "info": dict(info or {})}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     if final.exists():  # an incomplete folder of the same key (no meta.json): replace it
         shutil.rmtree(final)

@@ -153,6 +153,10 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
         "# Does multi-task learning help?", "",
         f"Base config {cfg.base} (profile {cfg.base_profile}); seeds {list(cfg.seeds)}; "
         f"device {env['device']}; {sum(seconds.values()) / 60:.1f} min of training.", "",
+        (f"Every seed trains and tests on the splits of split seed {base.split_seed}."
+         if base.split_seed is not None else "Each seed also draws its own splits, so the "
+         "spread includes that of the test rows (base_overrides: [split_seed=0] fixes them)."),
+        "",
         "Test scores, mean ± std over seeds (accuracy-like metrics in %, age MAE in years, "
         "landmark NME in %). Gains are paired by seed; positive = better than single-task.",
         "", table, ""]))

@@ -78,7 +78,11 @@ class MTLConfig:
     data_root: str = "../shared/data"
     device: str = "auto"
     workers: int | None = None
-    seed: int = 0
+    seed: int = 0  # training randomness (weights, draws, augmentation); the splits too,
+    # unless split_seed is set
+    # the seed of the train/val/test draw (None: seed's); fixed while seed varies, runs of
+    # several seeds share their test rows (and a fine-tune may reseed its training)
+    split_seed: int | None = None
     trunk: str = "mobilenetv3_large_100"
     trunk_options: dict[str, Any] = field(default_factory=dict)
     image_size: int = 112
@@ -114,6 +118,10 @@ class MTLConfig:
     freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.split_seed is not None and (isinstance(self.split_seed, bool) or not isinstance(
+                self.split_seed, int) or self.split_seed < 0):
+            raise ValueError(f"split_seed must be a non-negative integer or null, got "
+                             f"{self.split_seed!r}")
         for t in self.tasks:
             if t not in TASK_ORDER:
                 raise ValueError(f"unknown task {t!r}; valid: {', '.join(TASK_ORDER)}")
@@ -147,6 +155,11 @@ class MTLConfig:
             raise ValueError("limit_per_dataset selects rows from data_root; it cannot be "
                              "used with a prebuilt cache")
 
+    @property
+    def splits_seed(self) -> int:
+        """The seed the train/val/test splits are drawn with: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
+
     def cache_spec(self) -> CacheSpec:
         """The training cache's settings (size and crops) for this config."""
         return CacheSpec(size=self.image_size, center_crop=self.center_crop,
@@ -156,11 +169,11 @@ class MTLConfig:
 def load_data(cfg: MTLConfig) -> tuple[SampleTable, list[dict]]:
     tables, counts = [], []
     for name in cfg.datasets:
-        r = read_dataset(name, cfg.data_root, SplitConfig(seed=cfg.seed))
+        r = read_dataset(name, cfg.data_root, SplitConfig(seed=cfg.splits_seed))
         t = r.table
-        if cfg.limit_per_dataset is not None:
+        if cfg.limit_per_dataset is not None:  # part of the splits: drawn with their seed
             keep = []
-            rng = np.random.default_rng(cfg.seed)
+            rng = np.random.default_rng(cfg.splits_seed)
             for s in ("train", "val", "test"):
                 rows = np.flatnonzero(t.split == s)
                 cap = cfg.limit_per_dataset if s == "train" else max(cfg.limit_per_dataset // 4,
@@ -192,6 +205,14 @@ def open_prebuilt_cache(cfg: MTLConfig) -> tuple[TrainingCache, list[dict]]:
     missing = sorted(set(cfg.datasets) - set(cache.table.datasets()))
     if missing:
         raise ValueError(f"cache {cfg.cache} holds no rows of {missing}")
+    built_with = cache.meta.get("info", {}).get("split_seed")
+    if built_with is None:  # caches built before the seed was recorded
+        log.warning("cache %s does not record the seed of its splits; its train/val/test "
+                    "rows are taken as split seed %d's", cfg.cache, cfg.splits_seed)
+    elif built_with != cfg.splits_seed:
+        raise ValueError(f"cache {cfg.cache} holds the splits of seed {built_with}; this config "
+                         f"draws its splits with seed {cfg.splits_seed}: set split_seed: "
+                         f"{built_with} (seed may differ) or build a cache for these splits")
     cache.valid = cache.valid & np.isin(cache.table.dataset, list(cfg.datasets))
     # the files the readers skipped never reached the cache and are not recorded in it;
     # "undecodable" counts the rows the cache could not decode
@@ -209,6 +230,7 @@ def training_cache(cfg: MTLConfig, progress: bool = False
         return open_prebuilt_cache(cfg)
     table, counts = load_data(cfg)
     return build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl", workers=cfg.workers,
+                       info={"split_seed": cfg.splits_seed},
                        progress=progress), counts
 
 
@@ -327,15 +349,16 @@ class MTLTrainer:
                 else None, find_unused_parameters=True)
 
     def _start_checkpoint(self, path: str) -> Checkpoint:
-        """``init_from``'s checkpoint, checked before any cache is built: the seed also draws
-        the splits, so a start trained on another seed's splits is refused."""
+        """``init_from``'s checkpoint, checked before any cache is built: a start trained on
+        other splits (another split seed) is refused, as their validation and test rows
+        would hold the start's training rows."""
         start = load_checkpoint(path)
         split_seed = start.meta.get("split_seed")  # absent in checkpoints from before it
-        if split_seed is not None and split_seed != self.cfg.seed:
+        if split_seed is not None and split_seed != self.cfg.splits_seed:
             raise ValueError(f"init_from {path} was trained on the splits of seed {split_seed}; "
-                             f"this config's seed {self.cfg.seed} draws other splits, whose "
-                             "validation and test rows would include the start's training "
-                             f"rows: set seed: {split_seed}")
+                             f"this config draws its splits with seed {self.cfg.splits_seed}, "
+                             "whose validation and test rows would include the start's "
+                             f"training rows: set split_seed: {split_seed} (seed may differ)")
         return start
 
     def _init_weights(self, path: str, start: Checkpoint) -> None:
@@ -432,7 +455,7 @@ class MTLTrainer:
                         training_data=self.counts, recipe=self.cfg.recipe,
                         epochs=len(self.history), identity_teacher=self.teacher_meta,
                         init_from=self.cfg.init_from, frozen=list(self.cfg.freeze),
-                        split_seed=self.cfg.seed)
+                        split_seed=self.cfg.splits_seed)
 
     # -- training -------------------------------------------------------------------------
     def active_tasks(self, epoch: int) -> list[str]:
