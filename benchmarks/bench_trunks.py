@@ -7,7 +7,9 @@ For each trunk, a multi-task model (every task head) at --size:
 * CUDA (when available): training images/s of the model alone (random tensors already on the
   GPU, bf16 autocast, channels_last) and of the full pipeline (cache loader, device-side
   augmentation, masked multi-task losses), same batch and size, and their ratio; with
-  --trainer, also of ``facefuse train``'s own epochs (identity head and all).
+  --trainer, also of ``facefuse train``'s own epochs (identity head and all), as configured
+  by default (the cache in RAM when it fits), with fused AdamW, and reading the cache's
+  memory map (``TRAINER_VARIANTS``).
 
 Usage: python benchmarks/bench_trunks.py [--trunks mobilenetv3_large_100 ...] [--size 112]
        [--batch 64] [--cuda-batch 512] [--cache DIR | --synthetic N [--trainer]]
@@ -190,11 +192,21 @@ def cuda_training_rates(trunk: str, size: int, batch: int, cache_dir: str | None
     return out
 
 
+#: ``facefuse train`` settings --trainer times beside its defaults: (label, MTLConfig
+#: fields, OptimConfig fields)
+TRAINER_VARIANTS = (("trainer", {}, {}),
+                    ("trainer_fused_adamw", {}, {"fused": True}),
+                    ("trainer_memory_map", {"cache_in_memory": False}, {}))
+
+
 def trainer_rate(trunk: str, size: int, batch: int, cache_dir: str, device: str = "cuda",
-                 epoch_images: int = 20480) -> float:
+                 epoch_images: int = 20480, settings: dict | None = None,
+                 optim: dict | None = None) -> float:
     """Images/s of ``facefuse train`` itself (every head, identity's margin loss, loss
     weighting, gradient clipping; validation excluded): the second of two epochs of
-    ``epoch_images`` draws on ``cache_dir`` (a :func:`synthetic_cache`)."""
+    ``epoch_images`` draws on ``cache_dir`` (a :func:`synthetic_cache`). ``settings`` and
+    ``optim`` change fields of the trainer's config and of its optimiser's (as
+    :data:`TRAINER_VARIANTS` does)."""
     from facefuse.train.loop import OptimConfig
     from facefuse.train.mtl import MTLConfig, MTLTrainer
 
@@ -203,7 +215,8 @@ def trainer_rate(trunk: str, size: int, batch: int, cache_dir: str, device: str 
                         image_size=size, datasets=("utkface", "fer2013", "celeba", "300w"),
                         sampling={"utkface": 1.0, "fer2013": 1.0, "celeba": 1.0, "300w": 1.0},
                         epoch_size=epoch_images, batch_size=batch,
-                        optim=OptimConfig(optimizer="adamw", lr=1e-3, epochs=2))
+                        optim=OptimConfig(optimizer="adamw", lr=1e-3, epochs=2,
+                                          **(optim or {})), **(settings or {}))
         trainer = MTLTrainer(cfg)
         trainer.train_epoch(1)  # warm-up: kernel selection, allocator
         if trainer.device.type == "cuda":
@@ -253,9 +266,12 @@ def main(argv: list[str] | None = None) -> None:
         if torch.cuda.is_available():
             c = cuda_training_rates(trunk, args.size, args.cuda_batch, args.cache)
             if args.trainer:
-                c["trainer_img_s"] = trainer_rate(trunk, args.size, args.cuda_batch,
-                                                  args.cache)
-                c["trainer_share_of_model_only"] = c["trainer_img_s"] / c["model_only_img_s"]
+                for label, settings, optim in TRAINER_VARIANTS:
+                    c[f"{label}_img_s"] = trainer_rate(trunk, args.size, args.cuda_batch,
+                                                       args.cache, settings=settings,
+                                                       optim=optim)
+                    c[f"{label}_share_of_model_only"] = (c[f"{label}_img_s"]
+                                                         / c["model_only_img_s"])
             print(f"{trunk:24s} CUDA {torch.cuda.get_device_name()}: "
                   + ", ".join(f"{k} {v:,.2f}" if "share" in k else f"{k} {v:,.0f}"
                               for k, v in c.items()), flush=True)

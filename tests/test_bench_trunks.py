@@ -26,8 +26,12 @@ def test_synthetic_cache_carries_every_task_and_trains(tmp_path: Path) -> None:
     utk = cache.table.dataset == "utkface"
     assert (cache.table.present("age") == utk).all()
     assert (cache.table.present("landmarks") == (cache.table.dataset == "300w")).all()
-    assert bench.trainer_rate("tiny_cnn", 32, 16, str(folder), device="cpu",
-                              epoch_images=64) > 0
+    for _, settings, optim in bench.TRAINER_VARIANTS:
+        assert bench.trainer_rate("tiny_cnn", 32, 16, str(folder), device="cpu",
+                                  epoch_images=64, settings=settings, optim=optim) > 0
+    with pytest.raises(TypeError, match="no_such_field"):  # a misspelt variant fails
+        bench.trainer_rate("tiny_cnn", 32, 16, str(folder), device="cpu", epoch_images=64,
+                           settings={"no_such_field": 1})
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -207,3 +207,49 @@ def test_shipped_mtl_configs_load() -> None:
         for profile in (None, "quick"):
             cfg = load_config(MTLConfig, root / f"{name}.yaml", profile=profile)
             assert cfg.tasks[0] == "identity"
+
+
+def test_cache_in_memory_trains_the_same_model(fake_root: Path, tmp_path: Path,
+                                               monkeypatch) -> None:
+    weights = {}
+    for setting in ("false", "true"):
+        cfg = load_config(MTLConfig, write_config(tmp_path, fake_root, "tasks: [age, gender]\n"),
+                          [f"cache_in_memory={setting}", f"output={tmp_path / setting}",
+                           "optim.epochs=1"])
+        trainer = mtl.MTLTrainer(cfg)
+        assert isinstance(trainer.cache.images, np.memmap) == (setting == "false")
+        trainer.run()
+        weights[setting] = trainer.model.state_dict()
+    for k, v in weights["false"].items():
+        torch.testing.assert_close(weights["true"][k], v, rtol=0, atol=0)
+    # None: in RAM when the images take at most a quarter of the memory
+    cache = trainer.cache
+    assert mtl.keep_in_memory(cache, None) and not mtl.keep_in_memory(cache, False)
+    pages = max(1, 4 * cache.images.nbytes // 4096)
+    monkeypatch.setattr(mtl.os, "sysconf", lambda name: 4096 if name == "SC_PAGE_SIZE"
+                        else pages - 1)
+    assert not mtl.keep_in_memory(cache, None) and mtl.keep_in_memory(cache, True)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_fused_optimizer_steps_like_the_unfused_one(optimizer: str) -> None:
+    import copy
+
+    from facefuse.train.loop import OptimConfig, make_optimizer
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    fused_model, start = copy.deepcopy(plain), copy.deepcopy(plain)
+    x, y = torch.randn(16, 6), torch.randn(16, 2)
+    for fused, model in ((False, plain), (True, fused_model)):
+        opt, _ = make_optimizer(model.parameters(), OptimConfig(optimizer=optimizer, lr=0.05,
+                                                                fused=fused))
+        assert bool(opt.param_groups[0].get("fused")) == fused
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    for a, b, s0 in zip(plain.parameters(), fused_model.parameters(), start.parameters(),
+                        strict=True):
+        assert (a - s0).abs().max() > 1e-3  # the steps moved the weights ...
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)  # ... the same way

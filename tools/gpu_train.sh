@@ -9,8 +9,9 @@
 #               mkdir -p /root/pack && cp .pack/cache/part-0k/* /root/pack/
 #   device, last call: bash tools/gpu_train.sh /root/pack shipped_gpu 480
 # Arguments: PACK (folder holding every part's files), PROFILE of configs/mtl_mobilenet.yaml,
-# SECONDS of training at most (a rerun resumes after the last finished epoch). Results go to
-# $OUT (the device tool's folder) or ./gpu-out: the log, the benchmark, metrics and the
+# SECONDS of training at most (a rerun resumes after the last finished epoch).
+# TRAINER_BENCH=1 also times `facefuse train` against the model alone (docs/SPEED.md). Results
+# go to $OUT (the device tool's folder) or ./gpu-out: the log, the benchmark, metrics and the
 # checkpoint split into 15 MiB pieces (join with `cat final.safetensors.* > final.safetensors`).
 set -euo pipefail
 PACK=$1
@@ -28,6 +29,11 @@ CACHE=$(dirname "$(ls "$CACHE_ROOT"/mtl-*/meta.json | head -1)")
 if [ ! -s "$OUT/bench.txt" ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
   python3 benchmarks/bench_trunks.py --cuda-only --size 96 --cuda-batch 256 --cache "$CACHE" \
     2>&1 | tee "$OUT/bench.txt"
+fi
+if [ "${TRAINER_BENCH:-0}" = 1 ] && [ ! -s "$OUT/bench_trainer.txt" ]; then
+  # issue 6's figure: facefuse train against the model alone (defaults, fused AdamW, memory map)
+  python3 benchmarks/bench_trunks.py --cuda-only --size 112 --cuda-batch 512 --synthetic 20000 \
+    --trainer --trunks mobilenetv3_large_100 2>&1 | tee "$OUT/bench_trainer.txt"
 fi
 RUN=runs/$PROFILE
 status=0

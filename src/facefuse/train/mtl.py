@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,10 @@ class MTLConfig:
     center_crop: dict[str, float] = field(default_factory=lambda: {"celeba": 0.6})
     # datasets cropped by the analyzer's detector (the training crops then match inference)
     detector_crop: tuple[str, ...] = ()
+    # copy the training cache's images into RAM instead of reading the memory map (faster
+    # random batches); None: when they take at most a quarter of the machine's memory
+    # (each DDP process holds its own copy)
+    cache_in_memory: bool | None = None
     channels_last: bool = True
     bf16: bool = True  # autocast on CUDA
     # identity distillation: a file of teacher descriptors (tools/teacher_embeddings.py)
@@ -234,6 +239,18 @@ def training_cache(cfg: MTLConfig, progress: bool = False
                        progress=progress), counts
 
 
+def keep_in_memory(cache: TrainingCache, setting: bool | None) -> bool:
+    """Whether the trainer copies ``cache``'s images into RAM: ``setting`` when given, else
+    when they take at most a quarter of the machine's physical memory."""
+    if setting is not None:
+        return setting
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf: stay with the memory map
+        return False
+    return cache.images.nbytes <= memory // 4
+
+
 def sampling_probabilities(table: SampleTable, rows: np.ndarray,
                            weights: dict[str, float]) -> np.ndarray | None:
     """Per-row probabilities giving each dataset a share of draws proportional to its
@@ -319,6 +336,11 @@ class MTLTrainer:
         barrier(self.dist)  # rank 0 built the cache; the others open it
         if not self.dist.is_main:
             self.cache, self.counts = training_cache(cfg)
+        if keep_in_memory(self.cache, cfg.cache_in_memory):
+            t = time.perf_counter()
+            self.cache.load_into_memory()
+            log.info("training cache in memory: %.2f GB in %.1f s",
+                     self.cache.images.nbytes / 1e9, time.perf_counter() - t)
         train_rows = self.cache.rows("train")
         self.identities = identity_classes(self.cache, train_rows) if "identity" in cfg.tasks \
             else {}
