@@ -23,6 +23,7 @@ each by default (--threads), in sequence so they do not share a core.
 Writes reports/peers/{report.md, results.json}. Usage:
     python benchmarks/compare_peers.py --peers-python /path/to/peers/venv/bin/python
     python benchmarks/compare_peers.py --limit 200 ...   # a quick look, not comparable
+    python benchmarks/compare_peers.py --tta-margins 0.15 0.25 ...   # three crops per face
 """
 
 from __future__ import annotations
@@ -62,15 +63,17 @@ class Ours:
     """facefuse's analyzer with its default detector and the whole image as fallback."""
 
     def __init__(self, detector: str | None, margin: float | None, flip: bool = True,
-                 model: str | None = None, device: str = "cpu") -> None:
+                 model: str | None = None, device: str = "cpu",
+                 tta_margins: tuple[float, ...] = ()) -> None:
         from facefuse.inference.analyzer import FaceAnalyzer
 
         kwargs: dict[str, Any] = {"detector": detector} if detector else {}
+        kwargs["tta_margins"] = tta_margins
         if margin is not None:
             kwargs["margin"] = margin
         self.analyzer = FaceAnalyzer(model=model, device=device, flip=flip, **kwargs)
         self.whole = FaceAnalyzer(model=self.analyzer.model, detector="full_frame",
-                                  device=device)
+                                  device=device, tta_margins=tta_margins)
 
     def face(self, path: str, whole: bool = False) -> tuple[Any, bool]:
         if not whole:
@@ -87,10 +90,10 @@ class Ours:
         t1 = time.perf_counter()
         dets = a.detect(rgb)
         t2 = time.perf_counter()
-        crops = a.crops(rgb, dets)
+        views = a.crop_views(rgb, dets)  # the main crops, then one list per TTA margin
         t3 = time.perf_counter()
-        if crops:
-            a.model.predict(crops)
+        if dets:
+            a.model.predict_views(views)
         t4 = time.perf_counter()
         return {"decode": t1 - t0, "detect": t2 - t1, "crop": t3 - t2, "model": t4 - t3,
                 "total": t4 - t0, "faces": float(len(dets))}
@@ -128,6 +131,8 @@ def main() -> None:
                    "analyzer's)")
     p.add_argument("--model", help="facefuse checkpoint (default: the shipped model)")
     p.add_argument("--no-flip", action="store_true", help="facefuse without test-time flip")
+    p.add_argument("--tta-margins", type=float, nargs="+", default=(), metavar="M",
+                   help="facefuse with more crops per face (FaceAnalyzer's tta_margins)")
     p.add_argument("--limit", type=int,
                    help="images per test split; LFW: folds 1-2 only (a quick look)")
     p.add_argument("--speed-images", type=int, default=100)
@@ -162,9 +167,11 @@ def main() -> None:
         peers["wall_seconds"] = time.perf_counter() - t
         (out / "peers.json").write_text(json.dumps(peers))
 
-    ours = Ours(args.detector, args.margin, not args.no_flip, args.model)
+    ours = Ours(args.detector, args.margin, not args.no_flip, args.model,
+                tta_margins=tuple(args.tta_margins))
     res: dict[str, Any] = {"detector": ours.analyzer.detector.name, "threads": args.threads,
-                           "model": args.model or "shipped", "flip": not args.no_flip}
+                           "model": args.model or "shipped", "flip": not args.no_flip,
+                           "tta_margins": list(args.tta_margins)}
     rows_md: list[list[str]] = []
 
     # UTKFace: age, gender, race
@@ -295,12 +302,17 @@ def main() -> None:
 
     lines = ["# facefuse beside the offline peers", "",
              f"Model: {args.model or 'the shipped model'}"
-             f" ({'with' if res['flip'] else 'without'} test-time flip), detector "
+             f" ({'with' if res['flip'] else 'without'} test-time flip"
+             + (f", crops at margins {args.margin or 0.2} and "
+                f"{' and '.join(map(str, args.tta_margins))} averaged" if args.tta_margins
+                else "") + "), detector "
              f"`{res['detector']}`; {args.threads} thread(s); "
              f"{platform.machine()} CPU, {os.cpu_count()} cores. Command: "
              "`python benchmarks/compare_peers.py"
              + (f" --limit {args.limit}" if args.limit else "")
              + (" --no-flip" if args.no_flip else "")
+             + (" --tta-margins " + " ".join(map(str, args.tta_margins))
+                if args.tta_margins else "")
              + (f" --peers-json {args.peers_json}`: the peers' figures (speed included) "
                 "are reused from that earlier run on this machine." if args.peers_json
                 else " --peers-python ...`."), "",

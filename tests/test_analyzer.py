@@ -227,3 +227,57 @@ def test_flip_is_the_analyzers_default_and_can_be_turned_off(model_path: Path, f
         outputs.append(json.loads(capsys.readouterr().out.splitlines()[0]))
     assert outputs[0]["faces"] and outputs[1]["faces"]
     assert outputs[0]["faces"][0]["age"] != outputs[1]["faces"][0]["age"]
+
+
+def test_views_average_every_output_but_the_landmarks(model_path: Path, faces) -> None:
+    import torch
+
+    from facefuse.inference.face_model import FaceModel
+
+    model = FaceModel.from_checkpoint(model_path, flip=True)
+    tight = [np.asarray(Image.fromarray(f).resize((32, 32))) for f in faces[:2]]
+    wide = [np.asarray(Image.fromarray(f[20:180, 20:180]).resize((32, 32))) for f in faces[:2]]
+    feats, outs = model.raw_views([tight, wide])
+    fa, oa = model.raw(tight)
+    fb, ob = model.raw(wide)
+    torch.testing.assert_close(feats, (fa + fb) / 2)
+    for task, out in outs.items():
+        want = oa[task] if task == "landmarks" else (oa[task] + ob[task]) / 2
+        torch.testing.assert_close(out, want, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(oa["age"], ob["age"])  # the views differ, so the mean is news
+    preds = model.predict_views([tight, wide])
+    assert preds[0]["landmarks"] == model.predict(tight)[0]["landmarks"]
+    assert preds[0]["age"] != model.predict(tight)[0]["age"]
+    assert model.predict_views([[], []]) == []
+    with pytest.raises(ValueError, match="equally long"):
+        model.raw_views([tight, wide[:1]])
+    with pytest.raises(ValueError, match="equally long"):
+        model.raw_views([])
+
+
+def test_tta_margins_in_the_analyzer_and_cli(model_path: Path, faces, capsys) -> None:
+    image = canvas(faces[:2])
+    plain = FaceAnalyzer(model=model_path, device="cpu").analyze(image)
+    tta = FaceAnalyzer(model=model_path, device="cpu", tta_margins=(0.15, 0.25)).analyze(image)
+    assert len(plain.faces) == len(tta.faces) == 2
+    for p, q in zip(plain.faces, tta.faces, strict=True):
+        assert p.box == q.box and p.landmarks == q.landmarks  # landmarks: the main crop's
+        assert p.predictions["age"] != q.predictions["age"]
+    analyzer = FaceAnalyzer(model=model_path, device="cpu", tta_margins=(0.15, 0.25))
+    dets = analyzer.detect(image)
+    views = analyzer.crop_views(image, dets)
+    assert len(views) == 3 and all(len(v) == len(dets) == 2 for v in views)
+    np.testing.assert_array_equal(views[0][1], analyzer.crops(image, dets)[1])
+    assert not np.array_equal(views[1][1], views[2][1])
+    for bad, match in (((-0.1,), "within \\[0, 1\\]"), ((1.5,), "within \\[0, 1\\]"),
+                       ((0.2,), "repeat a margin"), ((0.1, 0.1), "repeat a margin")):
+        with pytest.raises(ValueError, match=match):
+            FaceAnalyzer(model=model_path, device="cpu", tta_margins=bad)
+    with pytest.raises(ValueError, match="cannot be combined with align"):
+        FaceAnalyzer(model=model_path, device="cpu", tta_margins=(0.1,), align=True)
+    path = Path(__file__).resolve().parents[1] / "src/facefuse/assets/astronaut.jpg"
+    assert main(["analyze", str(path), "--model", str(model_path),
+                 "--tta-margins", "0.15", "0.25"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["faces"]
+    assert main(["analyze", str(path), "--model", str(model_path), "--tta-margins", "3"]) == 2
+    assert "crop margins must be within [0, 1]" in capsys.readouterr().err

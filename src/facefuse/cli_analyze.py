@@ -19,7 +19,8 @@ def _analyzer(args: argparse.Namespace, tasks=None):
                                         else None),
                         model=args.model, detector=args.detector, device=args.device,
                         align=getattr(args, "align", False), min_face=args.min_face,
-                        flip=not args.no_flip)
+                        flip=not args.no_flip,
+                        tta_margins=getattr(args, "tta_margins", None) or ())
 
 
 def annotate(rgb: np.ndarray, result, out: Path) -> None:
@@ -88,6 +89,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                     annotate(load_rgb(path), result, Path(args.annotate) / f"{path.stem}.png")
             bar.update(len(chunk))
         bar.close()
+        if videos and analyzer.tta_margins:
+            print("facefuse: --tta-margins applies to photos; videos use the main crop only",
+                  file=sys.stderr)
         for video in videos:
             try:
                 r = analyze_video(video, analyzer.model, analyzer.detector, fps=args.fps,
@@ -215,6 +219,11 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", default=None, help="output file (default: standard output)")
     a.add_argument("--annotate", default=None, help="folder for annotated images")
     a.add_argument("--align", action="store_true", help="align faces by their landmarks")
+    a.add_argument("--tta-margins", type=float, nargs="+", default=None, metavar="M",
+                   help="also crop each face with these margins (the default crop's is 0.2) "
+                        "and average every prediction but the landmarks over the crops: "
+                        "a model pass more per margin; e.g. 0.15 0.25 (photos only, not "
+                        "videos; see docs/MODEL_CARD.md)")
     a.add_argument("--fps", type=float, default=5.0, help="frames per second for videos")
     a.add_argument("--batch-images", type=int, default=32, help="images per batch")
     a.add_argument("--quiet", action="store_true")

@@ -131,6 +131,10 @@ class FaceAnalyzer:
         flip: test-time flip (see :class:`FaceModel`): each face and its mirror image are
             predicted together and averaged. Applies when the analyzer loads the model; a
             :class:`FaceModel` passed in keeps its own setting.
+        tta_margins: further crop margins for test-time augmentation: each face is also
+            cut with these margins and every prediction but the landmarks is averaged over
+            all its crops (:meth:`FaceModel.raw_views`); each margin adds a model pass
+            (``docs/MODEL_CARD.md`` measures ``(0.15, 0.25)``). Not with ``align``.
     """
 
     def __init__(self, tasks: Sequence[str] | None = None,
@@ -138,7 +142,7 @@ class FaceAnalyzer:
                  detector: str | FaceDetector = "mtcnn", device: str = "auto",
                  margin: float = 0.2, align: bool = False, min_face: int = 24,
                  batch_size: int = 64, max_pixels: int = MAX_PIXELS,
-                 flip: bool = True) -> None:
+                 flip: bool = True, tta_margins: Sequence[float] = ()) -> None:
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
         if model is None:
@@ -156,6 +160,17 @@ class FaceAnalyzer:
             build_detector(detector, **({"min_size": max(min_face, 12)}
                                         if detector in ("haar", "mtcnn") else {}))
         self.margin, self.align = margin, align
+        self.tta_margins = tuple(float(m) for m in tta_margins)
+        for m in (margin, *self.tta_margins):
+            if not 0.0 <= m <= 1.0:
+                raise ValueError(f"crop margins must be within [0, 1] (share of the face box "
+                                 f"on each side), got {m}")
+        if len(set((margin, *self.tta_margins))) != 1 + len(self.tta_margins):
+            raise ValueError(f"tta_margins {list(self.tta_margins)} repeat a margin (the main "
+                             f"crop's is {margin})")
+        if self.tta_margins and align:
+            raise ValueError("tta_margins averages unaligned crops; it cannot be combined "
+                             "with align")
         self.min_face, self.batch_size = min_face, batch_size
         self.max_pixels = max_pixels
 
@@ -222,7 +237,12 @@ class FaceAnalyzer:
         for start in range(0, len(crops), self.batch_size):
             batch = crops[start:start + self.batch_size]
             who = owners[start:start + self.batch_size]
-            preds = self.model.predict(batch)
+            if self.tta_margins:
+                views = [batch] + [[self._crop(loaded[i][1], det, m) for i, det in who]
+                                   for m in self.tta_margins]
+                preds = self.model.predict_views(views)
+            else:
+                preds = self.model.predict(batch)
             if self.align and "landmarks" in self.model.tasks:
                 aligned = []
                 for (i, det), p in zip(who, preds, strict=True):
@@ -251,8 +271,16 @@ class FaceAnalyzer:
     def crops(self, rgb: np.ndarray, dets: Sequence[Detection]) -> list[np.ndarray]:
         """The model's input crop of each detection: the square around the face's landmark
         box (as the detector's calibration places it), widened by the margin."""
-        return [square_crop(rgb, self.detector.face_box(d), self.margin, self.model.size)
-                for d in dets]
+        return [self._crop(rgb, d, self.margin) for d in dets]
+
+    def crop_views(self, rgb: np.ndarray, dets: Sequence[Detection]) -> list[list[np.ndarray]]:
+        """:meth:`crops`, then one list of crops per ``tta_margins`` entry (the views
+        :meth:`FaceModel.predict_views` averages)."""
+        return [self.crops(rgb, dets)] + [[self._crop(rgb, d, m) for d in dets]
+                                          for m in self.tta_margins]
+
+    def _crop(self, rgb: np.ndarray, det: Detection, margin: float) -> np.ndarray:
+        return square_crop(rgb, self.detector.face_box(det), margin, self.model.size)
 
     def _to_image(self, crop_points: np.ndarray, det: Detection) -> np.ndarray:
         """Crop-pixel landmarks (crop of ``model.size``) back to image pixels."""

@@ -98,6 +98,30 @@ class FaceModel:
             outputs[t] = (o[:n] + unflip_output(t, o[n:])) / 2
         return (both[:n] + both[n:]) / 2, outputs
 
+    @torch.no_grad()
+    def raw_views(self, views: Sequence[Sequence[np.ndarray]]
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`raw` over several crops of each face, averaged: ``views[k][i]`` is view
+        ``k`` of face ``i`` (view 0 the main crop; others, say, wider or tighter). Every
+        output and the trunk features are the mean over views, except landmarks, which come
+        from view 0 alone (each view's points are in its own crop's frame)."""
+        if not views or len({len(v) for v in views}) != 1:
+            raise ValueError(f"views must be one or more equally long lists of crops, got "
+                             f"lengths {[len(v) for v in views]}")
+        n = len(views[0])
+        features, outputs = self.raw([face for view in views for face in view])
+        k = len(views)
+        mean = {t: o[:n] if t == "landmarks" else o.reshape(k, n, *o.shape[1:]).mean(0)
+                for t, o in outputs.items()}
+        return features.reshape(k, n, *features.shape[1:]).mean(0), mean
+
+    def predict_views(self, views: Sequence[Sequence[np.ndarray]]) -> list[dict[str, Any]]:
+        """:meth:`predict` of :meth:`raw_views`: one decoded prediction per face, landmarks
+        in view 0's crop pixels."""
+        if len(views) and len(views[0]) == 0:
+            return []
+        return self.decode(views[0], *self.raw_views(views))
+
     def features(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """The trunk's feature vector per crop, (N, feature_dim)."""
         if len(faces) == 0:
