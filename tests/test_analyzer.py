@@ -281,3 +281,27 @@ def test_tta_margins_in_the_analyzer_and_cli(model_path: Path, faces, capsys) ->
     assert json.loads(capsys.readouterr().out.splitlines()[0])["faces"]
     assert main(["analyze", str(path), "--model", str(model_path), "--tta-margins", "3"]) == 2
     assert "crop margins must be within [0, 1]" in capsys.readouterr().err
+
+
+def test_annotations_of_same_named_photos_do_not_overwrite_each_other(model_path, faces,
+                                                                      tmp_path) -> None:
+    from facefuse.cli_analyze import annotation_names
+
+    root = tmp_path / "photos"
+    for sub in ("2019", "2020"):
+        (root / sub).mkdir(parents=True)
+        Image.fromarray(canvas(faces[:1])).save(root / sub / "IMG_1.jpg")
+    Image.fromarray(canvas(faces[1:2])).save(root / "IMG_1.png")  # same stem, other suffix
+    Image.fromarray(canvas(faces[2:3])).save(root / "party.gif")  # GIFs are photos too
+    paths = list(expand_inputs([root]))
+    assert len(paths) == 4
+    names = annotation_names(paths + [paths[0]])  # the same input twice: one name
+    assert names[paths[0]] == "2019__IMG_1.jpg.png"
+    assert sorted(set(names.values())) == ["2019__IMG_1.jpg.png", "2020__IMG_1.jpg.png",
+                                           "IMG_1.png.png", "party.png"]
+    out = tmp_path / "r.jsonl"
+    assert main(["analyze", str(root), "--model", str(model_path), "--out", str(out),
+                 "--annotate", str(tmp_path / "ann"), "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == sorted(set(names.values()))
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(x["faces"] for x in lines) and len(lines) == 4

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +45,22 @@ def annotate(rgb: np.ndarray, result, out: Path) -> None:
     im.save(out)
 
 
+def annotation_names(paths: list[Path]) -> dict[Path, str]:
+    """The file name of each input's annotated image in the ``--annotate`` folder: the
+    input's stem plus ``.png`` where no other input shares the stem, else its path below
+    the inputs' common folder with ``__`` for each separator, suffix kept
+    (``2019__IMG_1.jpg.png`` beside ``2020__IMG_1.jpg.png``), so no annotation overwrites
+    another."""
+    unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in paths))
+    stems: dict[str, int] = {}
+    for p in unique:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    root = Path(os.path.commonpath([str(p.parent) for p in unique])) if unique else Path()
+    names = {p: f"{p.stem}.png" if stems[p.stem] == 1 else
+             "__".join(p.relative_to(root).parts) + ".png" for p in unique}
+    return {p: names[Path(os.path.abspath(p))] for p in paths}
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -58,6 +75,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    annotated = annotation_names(paths) if args.annotate else {}
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     writer = None
     failures = faces = 0
@@ -86,7 +104,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 else:
                     out.write(json.dumps(result.to_dict()) + "\n")
                 if args.annotate and not result.error:
-                    annotate(load_rgb(path), result, Path(args.annotate) / f"{path.stem}.png")
+                    annotate(load_rgb(path), result, Path(args.annotate) / annotated[path])
             bar.update(len(chunk))
         bar.close()
         if videos and analyzer.tta_margins:
