@@ -305,3 +305,21 @@ def test_annotations_of_same_named_photos_do_not_overwrite_each_other(model_path
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == sorted(set(names.values()))
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert all(x["faces"] for x in lines) and len(lines) == 4
+
+
+def test_cli_output_paths_and_gallery_errors(model_path, tmp_path, capsys) -> None:
+    photo = Path(__file__).resolve().parents[1] / "src/facefuse/assets/astronaut.jpg"
+    nested = tmp_path / "new" / "folder" / "faces.jsonl"  # its folders are made
+    assert main(["analyze", str(photo), "--model", str(model_path), "--out", str(nested),
+                 "--quiet"]) == 0
+    assert json.loads(nested.read_text().splitlines()[0])["faces"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    capsys.readouterr()
+    assert main(["analyze", str(photo), "--model", str(model_path), "--out",
+                 str(blocker / "faces.jsonl")]) == 2
+    assert f"cannot write {blocker / 'faces.jsonl'}" in capsys.readouterr().err
+    for gallery in (tmp_path / "no-gallery", blocker):
+        assert main(["search", str(photo), "--model", str(model_path),
+                     "--gallery", str(gallery)]) == 2
+        assert f"gallery {gallery} is not a folder" in capsys.readouterr().err

@@ -133,6 +133,33 @@ def test_clip_classifier_fit_predict_and_json(tmp_path: Path) -> None:
     np.testing.assert_allclose(back.predict_proba(x), clf.predict_proba(x))
     with pytest.raises(ValueError, match="two labels"):
         ClipClassifier.fit(x[:3], ["a"] * 3)
+    # two classes: the probabilities are the logistic regression's own
+    from sklearn.linear_model import LogisticRegression
+
+    z = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    sk = LogisticRegression(C=1.0, max_iter=2000, random_state=0).fit(z, y)
+    np.testing.assert_allclose(clf.predict_proba(x), sk.predict_proba(z), atol=1e-6)
+    with pytest.raises(ValueError, match="takes 6 features a clip"):
+        clf.predict_proba(np.zeros((1, 5)))
+
+
+def test_clip_classifier_files_that_are_not_one(tmp_path: Path, capsys) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ClipClassifier.load(tmp_path / "none.json")
+    good = ClipClassifier(["a", "b"], np.zeros(3), np.ones(3), np.zeros((2, 3)), np.zeros(2))
+    good.save(tmp_path / "deep" / "ok.json")  # folders are made
+    assert ClipClassifier.load(tmp_path / "deep" / "ok.json").classes == ["a", "b"]
+    bad = {"garbage.json": "{not json", "keys.json": json.dumps({"classes": ["a"]}),
+           "shapes.json": json.dumps({"classes": ["a", "b"], "mean": [0, 0, 0],
+                                      "scale": [1, 1, 1], "coef": [[0, 0], [0, 0]],
+                                      "intercept": [0, 0]})}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match="is not a clip classifier"):
+            ClipClassifier.load(tmp_path / name)
+    assert main(["video", "predict", str(tmp_path / "x.mp4"), "--classifier",
+                 str(tmp_path / "garbage.json")]) == 2
+    assert "is not a clip classifier" in capsys.readouterr().err
 
 
 def test_clip_manifest_cli_fit_and_predict(tiny_model, tmp_path: Path, capsys) -> None:

@@ -76,7 +76,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     annotated = annotation_names(paths) if args.annotate else {}
-    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        out = open(args.out, "w", newline="") if args.out else sys.stdout
+    except OSError as exc:
+        print(f"facefuse: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     writer = None
     failures = faces = 0
     try:
@@ -172,6 +178,9 @@ def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
     """Mean unit embedding per identity: ``gallery/<identity>/*`` or ``gallery/<identity>.jpg``."""
     from facefuse.data.images import is_image_name
 
+    if not gallery.is_dir():
+        raise FileNotFoundError(f"gallery {gallery} is not a folder (expected <identity>/ "
+                                f"subfolders of photos or <identity>.jpg files)")
     people: dict[str, list[Path]] = {}
     for p in sorted(gallery.iterdir()):
         if p.is_dir():

@@ -106,7 +106,11 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
 def cmd_video_predict(args: argparse.Namespace) -> int:
     from facefuse.inference.clips import ClipClassifier
 
-    clf = ClipClassifier.load(args.classifier)
+    try:
+        clf = ClipClassifier.load(args.classifier)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
     feats, notes = _clip_features(args.videos, args)
     for video, f in zip(args.videos, feats, strict=True):
         if f is None:

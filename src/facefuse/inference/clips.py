@@ -54,12 +54,20 @@ class ClipClassifier:
         mean, scale = x.mean(0), x.std(0) + 1e-6
         clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
         clf.fit((x - mean) / scale, labels)
-        coef = clf.coef_ if len(clf.classes_) > 2 else np.vstack([-clf.coef_, clf.coef_])
+        # two classes: sklearn keeps one logit z for the second class; softmax([0, z]) is
+        # its sigmoid(z), so the probabilities stay sklearn's
+        coef = clf.coef_ if len(clf.classes_) > 2 else np.vstack([np.zeros_like(clf.coef_),
+                                                                  clf.coef_])
         intercept = clf.intercept_ if len(clf.classes_) > 2 else np.array(
-            [-clf.intercept_[0], clf.intercept_[0]])
+            [0.0, clf.intercept_[0]])
         return cls([str(c) for c in clf.classes_], mean, scale, coef, intercept)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[1] != self.coef.shape[1]:
+            raise ValueError(f"this clip classifier takes {self.coef.shape[1]} features a clip "
+                             f"(fitted on another model's embeddings?), got shape "
+                             f"{features.shape}")
         z = ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.coef.T \
             + self.intercept
         z -= z.max(axis=1, keepdims=True)
@@ -70,12 +78,35 @@ class ClipClassifier:
         return [self.classes[i] for i in self.predict_proba(features).argmax(1)]
 
     def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps({
             "classes": self.classes, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
             "coef": self.coef.tolist(), "intercept": self.intercept.tolist()}))
 
     @classmethod
     def load(cls, path: str | Path) -> ClipClassifier:
-        d = json.loads(Path(path).read_text())
-        return cls(d["classes"], np.asarray(d["mean"]), np.asarray(d["scale"]),
-                   np.asarray(d["coef"]), np.asarray(d["intercept"]))
+        """Read a classifier :meth:`save` wrote.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: the file is not a clip classifier (naming what is wrong).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"clip classifier {path} does not exist")
+        try:
+            d = json.loads(path.read_text())
+            clf = cls([str(c) for c in d["classes"]], np.asarray(d["mean"], np.float64),
+                      np.asarray(d["scale"], np.float64), np.asarray(d["coef"], np.float64),
+                      np.asarray(d["intercept"], np.float64))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
+                ValueError) as exc:
+            raise ValueError(f"{path} is not a clip classifier (written by `facefuse video "
+                             f"fit`): {type(exc).__name__}: {exc}") from None
+        k, dim = len(clf.classes), clf.mean.shape[-1] if clf.mean.ndim else -1
+        if not (clf.coef.shape == (k, dim) and clf.intercept.shape == (k,)
+                and clf.mean.shape == clf.scale.shape == (dim,)):
+            raise ValueError(f"{path} is not a clip classifier: inconsistent shapes (classes "
+                             f"{k}, mean {clf.mean.shape}, scale {clf.scale.shape}, coef "
+                             f"{clf.coef.shape}, intercept {clf.intercept.shape})")
+        return clf
