@@ -94,6 +94,15 @@ def test_image_modes_and_exif(analyzer: FaceAnalyzer, faces, tmp_path: Path) -> 
     assert [r.error for r in results] == [None] * 6
     assert all(len(r.faces) == 1 for r in results)
     assert (results[3].width, results[3].height) == (460, 260)  # EXIF applied
+    others = []
+    for mode, suffix in (("CMYK", "jpg"), ("P", "png"), ("LA", "png")):
+        others.append(tmp_path / f"{mode}.{suffix}")
+        Image.fromarray(img).convert(mode).save(others[-1])
+    assert all(r.error is None and len(r.faces) == 1 for r in analyzer.analyze_many(others))
+    with pytest.raises(TypeError, match="expected an image path or an HxWx3 uint8 RGB array"):
+        analyzer.analyze(123)
+    with pytest.raises(ImageError, match="expected uint8 or uint16 pixels, got float32"):
+        analyzer.analyze(img.astype(np.float32))
 
 
 def test_bad_files_are_reported_and_the_batch_goes_on(analyzer, faces, tmp_path) -> None:

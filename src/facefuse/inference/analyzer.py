@@ -229,6 +229,9 @@ class FaceAnalyzer:
                 raise ImageError(f"<array>: image too large ({arr.shape[1]}x{arr.shape[0]} "
                                  f"pixels, limit {max_pixels})")
             return np.ascontiguousarray(arr[..., :3])
+        if not isinstance(item, (str, Path)):
+            raise TypeError(f"expected an image path or an HxWx3 uint8 RGB array, got "
+                            f"{type(item).__name__}")
         return load_rgb(item, max_pixels=max_pixels)
 
     def _predict(self, crops: list[np.ndarray], owners: list[tuple[int, Detection]],
