@@ -303,7 +303,7 @@ def main() -> None:
     lines = ["# facefuse beside the offline peers", "",
              f"Model: {args.model or 'the shipped model'}"
              f" ({'with' if res['flip'] else 'without'} test-time flip"
-             + (f", crops at margins {args.margin or 0.2} and "
+             + (f", crops at margins {0.2 if args.margin is None else args.margin} and "
                 f"{' and '.join(map(str, args.tta_margins))} averaged" if args.tta_margins
                 else "") + "), detector "
              f"`{res['detector']}`; {args.threads} thread(s); "

@@ -183,6 +183,16 @@ def test_clip_manifest_cli_fit_and_predict(tiny_model, tmp_path: Path, capsys) -
                  "--detector", "full_frame", "--classifier", str(clf), "--quiet"]) == 0
     pred = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert pred["label"] in ("dark", "bright")
+    (tmp_path / "fake.mp4").write_text("not a video")  # a line for it, saying why
+    assert main(["video", "predict", str(tmp_path / "fake.mp4"), "--model", str(tiny_model),
+                 "--detector", "full_frame", "--classifier", str(clf), "--quiet"]) == 0
+    pred = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert pred["label"] is None and "not a video OpenCV can open" in pred["note"]
+    other = tmp_path / "other.json"  # fitted on 3-number clip features: not this model's
+    ClipClassifier(["a", "b"], np.zeros(3), np.ones(3), np.zeros((2, 3)), np.zeros(2)).save(other)
+    assert main(["video", "predict", str(tmp_path / "c0.mp4"), "--model", str(tiny_model),
+                 "--detector", "full_frame", "--classifier", str(other), "--quiet"]) == 2
+    assert "takes 3 features a clip" in capsys.readouterr().err
     (tmp_path / "bad.csv").write_text("path,label\nx.mp4,a\n")
     assert main(["video", "fit", str(tmp_path / "bad.csv"), "--model", str(tiny_model),
                  "--quiet"]) == 2

@@ -20,21 +20,24 @@ def _model_and_detector(args: argparse.Namespace):
             build_detector(args.detector))
 
 
-def _clip_features(paths: list[str], args: argparse.Namespace) -> tuple[list, list]:
+def _clip_features(paths: list[str], args: argparse.Namespace
+                   ) -> tuple[list, list[str | None]]:
+    """Each clip's feature vector (None where there is none) and, per clip, why not."""
     from tqdm.auto import tqdm
 
     from facefuse.inference.video import VideoError, analyze_video
 
     model, detector = _model_and_detector(args)
-    feats, notes = [], []
+    feats: list = []
+    notes: list[str | None] = []
     for p in tqdm(paths, desc="clips", unit="clip", disable=args.quiet):
         try:
             r = analyze_video(p, model, detector, fps=args.fps, margin=args.margin)
         except VideoError as exc:
             r = None
             notes.append(str(exc))
-        if r is not None and r.clip_feature is None:
-            notes.append(f"{p}: {r.note}")
+        else:
+            notes.append(None if r.clip_feature is not None else f"{p}: {r.note}")
         feats.append(None if r is None else r.clip_feature)
     return feats, notes
 
@@ -86,7 +89,8 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
         return 2
     feats, notes = _clip_features([r["video"] for r in rows], args)
     for n in notes:
-        print(f"skipped: {n}", file=sys.stderr)
+        if n is not None:
+            print(f"skipped: {n}", file=sys.stderr)
     usable = [(f, r) for f, r in zip(feats, rows, strict=True) if f is not None]
     train = [(f, r) for f, r in usable if r["split"] != "test"]
     test = [(f, r) for f, r in usable if r["split"] == "test"]
@@ -112,11 +116,15 @@ def cmd_video_predict(args: argparse.Namespace) -> int:
         print(f"facefuse: {exc}", file=sys.stderr)
         return 2
     feats, notes = _clip_features(args.videos, args)
-    for video, f in zip(args.videos, feats, strict=True):
+    for video, f, note in zip(args.videos, feats, notes, strict=True):
         if f is None:
-            print(json.dumps({"video": video, "label": None, "note": "no face or no frames"}))
+            print(json.dumps({"video": video, "label": None, "note": note}))
             continue
-        p = clf.predict_proba(f[None])[0]
+        try:
+            p = clf.predict_proba(f[None])[0]
+        except ValueError as exc:  # every clip of this model would fail the same way
+            print(f"facefuse: {args.classifier}: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps({"video": video, "label": clf.classes[int(p.argmax())],
                           "probabilities": dict(zip(clf.classes, p.round(4).tolist(),
                                                     strict=True))}))

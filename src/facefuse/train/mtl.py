@@ -79,10 +79,10 @@ class MTLConfig:
     data_root: str = "../shared/data"
     device: str = "auto"
     workers: int | None = None
-    seed: int = 0  # training randomness (weights, draws, augmentation); the splits too,
-    # unless split_seed is set
-    # the seed of the train/val/test draw (None: seed's); fixed while seed varies, runs of
-    # several seeds share their test rows (and a fine-tune may reseed its training)
+    # seed: the training's randomness (initial weights, draws, augmentation) and, unless
+    # split_seed is set, the train/val/test draw; a split_seed kept while seed varies gives
+    # runs of several seeds the same test rows (and lets a fine-tune reseed its training)
+    seed: int = 0
     split_seed: int | None = None
     trunk: str = "mobilenetv3_large_100"
     trunk_options: dict[str, Any] = field(default_factory=dict)
