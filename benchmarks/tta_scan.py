@@ -48,26 +48,25 @@ def view_crop(rgb: np.ndarray, box, margin: float, dx: float, dy: float, rotatio
               size: int) -> np.ndarray:
     """The square ``margin`` crop around ``box`` (as the analyzer cuts it), moved by
     ``dx, dy`` of its side and rotated by ``rotation`` degrees about its centre."""
-    from facefuse.inference.detection import square_around
+    from facefuse.inference.detection import square_around, square_crop
 
-    cx, cy, side = square_around(box, margin)
-    cx, cy = cx + dx * side, cy + dy * side
-    # the border repeats outside the image (as in training's augmentation), also under a
-    # rotation: pad first, then rotate, so no black corner enters the crop
-    pad = int(side) + 2
-    arr = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    if rotation:
-        arr = np.asarray(Image.fromarray(arr).rotate(rotation, resample=Image.BILINEAR,
-                                                     center=(cx + pad, cy + pad)))
-    left, top = int(round(cx - side / 2)) + pad, int(round(cy - side / 2)) + pad
-    s = max(int(round(side)), 1)
-    return np.asarray(Image.fromarray(arr[top:top + s, left:left + s])
-                      .resize((size, size), Image.BILINEAR))
+    side = square_around(box, margin)[2]
+    x0, y0, x1, y1 = box
+    box = (x0 + dx * side, y0 + dy * side, x1 + dx * side, y1 + dy * side)
+    if rotation:  # pad with the border first, then rotate, so no black corner enters
+        pad = int(side) + 2  # the crop (training's augmentation repeats the border too)
+        cx, cy, _ = square_around(box, margin)
+        rgb = np.asarray(Image.fromarray(np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)),
+                                                mode="edge"))
+                         .rotate(rotation, resample=Image.BILINEAR, center=(cx + pad, cy + pad)))
+        box = tuple(v + pad for v in box)
+    return square_crop(rgb, box, margin, size)
 
 
-def collect(split: str, data: str, model: str | None, sizes: list[int] | None,
+def collect(split: str, data: str, analyzer, sizes: list[int] | None,
             limit: int | None) -> dict[str, np.ndarray]:
-    """Raw outputs per image, size and view: age (N, S, V), gender and race (N, S, V, C)."""
+    """Raw outputs per image, size and view through ``analyzer`` (a FaceAnalyzer): age
+    (N, S, V), gender and race (N, S, V, C)."""
     from facefuse.data.readers import read_dataset
     from facefuse.inference.analyzer import FaceAnalyzer
 
@@ -75,7 +74,6 @@ def collect(split: str, data: str, model: str | None, sizes: list[int] | None,
     rows = np.flatnonzero(t.split == split)
     if limit is not None:
         rows = np.sort(np.random.default_rng(0).permutation(rows)[:limit])
-    analyzer = FaceAnalyzer(model=model, device="cpu", flip=True)
     whole = FaceAnalyzer(model=analyzer.model, detector="full_frame", device="cpu")
     fm = analyzer.model
     sizes = sizes or [fm.size]
@@ -143,16 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from facefuse.models.checkpoint import load_checkpoint
-    from facefuse.weights import shipped_model_path
+    from facefuse.inference.analyzer import FaceAnalyzer
 
     torch.set_num_threads(1)
-    views = collect(args.split, args.data, args.model, args.sizes, args.limit)
+    analyzer = FaceAnalyzer(model=args.model, device="cpu", flip=True)
+    views = collect(args.split, args.data, analyzer, args.sizes, args.limit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / f"views-{args.split}.npz", **views)
-    meta = load_checkpoint(args.model or shipped_model_path()).meta
-    calibration = (meta.get("calibration") or {}).get("age")
+    calibration = analyzer.model.calibration.get("age")
     lines = [f"# Test-time augmentation scan, UTKFace {args.split} ({len(views['rows'])} photos)",
              "", f"Model: {args.model or 'the shipped model'}, with flip; "
              f"{platform.machine()} CPU, one thread, {float(views['seconds']):.0f} s. Command: "

@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +53,7 @@ def annotation_names(paths: list[Path]) -> dict[Path, str]:
     (``2019__IMG_1.jpg.png`` beside ``2020__IMG_1.jpg.png``), so no annotation overwrites
     another."""
     unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in paths))
-    stems: dict[str, int] = {}
-    for p in unique:
-        stems[p.stem] = stems.get(p.stem, 0) + 1
+    stems = Counter(p.stem for p in unique)
     root = Path(os.path.commonpath([str(p.parent) for p in unique])) if unique else Path()
     names = {p: f"{p.stem}.png" if stems[p.stem] == 1 else
              "__".join(p.relative_to(root).parts) + ".png" for p in unique}

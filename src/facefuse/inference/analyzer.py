@@ -196,15 +196,16 @@ class FaceAnalyzer:
                     raise
                 log.warning("%s", exc)
                 loaded.append((name, None, str(exc)))
-        crops: list[np.ndarray] = []
+        views: list[list[np.ndarray]] = [[] for _ in range(1 + len(self.tta_margins))]
         owners: list[tuple[int, Detection]] = []
         for i, (_, rgb, _) in enumerate(loaded):
             if rgb is None:
                 continue
             dets = self.detect(rgb)
-            crops.extend(self.crops(rgb, dets))
+            for view, image_crops in zip(views, self.crop_views(rgb, dets), strict=True):
+                view.extend(image_crops)
             owners.extend((i, det) for det in dets)
-        preds = self._predict(crops, owners, loaded)
+        preds = self._predict(views, owners, loaded)
         per_image: list[list[FaceResult]] = [[] for _ in loaded]
         for (i, det), (pred, landmarks) in zip(owners, preds, strict=True):
             faces = per_image[i]
@@ -234,18 +235,14 @@ class FaceAnalyzer:
                             f"{type(item).__name__}")
         return load_rgb(item, max_pixels=max_pixels)
 
-    def _predict(self, crops: list[np.ndarray], owners: list[tuple[int, Detection]],
+    def _predict(self, views: list[list[np.ndarray]], owners: list[tuple[int, Detection]],
                  loaded: list) -> list[tuple[dict[str, Any], tuple | None]]:
+        """Predictions per face from its crops (``views[k][j]``: view ``k`` of face ``j``, as
+        :meth:`crop_views` cuts them), ``batch_size`` faces a model batch."""
         out: list[tuple[dict[str, Any], tuple | None]] = []
-        for start in range(0, len(crops), self.batch_size):
-            batch = crops[start:start + self.batch_size]
+        for start in range(0, len(owners), self.batch_size):
             who = owners[start:start + self.batch_size]
-            if self.tta_margins:
-                views = [batch] + [[self._crop(loaded[i][1], det, m) for i, det in who]
-                                   for m in self.tta_margins]
-                preds = self.model.predict_views(views)
-            else:
-                preds = self.model.predict(batch)
+            preds = self.model.predict_views([v[start:start + self.batch_size] for v in views])
             if self.align and "landmarks" in self.model.tasks:
                 aligned = []
                 for (i, det), p in zip(who, preds, strict=True):
@@ -271,19 +268,19 @@ class FaceAnalyzer:
         """The detector's faces in an RGB image, those under ``min_face`` pixels left out."""
         return [d for d in self.detector.detect(rgb) if min(d.width, d.height) >= self.min_face]
 
-    def crops(self, rgb: np.ndarray, dets: Sequence[Detection]) -> list[np.ndarray]:
+    def crops(self, rgb: np.ndarray, dets: Sequence[Detection],
+              margin: float | None = None) -> list[np.ndarray]:
         """The model's input crop of each detection: the square around the face's landmark
-        box (as the detector's calibration places it), widened by the margin."""
-        return [self._crop(rgb, d, self.margin) for d in dets]
+        box (as the detector's calibration places it), widened by the margin (the
+        analyzer's unless given)."""
+        margin = self.margin if margin is None else margin
+        return [square_crop(rgb, self.detector.face_box(d), margin, self.model.size)
+                for d in dets]
 
     def crop_views(self, rgb: np.ndarray, dets: Sequence[Detection]) -> list[list[np.ndarray]]:
         """:meth:`crops`, then one list of crops per ``tta_margins`` entry (the views
         :meth:`FaceModel.predict_views` averages)."""
-        return [self.crops(rgb, dets)] + [[self._crop(rgb, d, m) for d in dets]
-                                          for m in self.tta_margins]
-
-    def _crop(self, rgb: np.ndarray, det: Detection, margin: float) -> np.ndarray:
-        return square_crop(rgb, self.detector.face_box(det), margin, self.model.size)
+        return [self.crops(rgb, dets, m) for m in (self.margin, *self.tta_margins)]
 
     def _to_image(self, crop_points: np.ndarray, det: Detection) -> np.ndarray:
         """Crop-pixel landmarks (crop of ``model.size``) back to image pixels."""

@@ -63,12 +63,12 @@ class ClipClassifier:
         return cls([str(c) for c in clf.classes_], mean, scale, coef, intercept)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        features = np.asarray(features)
+        features = np.asarray(features, np.float64)
         if features.ndim != 2 or features.shape[1] != self.coef.shape[1]:
             raise ValueError(f"this clip classifier takes {self.coef.shape[1]} features a clip "
                              f"(fitted on another model's embeddings?), got shape "
                              f"{features.shape}")
-        z = ((np.asarray(features, np.float64) - self.mean) / self.scale) @ self.coef.T \
+        z = ((features - self.mean) / self.scale) @ self.coef.T \
             + self.intercept
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)

@@ -108,9 +108,10 @@ class FaceModel:
         if not views or len({len(v) for v in views}) != 1:
             raise ValueError(f"views must be one or more equally long lists of crops, got "
                              f"lengths {[len(v) for v in views]}")
-        n = len(views[0])
+        n, k = len(views[0]), len(views)
+        if k == 1:  # one view: plain raw, nothing to average
+            return self.raw(views[0])
         features, outputs = self.raw([face for view in views for face in view])
-        k = len(views)
         mean = {t: o[:n] if t == "landmarks" else o.reshape(k, n, *o.shape[1:]).mean(0)
                 for t, o in outputs.items()}
         return features.reshape(k, n, *features.shape[1:]).mean(0), mean
