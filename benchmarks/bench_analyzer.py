@@ -76,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     mean = {k: float(np.mean([s[k] for s in stages])) for k in stages[0]}
     print(f"{len(paths)} images on {name} ({device}), {args.threads} torch thread(s), "
           f"flip {'off' if args.no_flip else 'on'}; {mean['faces']:.2f} faces an image")
-    print("| decode | detect | crop | model | total ms/image | images/s |")
-    print("|---|---|---|---|---|---|")
+    print("| decode | detect | crop | model | landmark refiner | total ms/image | images/s |")
+    print("|---|---|---|---|---|---|---|")
     print("| " + " | ".join(f"{1000 * mean[k]:.1f}" for k in
-                            ("decode", "detect", "crop", "model", "total"))
+                            ("decode", "detect", "crop", "model", "refine", "total"))
           + f" | {1 / mean['total']:.1f} |")
     ours.analyzer.analyze_many(paths[:args.batch])  # warm-up at the batch size
     t = time.perf_counter()

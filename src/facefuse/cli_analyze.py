@@ -22,7 +22,10 @@ def _analyzer(args: argparse.Namespace, tasks=None):
                         model=args.model, detector=args.detector, device=args.device,
                         align=getattr(args, "align", False), min_face=args.min_face,
                         flip=not args.no_flip,
-                        tta_margins=getattr(args, "tta_margins", None) or ())
+                        tta_margins=getattr(args, "tta_margins", None) or (),
+                        # verify, embed and search report no landmarks: nothing to refine
+                        landmark_refiner=None if getattr(args, "landmark_refiner", "none")
+                        == "none" else args.landmark_refiner)
 
 
 def annotate(rgb: np.ndarray, result, out: Path) -> None:
@@ -250,6 +253,10 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
                         "and average every prediction but the landmarks over the crops: "
                         "a model pass more per margin; e.g. 0.15 0.25 (photos only, not "
                         "videos; see docs/MODEL_CARD.md)")
+    a.add_argument("--landmark-refiner", default="shipped", metavar="shipped|none|PATH",
+                   help="refine the model's 68 points on the photo with this cascade "
+                        "(default: the shipped one; none: the model's points as they are; "
+                        "fit one with `facefuse fit-landmarks`)")
     a.add_argument("--fps", type=float, default=5.0, help="frames per second for videos")
     a.add_argument("--batch-images", type=int, default=32, help="images per batch")
     a.add_argument("--quiet", action="store_true")

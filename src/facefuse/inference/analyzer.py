@@ -26,6 +26,7 @@ from facefuse.inference.detection import (
     square_crop,
 )
 from facefuse.inference.face_model import FaceModel
+from facefuse.inference.landmark_refiner import LandmarkRefiner
 from facefuse.tasks import five_points_from_68
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,10 @@ class FaceAnalyzer:
             cut with these margins and every prediction but the landmarks is averaged over
             all its crops (:meth:`FaceModel.raw_views`); each margin adds a model pass
             (``docs/MODEL_CARD.md`` measures ``(0.15, 0.25)``). Not with ``align``.
+        landmark_refiner: when the model has a landmark head, its 68 points are refined on
+            the photo by this cascade (:mod:`facefuse.inference.landmark_refiner`):
+            ``"shipped"`` (the one in the package), a refiner path or instance, or None to
+            report the model's points as they are. Alignment uses the refined points.
     """
 
     def __init__(self, tasks: Sequence[str] | None = None,
@@ -142,7 +147,8 @@ class FaceAnalyzer:
                  detector: str | FaceDetector = "mtcnn", device: str = "auto",
                  margin: float = 0.2, align: bool = False, min_face: int = 24,
                  batch_size: int = 64, max_pixels: int = MAX_PIXELS,
-                 flip: bool = True, tta_margins: Sequence[float] = ()) -> None:
+                 flip: bool = True, tta_margins: Sequence[float] = (),
+                 landmark_refiner: str | Path | LandmarkRefiner | None = "shipped") -> None:
         dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                            ("cpu" if device == "auto" else device))
         if model is None:
@@ -173,6 +179,21 @@ class FaceAnalyzer:
                              "with align")
         self.min_face, self.batch_size = min_face, batch_size
         self.max_pixels = max_pixels
+        self.refiner = self._load_refiner(landmark_refiner) \
+            if "landmarks" in self.model.tasks else None
+
+    @staticmethod
+    def _load_refiner(spec: str | Path | LandmarkRefiner | None) -> LandmarkRefiner | None:
+        if spec is None or isinstance(spec, LandmarkRefiner):
+            return spec
+        if not isinstance(spec, (str, Path)):
+            raise TypeError(f"landmark_refiner must be 'shipped', a path, a LandmarkRefiner or "
+                            f"None, got {type(spec).__name__}")
+        if str(spec) == "shipped":
+            from facefuse.weights import shipped_refiner_path
+
+            spec = shipped_refiner_path()
+        return LandmarkRefiner.load(spec)
 
     # -- one image ------------------------------------------------------------------------
     def analyze(self, image: str | Path | np.ndarray) -> ImageResult:
@@ -243,21 +264,23 @@ class FaceAnalyzer:
         for start in range(0, len(owners), self.batch_size):
             who = owners[start:start + self.batch_size]
             preds = self.model.predict_views([v[start:start + self.batch_size] for v in views])
+            for (i, det), p in zip(who, preds, strict=True):
+                if "landmarks" in p:  # image pixels, refined on the photo
+                    p["landmarks"] = self._landmarks(np.asarray(p["landmarks"]), det,
+                                                     loaded[i][1])
             if self.align and "landmarks" in self.model.tasks:
-                aligned = []
-                for (i, det), p in zip(who, preds, strict=True):
-                    pts = self._to_image(np.asarray(p["landmarks"]), det)
-                    aligned.append(align_face(loaded[i][1], five_points_from_68(pts),
-                                              self.model.size, zoom=0.8))
+                aligned = [align_face(loaded[i][1], five_points_from_68(p["landmarks"]),
+                                      self.model.size, zoom=0.8)
+                           for (i, _), p in zip(who, preds, strict=True)]
                 keep_landmarks = [p["landmarks"] for p in preds]
                 preds = self.model.predict(aligned)
                 for p, lm in zip(preds, keep_landmarks, strict=True):
                     p["landmarks"] = lm
-            for (_, det), p in zip(who, preds, strict=True):
+            for p in preds:
                 landmarks = None
                 if "landmarks" in p:
-                    pts = self._to_image(np.asarray(p.pop("landmarks")), det)
-                    landmarks = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
+                    landmarks = tuple((round(float(x), 1), round(float(y), 1))
+                                      for x, y in p.pop("landmarks"))
                 kept = {k: v for k, v in p.items() if k.split("_scores")[0] in self.tasks
                         or (k == "embedding" and ("identity" in self.tasks
                                                   or "embedding" in self.tasks))}
@@ -281,6 +304,12 @@ class FaceAnalyzer:
         """:meth:`crops`, then one list of crops per ``tta_margins`` entry (the views
         :meth:`FaceModel.predict_views` averages)."""
         return [self.crops(rgb, dets, m) for m in (self.margin, *self.tta_margins)]
+
+    def _landmarks(self, crop_points: np.ndarray, det: Detection,
+                   rgb: np.ndarray) -> np.ndarray:
+        """The model's landmarks in image pixels, refined when the analyzer has a refiner."""
+        points = self._to_image(crop_points, det)
+        return points if self.refiner is None else self.refiner.refine(rgb, points)
 
     def _to_image(self, crop_points: np.ndarray, det: Detection) -> np.ndarray:
         """Crop-pixel landmarks (crop of ``model.size``) back to image pixels."""
