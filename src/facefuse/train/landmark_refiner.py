@@ -85,7 +85,9 @@ def training_samples(images: Sequence[np.ndarray], truths: np.ndarray, starts: n
             v_img, v_truth, v_start = view
             all_images.append(v_img)
             idx = len(all_images) - 1
-            owner.append(idx), true_of.append(v_truth), start_of.append(v_start)
+            owner.append(idx)
+            true_of.append(v_truth)
+            start_of.append(v_start)
             to_frame = similarity_to(v_truth, mean_shape)
             back = invert_affine(to_frame)
             truth_frame = apply_affine(to_frame, v_truth)
@@ -99,7 +101,9 @@ def training_samples(images: Sequence[np.ndarray], truths: np.ndarray, starts: n
                                         [np.sin(turn), np.cos(turn)]])
                 centre = p.mean(0)
                 p = (p - centre) @ rot.T + centre + rng.normal(0, 1.5, 2)
-                owner.append(idx), true_of.append(v_truth), start_of.append(apply_affine(back, p))
+                owner.append(idx)
+                true_of.append(v_truth)
+                start_of.append(apply_affine(back, p))
     return all_images, np.asarray(owner), np.stack(true_of), np.stack(start_of)
 
 
