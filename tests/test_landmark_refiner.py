@@ -154,3 +154,10 @@ def test_fit_landmarks_cli_on_fake_300w(fake_root: Path, tmp_path: Path, capsys)
     assert back.config.cells == (8,) and "nme_by_stage" in back.meta
     assert main(["fit-landmarks", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert main(["fit-landmarks", str(fake_root), "--out", str(out), "--cells", "0"]) == 2
+
+
+def test_analyzer_refuses_a_refiner_of_the_wrong_kind(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="landmark_refiner"):
+        FaceAnalyzer(device="cpu", landmark_refiner=3)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        FaceAnalyzer(device="cpu", landmark_refiner=tmp_path / "absent")
