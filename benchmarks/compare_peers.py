@@ -55,10 +55,6 @@ def _test_split(name: str, root: str, limit: int | None):
     return t, rows
 
 
-def _largest(faces):
-    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-
-
 class Ours:
     """facefuse's analyzer with its default detector and the whole image as fallback."""
 
@@ -73,13 +69,14 @@ class Ours:
             kwargs["margin"] = margin
         self.analyzer = FaceAnalyzer(model=model, device=device, flip=flip, **kwargs)
         self.whole = FaceAnalyzer(model=self.analyzer.model, detector="full_frame",
-                                  device=device, tta_margins=tta_margins)
+                                  device=device, tta_margins=tta_margins,
+                                  landmark_refiner=self.analyzer.refiner)
 
     def face(self, path: str, whole: bool = False) -> tuple[Any, bool]:
         if not whole:
-            found = self.analyzer.analyze(path).faces
-            if found:
-                return _largest(found), True
+            found = self.analyzer.analyze(path).largest_face()
+            if found is not None:
+                return found, True
         return self.whole.analyze(path).faces[0], False
 
     def stages(self, path: str) -> dict[str, float]:

@@ -137,10 +137,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _largest_face_embedding(analyzer, path: str) -> np.ndarray:
-    result = analyzer.analyze(path)
-    if not result.faces:
+    face = analyzer.analyze(path).largest_face()
+    if face is None:
         raise ValueError(f"{path}: no face found")
-    face = max(result.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
     return np.asarray(face.predictions["embedding"])
 
 

@@ -15,11 +15,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _largest(faces):
-    return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-
-
-def model_starts(paths: list[str], model, detector: str, quiet: bool) -> np.ndarray:
+def model_starts(images: list[np.ndarray], model, detector: str, quiet: bool) -> np.ndarray:
     """The model's 68 points (image pixels, not refined) on each photo's largest face."""
     from tqdm.auto import tqdm
 
@@ -29,9 +25,9 @@ def model_starts(paths: list[str], model, detector: str, quiet: bool) -> np.ndar
     whole = FaceAnalyzer(model=found.model, detector="full_frame", device="cpu",
                          landmark_refiner=None)
     out = []
-    for p in tqdm(paths, desc="model landmarks", unit="img", disable=quiet):
-        faces = found.analyze(p).faces or whole.analyze(p).faces
-        out.append(np.asarray(_largest(faces).landmarks, np.float64))
+    for rgb in tqdm(images, desc="model landmarks", unit="img", disable=quiet):
+        face = found.analyze(rgb).largest_face() or whole.analyze(rgb).largest_face()
+        out.append(np.asarray(face.landmarks, np.float64))
     return np.stack(out)
 
 
@@ -71,8 +67,8 @@ def cmd_fit_landmarks(args: argparse.Namespace) -> int:
         return 2
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()
-    starts = model_starts(paths, model, args.detector, args.quiet)
     images = [load_rgb(p) for p in paths]
+    starts = model_starts(images, model, args.detector, args.quiet)
     train = np.flatnonzero(split == "train")
     meta = {"trained_on": f"300-W train split ({len(train)} photos and their mirror images; "
                           f"split seed {seed})",

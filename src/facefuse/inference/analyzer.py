@@ -64,6 +64,11 @@ class ImageResult:
     faces: tuple[FaceResult, ...]
     error: str | None = None
 
+    def largest_face(self) -> FaceResult | None:
+        """The face with the largest box (None when there is none)."""
+        return max(self.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]),
+                   default=None)
+
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "width": self.width, "height": self.height,
                 "faces": [f.to_dict() for f in self.faces], "error": self.error}

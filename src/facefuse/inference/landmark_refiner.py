@@ -30,6 +30,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facefuse.models.checkpoint import checkpoint_paths, write_weights_and_json
+
 FORMAT = "facefuse-landmark-refiner-1"
 N_POINTS = 68
 EYE_CORNERS = (36, 45)
@@ -222,26 +224,19 @@ class LandmarkRefiner:
         ``path.json``; returns the weights file."""
         from safetensors.numpy import save_file
 
-        weights, info = refiner_paths(path)
-        weights.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"mean_shape": self.mean_shape.astype(np.float32)}
         for k, s in enumerate(self.stages):
             tensors[f"stage{k}.weight"] = s.weight.astype(np.float16)
             tensors[f"stage{k}.bias"] = s.bias.astype(np.float32)
         doc = {"format": FORMAT, "config": asdict(self.config), **self.meta}
-        tmp_w, tmp_i = weights.with_suffix(".safetensors.tmp"), info.with_suffix(".json.tmp")
-        save_file(tensors, str(tmp_w))
-        tmp_i.write_text(json.dumps(doc, indent=1))
-        tmp_w.replace(weights)
-        tmp_i.replace(info)
-        return weights
+        return write_weights_and_json(path, lambda f: save_file(tensors, f), doc)
 
     @classmethod
     def load(cls, path: str | Path) -> LandmarkRefiner:
         """Read a refiner written by :meth:`save` (``path`` with or without suffix)."""
         from safetensors.numpy import load_file
 
-        weights, info = refiner_paths(path)
+        weights, info = checkpoint_paths(path)
         for f in (weights, info):
             if not f.is_file():
                 raise FileNotFoundError(f"landmark refiner file {f} does not exist")
@@ -265,10 +260,3 @@ class LandmarkRefiner:
         meta = {k: v for k, v in doc.items() if k not in ("format", "config")}
         return cls(mean_shape, stages, config, meta)
 
-
-def refiner_paths(path: str | Path) -> tuple[Path, Path]:
-    """``(NAME.safetensors, NAME.json)`` of a refiner path given with or without suffix."""
-    base = Path(path)
-    if base.suffix in (".safetensors", ".json"):
-        base = base.with_suffix("")
-    return base.with_suffix(".safetensors"), base.with_suffix(".json")

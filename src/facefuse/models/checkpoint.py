@@ -8,6 +8,7 @@ extra metadata. Nothing is pickled, so loading an untrusted checkpoint runs no c
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,18 +35,25 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
-def save_checkpoint(model: MultiTaskModel, path: str | Path, **meta: object) -> Path:
-    """Write ``path.safetensors`` and ``path.json`` (atomically: temp files, then rename)."""
+def write_weights_and_json(path: str | Path, write_weights: Callable[[str], None],
+                           doc: dict) -> Path:
+    """Write ``path.safetensors`` (``write_weights(file)``) and ``path.json`` (``doc``)
+    atomically: temp files first, then renamed. Returns the weights file."""
     weights, info = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    doc = {"format": FORMAT, "spec": model.spec.to_dict(), **meta}
     tmp_w, tmp_i = weights.with_suffix(".safetensors.tmp"), info.with_suffix(".json.tmp")
-    save_file(state, str(tmp_w))
+    write_weights(str(tmp_w))
     tmp_i.write_text(json.dumps(doc, indent=1, default=str))
     tmp_w.replace(weights)
     tmp_i.replace(info)
     return weights
+
+
+def save_checkpoint(model: MultiTaskModel, path: str | Path, **meta: object) -> Path:
+    """Write ``path.safetensors`` and ``path.json`` (atomically: temp files, then rename)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    doc = {"format": FORMAT, "spec": model.spec.to_dict(), **meta}
+    return write_weights_and_json(path, lambda f: save_file(state, f), doc)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:

@@ -1,4 +1,5 @@
-"""The model shipped inside the package (safetensors + JSON metadata, see docs/MODEL_CARD.md).
+"""The model shipped inside the package (safetensors + JSON metadata, see docs/MODEL_CARD.md),
+and the landmark refiner shipped beside it.
 """
 
 from __future__ import annotations
@@ -9,22 +10,22 @@ SHIPPED_MODEL = "facefuse-mtl-small"
 SHIPPED_REFINER = "facefuse-landmark-refiner"
 
 
+def _shipped(name: str, what: str, instead: str) -> Path:
+    base = Path(__file__).parent / name
+    if not base.with_suffix(".safetensors").is_file() or not base.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"the shipped {what} {base}.safetensors/.json is missing from "
+                                f"this installation; {instead}")
+    return base
+
+
 def shipped_model_path() -> Path:
     """Path (without suffix) of the shipped multi-task model."""
-    base = Path(__file__).parent / SHIPPED_MODEL
-    if not base.with_suffix(".safetensors").is_file() or not base.with_suffix(".json").is_file():
-        raise FileNotFoundError(
-            f"the shipped model {base}.safetensors/.json is missing from this installation; "
-            f"pass --model CHECKPOINT (train one with `facefuse train`)")
-    return base
+    return _shipped(SHIPPED_MODEL, "model",
+                    "pass --model CHECKPOINT (train one with `facefuse train`)")
 
 
 def shipped_refiner_path() -> Path:
     """Path (without suffix) of the shipped landmark refiner (see docs/MODEL_CARD.md)."""
-    base = Path(__file__).parent / SHIPPED_REFINER
-    if not base.with_suffix(".safetensors").is_file() or not base.with_suffix(".json").is_file():
-        raise FileNotFoundError(
-            f"the shipped landmark refiner {base}.safetensors/.json is missing from this "
-            f"installation; pass landmark_refiner=None (--landmark-refiner none) or a refiner "
-            f"fitted with `facefuse fit-landmarks`")
-    return base
+    return _shipped(SHIPPED_REFINER, "landmark refiner",
+                    "pass landmark_refiner=None (--landmark-refiner none) or a refiner "
+                    "fitted with `facefuse fit-landmarks`")
