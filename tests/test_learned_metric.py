@@ -109,3 +109,12 @@ def test_bad_data_is_refused():
         fit_lda(x[:4], labels[:4], pca_dim=3, out_dim=1)
     with pytest.raises(ValueError, match="out_dim must be"):  # 2 people: at most 1 direction
         fit_lda(x[:8], labels[:8], pca_dim=5, out_dim=2)
+
+
+def test_foldwise_refuses_mismatched_pairs_and_rows():
+    x, labels = nuisance_faces(people=40)
+    fold_of, a, b, same, fold = pairs_of(labels)
+    with pytest.raises(ValueError, match="equal"):
+        foldwise_lda_verification(x, labels, fold_of, a, b[:-1], same, fold, 12, 4)
+    with pytest.raises(ValueError, match="one person per row"):
+        foldwise_lda_verification(x[:-1], labels, fold_of, a, b, same, fold, 12, 4)

@@ -104,8 +104,20 @@ def foldwise_lda_verification(features: np.ndarray, people: Sequence[str],
 
     Returns:
         The 10-fold result and, per fold, how many people fitted its projection.
+
+    Raises:
+        ValueError: on mismatched lengths, or (from :func:`fit_lda`) a fold left with too
+            few people for the settings.
     """
+    features = np.asarray(features, np.float64)
     people_arr = np.asarray(people, dtype=object)
+    if features.ndim != 2 or len(features) != len(people_arr):
+        raise ValueError(f"features must be (N, D) with one person per row, got "
+                         f"{features.shape} and {len(people_arr)} people")
+    pair_a, pair_b = np.asarray(pair_a, int), np.asarray(pair_b, int)
+    if not len(pair_a) == len(pair_b) == len(same) == len(pair_fold) or not len(pair_a):
+        raise ValueError("pair_a, pair_b, same and pair_fold must be non-empty and of equal "
+                         "length")
     counts = Counter(people_arr.tolist())
     fold_of_row = np.array([person_fold.get(p, -1) for p in people_arr])
     enough = np.array([counts[p] >= 2 for p in people_arr])
