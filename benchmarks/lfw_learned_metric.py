@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from facefuse.data.images import load_rgb
-from facefuse.data.readers.lfw import read_pairs
+from facefuse.data.readers.lfw import person_folds, read_pairs
 from facefuse.evaluation.learned_metric import foldwise_lda_verification
-from facefuse.evaluation.verification import verification_accuracy
+from facefuse.evaluation.verification import pair_scores, verification_accuracy
 from facefuse.inference.face_model import FaceModel
 from facefuse.weights import shipped_model_path
 
@@ -52,21 +52,16 @@ def main() -> None:
     people = [q.parent.name for q in paths]
     pairs = [pr for pr in read_pairs(root / "pairs.txt", root / "lfw")
              if pr.image_a in row and pr.image_b in row]
-    person_fold: dict[str, int] = {}
-    for pr in pairs:
-        for img in (pr.image_a, pr.image_b):
-            person_fold.setdefault(Path(img).parent.name, pr.fold)
+    person_fold = person_folds(pairs)
     a = np.array([row[pr.image_a] for pr in pairs])
     b = np.array([row[pr.image_b] for pr in pairs])
-    same = np.array([pr.same for pr in pairs])
-    fold = np.array([pr.fold for pr in pairs])
     print(f"{len(pairs)} pairs, {len(set(people))} people\n")
     print("| vectors | metric | accuracy (10 folds) | people fitting each fold |\n"
           "|---|---|---|---|")
     for name, vectors in (("identity embedding", np.concatenate(embs)),
                           ("trunk features", np.concatenate(feats))):
-        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        r = verification_accuracy(np.sum(unit[a] * unit[b], 1), same, fold)
+        scores, same, fold = pair_scores(pairs, dict(zip(row, vectors, strict=True)))
+        r = verification_accuracy(scores, same, fold)
         print(f"| {name} ({vectors.shape[1]}-d) | cosine | {100 * r.accuracy:.1f} ± "
               f"{100 * r.std:.1f} % | - |")
         for pca in args.pca:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facefuse.evaluation.verification import VerificationResult, best_threshold
+from facefuse.evaluation.verification import VerificationResult, fold_accuracy
 
 
 @dataclass(frozen=True)
@@ -128,9 +128,8 @@ def foldwise_lda_verification(features: np.ndarray, people: Sequence[str],
         projection = fit_lda(features[train], people_arr[train], pca_dim, out_dim, shrinkage)
         z = projection.transform(features)
         scores = np.sum(z[pair_a] * z[pair_b], axis=1)
-        test = pair_fold == f
-        t = best_threshold(scores[~test], same[~test])
-        accs.append(float(np.mean((scores[test] > t) == same[test])))
+        acc, t = fold_accuracy(scores, same, pair_fold == f)
+        accs.append(acc)
         thresholds.append(t)
         fitted.append(len(set(people_arr[train].tolist())))
     return (VerificationResult(float(np.mean(accs)), float(np.std(accs)), tuple(accs),

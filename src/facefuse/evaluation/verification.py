@@ -35,6 +35,14 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
     return float(candidates[best[len(best) // 2]])
 
 
+def fold_accuracy(scores: np.ndarray, same: np.ndarray, test: np.ndarray
+                  ) -> tuple[float, float]:
+    """Accuracy on the ``test`` pairs of the threshold that is best on all the others,
+    and that threshold."""
+    t = best_threshold(scores[~test], same[~test])
+    return float(np.mean((scores[test] > t) == same[test])), t
+
+
 def verification_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray
                           ) -> VerificationResult:
     """10-fold (or k-fold by ``folds``) verification accuracy of similarity ``scores``."""
@@ -46,8 +54,8 @@ def verification_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarra
         test = folds == f
         if (~test).sum() == 0:
             raise ValueError("verification needs at least two folds")
-        t = best_threshold(scores[~test], same[~test])
-        accs.append(float(np.mean((scores[test] > t) == same[test])))
+        acc, t = fold_accuracy(scores, same, test)
+        accs.append(acc)
         thresholds.append(t)
     return VerificationResult(float(np.mean(accs)), float(np.std(accs)), tuple(accs),
                               tuple(thresholds), len(scores))

@@ -11,6 +11,7 @@ train/val (seeded).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,16 @@ def read_pairs(pairs_file: Path, images_root: Path,
     return pairs
 
 
+def person_folds(pairs: Sequence[VerificationPair]) -> dict[str, int]:
+    """The View-2 fold of every person named in ``pairs`` (View 2's folds share no
+    person; the first pair naming a person decides)."""
+    fold_of: dict[str, int] = {}
+    for pair in pairs:
+        for img in (pair.image_a, pair.image_b):
+            fold_of.setdefault(Path(img).parent.name, pair.fold)
+    return fold_of
+
+
 @READERS.register("lfw")
 class LFWReader(DatasetReader):
     name = "lfw"
@@ -134,9 +145,7 @@ class LFWReader(DatasetReader):
         fold_of: dict[str, int] = {}
         pairs_file = root / "pairs.txt"
         if pairs_file.is_file():
-            for pair in read_pairs(pairs_file, images_root, log):
-                for img in (pair.image_a, pair.image_b):
-                    fold_of.setdefault(Path(img).parent.name, pair.fold)
+            fold_of = person_folds(read_pairs(pairs_file, images_root, log))
         else:
             log.note(f"{pairs_file} missing: no View-2 folds, identity-disjoint split only")
         ids = [relative_id(self.name, root, p) for p in paths]
