@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from tests.scripts import load_script
-from tests.test_mtl import write_config
+from tests.test_mtl import trained_start, write_config
 
 import facefuse.train.mtl as mtl
 from facefuse.config import load_config
@@ -165,37 +165,34 @@ def test_teacher_settings_are_checked(fake_root: Path, tmp_path: Path) -> None:
 
 def test_init_from_starts_at_the_checkpoint_and_refuses_a_misfit(fake_root: Path,
                                                                  tmp_path: Path) -> None:
-    first = write_config(tmp_path, fake_root, "tasks: [identity, age]\noptim: {epochs: 1}\n")
-    mtl.train_mtl(load_config(mtl.MTLConfig, first))
-    source = tmp_path / "src"
-    (tmp_path / "run").rename(source)
+    start = trained_start(tmp_path, fake_root, "[identity, age]")
     tuned = write_config(tmp_path, fake_root, f"tasks: [identity, age]\n"
-                         f"init_from: {source / 'final'}\n")
+                         f"init_from: {start}\n")
     trainer = mtl.MTLTrainer(load_config(mtl.MTLConfig, tuned))
-    want = load_checkpoint(source / "final").model.state_dict()
+    want = load_checkpoint(start).model.state_dict()
     for k, v in trainer.model.state_dict().items():
         torch.testing.assert_close(v, want[k])
     misfit = write_config(tmp_path, fake_root, f"tasks: [identity, age, gender]\n"
-                          f"init_from: {source / 'final'}\n")
+                          f"init_from: {start}\n")
     with pytest.raises(ValueError, match="do not fit this config's model"):
         mtl.MTLTrainer(load_config(mtl.MTLConfig, misfit))
     # the seed also draws the splits: another seed's test rows hold the start's training rows
-    assert load_checkpoint(source / "final").meta["split_seed"] == 0
+    assert load_checkpoint(start).meta["split_seed"] == 0
     reseeded = write_config(tmp_path, fake_root, f"tasks: [identity, age]\nseed: 3\n"
-                            f"init_from: {source / 'final'}\n")
+                            f"init_from: {start}\n")
     caches = sorted((tmp_path / "cache").iterdir())
     with pytest.raises(ValueError, match="splits of seed 0.*set split_seed: 0"):
         mtl.MTLTrainer(load_config(mtl.MTLConfig, reseeded))
     assert sorted((tmp_path / "cache").iterdir()) == caches  # refused before building one
     # a new training seed on the start's splits: accepted, same cache, same training rows
     kept = write_config(tmp_path, fake_root, f"tasks: [identity, age]\nseed: 3\n"
-                        f"split_seed: 0\ninit_from: {source / 'final'}\n")
+                        f"split_seed: 0\ninit_from: {start}\n")
     reseeded_trainer = mtl.MTLTrainer(load_config(mtl.MTLConfig, kept))
     assert sorted((tmp_path / "cache").iterdir()) == caches
     np.testing.assert_array_equal(reseeded_trainer.train_rows, trainer.train_rows)
     # and the other way round: the start's seed, other splits
     moved = write_config(tmp_path, fake_root, f"tasks: [identity, age]\nsplit_seed: 5\n"
-                         f"init_from: {source / 'final'}\n")
+                         f"init_from: {start}\n")
     with pytest.raises(ValueError, match="splits of seed 0.*draws its splits with seed 5"):
         mtl.MTLTrainer(load_config(mtl.MTLConfig, moved))
 

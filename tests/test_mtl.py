@@ -41,6 +41,15 @@ batch_size: 16
     return cfg
 
 
+def trained_start(tmp: Path, data: Path, tasks: str) -> Path:
+    """A one-epoch run of ``tasks`` (YAML list) moved to ``tmp/src``, to fine-tune from:
+    returns its final checkpoint's path (``tmp/run`` is free again)."""
+    first = write_config(tmp, data, f"tasks: {tasks}\noptim: {{epochs: 1}}\n")
+    mtl.train_mtl(load_config(mtl.MTLConfig, first))
+    (tmp / "run").rename(tmp / "src")
+    return tmp / "src" / "final"
+
+
 def test_sampling_weights_set_dataset_shares(fake_root: Path) -> None:
     t = SampleTable.concat([read_dataset(n, loc).table for n, loc in find_datasets(fake_root)])
     rows = np.arange(len(t))

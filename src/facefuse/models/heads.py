@@ -5,6 +5,11 @@
   objective and subjective attributes); each group has its own branch of hidden layers
   (subjective attributes get a deeper one) and its own output layer; the group outputs are
   put back in the task's label order.
+* ``distribution``: a regression head that predicts a distribution over value bins (deep
+  label distribution learning, as in DLDL-v2 for age): softmax over ``outputs`` bins spread
+  evenly over the scaled target range 0..1; the prediction is its expectation. The output
+  is ``(N, 1 + bins)``: column 0 the expectation (what every regression decoder reads),
+  then the bins' logits (what :func:`facefuse.train.losses.distribution_l1` trains).
 """
 
 from __future__ import annotations
@@ -94,3 +99,36 @@ def branched_head(in_dim: int, outputs: int, hidden: Sequence[int] = (), dropout
     if not groups:
         raise ValueError("a branched head needs 'groups'")
     return BranchedHead(in_dim, outputs, groups, branch_hidden or {}, dropout)
+
+
+class DistributionHead(nn.Module):
+    """A regression head over ``bins`` evenly spaced values in 0..1 (the scaled target range,
+    e.g. ages 0..116 with 117 bins of one year).
+
+    ``forward`` returns ``(N, 1 + bins)``: the softmax expectation first, then the logits.
+    Averaging two outputs (test-time flip) averages the expectations, as for a plain
+    regression head.
+    """
+
+    def __init__(self, in_dim: int, bins: int, hidden: Sequence[int] = (),
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if bins < 2:
+            raise ValueError(f"a distribution head needs at least 2 bins, got {bins}")
+        self.net = _mlp(in_dim, bins, hidden, dropout)
+        self.register_buffer("centres", torch.linspace(0.0, 1.0, bins), persistent=False)
+        self.in_dim, self.bins = in_dim, bins
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.net(features)
+        expectation = torch.softmax(logits.float(), dim=1) @ self.centres
+        return torch.cat([expectation[:, None].to(logits.dtype), logits], dim=1)
+
+
+@HEADS.register("distribution")
+def distribution_head(in_dim: int, outputs: int, hidden: Sequence[int] = (),
+                      dropout: float = 0.0, **options: object) -> nn.Module:
+    """``outputs`` is the number of bins."""
+    if options:
+        raise ValueError(f"distribution head takes no options, got {sorted(options)}")
+    return DistributionHead(in_dim, outputs, hidden, dropout)

@@ -58,3 +58,26 @@ def landmark_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) 
     tgt = target.reshape(len(target), -1).float()
     entries = ~torch.isnan(tgt) & mask[:, None]
     return masked_mean((out - torch.where(entries, tgt, 0.0)).abs(), entries)
+
+
+@LOSSES.register("distribution_l1")
+def distribution_l1(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                    sigma_bins: float = 2.0) -> torch.Tensor:
+    """DLDL-v2's loss for a :class:`facefuse.models.heads.DistributionHead`'s ``(N, 1 + K)``
+    output and targets scaled to 0..1: the L1 error of the expectation (column 0) plus the
+    cross-entropy between the bins' softmax and a Gaussian label distribution around the
+    target (standard deviation ``sigma_bins`` bins), divided by ``K - 1`` so that the sum
+    keeps the scale of the plain ``l1`` loss (task weights mean the same for either head).
+    """
+    if output.ndim != 2 or output.shape[1] < 3:
+        raise ValueError(f"distribution_l1 needs (N, 1 + bins) outputs with at least 2 bins, "
+                         f"got {tuple(output.shape)}")
+    bins = output.shape[1] - 1
+    out = output.float()
+    safe = torch.where(mask, target.float().reshape(len(target)), 0.0)
+    centres = torch.linspace(0.0, 1.0, bins, device=out.device)
+    sigma = sigma_bins / (bins - 1)
+    label = torch.exp(-0.5 * ((centres[None] - safe[:, None]) / sigma) ** 2)
+    label = label / label.sum(dim=1, keepdim=True)
+    cross_entropy = -(label * F.log_softmax(out[:, 1:], dim=1)).sum(dim=1)
+    return masked_mean((out[:, 0] - safe).abs() + cross_entropy / (bins - 1), mask)

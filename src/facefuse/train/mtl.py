@@ -12,7 +12,8 @@ first for ``pretrain_epochs``, then the other tasks), ``single`` (one task).
 ``identity_teacher: FILE`` adds identity distillation (:mod:`facefuse.train.distill`): the
 identity embedding of every row a teacher described (``tools/teacher_embeddings.py``) is
 pulled towards the teacher's descriptor, weighted by ``teacher_weight``. ``init_from:
-CHECKPOINT`` starts from a checkpoint's weights (fine-tuning; the heads must match), and
+CHECKPOINT`` starts from a checkpoint's weights (fine-tuning; a head the config builds
+differently, say ``age_head: distribution``, starts fresh), and
 ``freeze: [MODULE, ...]`` keeps the modules so named as they are (no gradients, BatchNorm
 statistics fixed; backward then stops at the first trained layer).
 
@@ -57,15 +58,18 @@ from facefuse.train.loop import (
     OptimConfig,
     evaluate,
     make_optimizer,
+    regression_scale,
     resolve_device,
     task_loss,
 )
+from facefuse.train.losses import distribution_l1
 from facefuse.train.weighting import WEIGHTINGS
 
 log = logging.getLogger(__name__)
 
 RECIPES = ("joint", "identity_then_tasks", "single")
 IDENTITY_HEADS = ("arcface", "cosface", "softmax")
+AGE_HEADS = ("regression", "distribution")
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ class MTLConfig:
     weighting: str = "static"
     identity_head: str = "arcface"
     identity_embedding: int = 128
+    # regression: one value, L1 loss; distribution: softmax over one-year bins, its
+    # expectation the age, DLDL-v2's loss (facefuse.models.heads.DistributionHead)
+    age_head: str = "regression"
     recipe: str = "joint"
     pretrain_epochs: int = 0
     optim: OptimConfig = OptimConfig(optimizer="adamw", lr=2e-3, weight_decay=5e-5,
@@ -141,6 +148,8 @@ class MTLConfig:
                              "0 < pretrain_epochs < optim.epochs")
         if self.identity_head not in IDENTITY_HEADS:
             raise ValueError(f"identity_head must be one of {IDENTITY_HEADS}")
+        if self.age_head not in AGE_HEADS:
+            raise ValueError(f"age_head must be one of {AGE_HEADS}, got {self.age_head!r}")
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"unknown weighting {self.weighting!r}; valid: "
                              f"{', '.join(WEIGHTINGS.names())}")
@@ -277,6 +286,9 @@ def model_spec(cfg: MTLConfig, n_identities: int) -> ModelSpec:
                                     {"embedding": cfg.identity_embedding, "scale": 30.0})
         elif task.kind is TaskKind.LANDMARKS:
             heads[t] = HeadSpec(task.num_outputs, (256,))
+        elif t == "age" and cfg.age_head == "distribution":
+            low, high = task.value_range
+            heads[t] = HeadSpec(int(high - low) + 1, (), 0.0, "distribution")
         else:
             heads[t] = HeadSpec(task.num_outputs)
     return ModelSpec(cfg.trunk, {"image_size": cfg.image_size, **cfg.trunk_options}, heads)
@@ -384,16 +396,24 @@ class MTLTrainer:
         return start
 
     def _init_weights(self, path: str, start: Checkpoint) -> None:
-        source = start.model.state_dict()
-        own = self.model.state_dict()
+        """The start's weights, except the heads this config builds differently (another
+        kind or width, e.g. ``age_head: distribution`` from a plain age head): those start
+        fresh, and the log says so."""
+        fresh = sorted(t for t, h in self.model.spec.heads.items()
+                       if t in start.model.spec.heads and start.model.spec.heads[t] != h)
+        prefixes = tuple(f"heads.{t}." for t in fresh)
+        source = {k: v for k, v in start.model.state_dict().items()
+                  if not k.startswith(prefixes)}
+        own = {k: v for k, v in self.model.state_dict().items() if not k.startswith(prefixes)}
         wrong = sorted(k for k in own if k not in source or source[k].shape != own[k].shape)
         extra = sorted(set(source) - set(own))
         if wrong or extra:
             raise ValueError(f"init_from {path}: its weights do not fit this config's model "
                              f"(missing or reshaped: {wrong[:4]}, unexpected: {extra[:4]}); "
                              f"trunk, image size, tasks and identity classes must match")
-        self.model.load_state_dict(source)
-        log.info("initialised from %s", path)
+        self.model.load_state_dict(source, strict=not fresh)
+        log.info("initialised from %s%s", path,
+                 f" (heads built anew: {', '.join(fresh)})" if fresh else "")
 
     def _freeze(self, names: tuple[str, ...]) -> list[nn.Module]:
         """Stop gradients into the modules ``names`` (and everything inside them); returns
@@ -433,6 +453,9 @@ class MTLTrainer:
     def _loss_fn(self, task: str):
         if task == "identity" and self.cfg.identity_head != "softmax":
             return margin_loss(self.cfg.identity_head, scale=30.0)
+        if self.model.spec.heads[task].kind == "distribution":
+            scale = regression_scale(task)
+            return lambda out, y, m: distribution_l1(out, y / scale, m)
         return lambda out, y, m: task_loss(task, out, y, m)
 
     # -- state ----------------------------------------------------------------------------
