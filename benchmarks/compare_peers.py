@@ -24,6 +24,7 @@ Writes reports/peers/{report.md, results.json}. Usage:
     python benchmarks/compare_peers.py --peers-python /path/to/peers/venv/bin/python
     python benchmarks/compare_peers.py --limit 200 ...   # a quick look, not comparable
     python benchmarks/compare_peers.py --tta-margins 0.15 0.25 ...   # three crops per face
+    python benchmarks/compare_peers.py --landmark-refiner none ...   # the model's own 68 points
 """
 
 from __future__ import annotations
@@ -60,11 +61,13 @@ class Ours:
 
     def __init__(self, detector: str | None, margin: float | None, flip: bool = True,
                  model: str | None = None, device: str = "cpu",
-                 tta_margins: tuple[float, ...] = ()) -> None:
+                 tta_margins: tuple[float, ...] = (), landmark_refiner: str | None = "shipped"
+                 ) -> None:
         from facefuse.inference.analyzer import FaceAnalyzer
 
         kwargs: dict[str, Any] = {"detector": detector} if detector else {}
         kwargs["tta_margins"] = tta_margins
+        kwargs["landmark_refiner"] = landmark_refiner
         if margin is not None:
             kwargs["margin"] = margin
         self.analyzer = FaceAnalyzer(model=model, device=device, flip=flip, **kwargs)
@@ -137,8 +140,12 @@ def main() -> None:
                    help="images per test split; LFW: folds 1-2 only (a quick look)")
     p.add_argument("--speed-images", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--landmark-refiner", default="shipped", metavar="shipped|none|PATH",
+                   help="refine facefuse's 68 points on the photo (as analyze does; 'none': "
+                        "the model's points as they are)")
     p.add_argument("--out", default="reports/peers")
     args = p.parse_args()
+    refiner = None if args.landmark_refiner == "none" else args.landmark_refiner
 
     import torch
 
@@ -168,10 +175,11 @@ def main() -> None:
         (out / "peers.json").write_text(json.dumps(peers))
 
     ours = Ours(args.detector, args.margin, not args.no_flip, args.model,
-                tta_margins=tuple(args.tta_margins))
+                tta_margins=tuple(args.tta_margins), landmark_refiner=refiner)
     res: dict[str, Any] = {"detector": ours.analyzer.detector.name, "threads": args.threads,
                            "model": args.model or "shipped", "flip": not args.no_flip,
-                           "tta_margins": list(args.tta_margins)}
+                           "tta_margins": list(args.tta_margins),
+                           "landmark_refiner": str(refiner)}
     rows_md: list[list[str]] = []
 
     # UTKFace: age, gender, race

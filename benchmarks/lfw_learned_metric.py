@@ -67,6 +67,9 @@ def main() -> None:
         for pca in args.pca:
             for out in args.out:
                 if out > pca or pca > vectors.shape[1]:
+                    why = (f"{out} dims > PCA {pca}" if out > pca
+                           else f"PCA {pca} > the vectors' {vectors.shape[1]} dims")
+                    print(f"| {name} | LDA (PCA {pca}, {out} dims) | skipped: {why} | - |")
                     continue
                 r, fitted = foldwise_lda_verification(vectors, people, person_fold, a, b,
                                                       same, fold, pca, out, args.shrinkage)

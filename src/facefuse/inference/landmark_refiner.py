@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from facefuse.config import from_dict
 from facefuse.models.checkpoint import checkpoint_paths, write_weights_and_json
 
 FORMAT = "facefuse-landmark-refiner-1"
@@ -86,11 +87,9 @@ class RefinerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RefinerConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown refiner settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**{k: tuple(v) if k == "cells" else v for k, v in d.items()})
+        """The settings a refiner's JSON stores; unknown or ill-typed ones are a
+        :class:`facefuse.config.ConfigError` (a ValueError) naming the key."""
+        return from_dict(cls, d, where="refiner settings")
 
 
 def similarity_to(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
