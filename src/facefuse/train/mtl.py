@@ -287,8 +287,8 @@ def model_spec(cfg: MTLConfig, n_identities: int) -> ModelSpec:
         elif task.kind is TaskKind.LANDMARKS:
             heads[t] = HeadSpec(task.num_outputs, (256,))
         elif t == "age" and cfg.age_head == "distribution":
-            low, high = task.value_range
-            heads[t] = HeadSpec(int(high - low) + 1, (), 0.0, "distribution")
+            # one bin a year over 0..value_range's top, the range the scaled targets span
+            heads[t] = HeadSpec(int(regression_scale(task)) + 1, (), 0.0, "distribution")
         else:
             heads[t] = HeadSpec(task.num_outputs)
     return ModelSpec(cfg.trunk, {"image_size": cfg.image_size, **cfg.trunk_options}, heads)
