@@ -86,12 +86,13 @@ def regression_scale(task: TaskLike) -> float:
 
 
 def task_loss(task: TaskLike, output: torch.Tensor, target: torch.Tensor,
-              mask: torch.Tensor) -> torch.Tensor:
-    """The task's registered loss on one batch, regression targets scaled."""
+              mask: torch.Tensor, loss: str | None = None) -> torch.Tensor:
+    """The task's registered loss (or the registered ``loss``, e.g. ``distribution_l1`` for a
+    distribution head) on one batch, regression targets scaled."""
     task = as_task(task)
     if task.kind is TaskKind.REGRESSION:
         target = target / regression_scale(task)
-    return LOSSES.get(task.loss)(output, target, mask)
+    return LOSSES.get(loss or task.loss)(output, target, mask)
 
 
 def decode(task: TaskLike, output: torch.Tensor) -> np.ndarray:

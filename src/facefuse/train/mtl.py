@@ -62,7 +62,6 @@ from facefuse.train.loop import (
     resolve_device,
     task_loss,
 )
-from facefuse.train.losses import distribution_l1
 from facefuse.train.weighting import WEIGHTINGS
 
 log = logging.getLogger(__name__)
@@ -453,10 +452,8 @@ class MTLTrainer:
     def _loss_fn(self, task: str):
         if task == "identity" and self.cfg.identity_head != "softmax":
             return margin_loss(self.cfg.identity_head, scale=30.0)
-        if self.model.spec.heads[task].kind == "distribution":
-            scale = regression_scale(task)
-            return lambda out, y, m: distribution_l1(out, y / scale, m)
-        return lambda out, y, m: task_loss(task, out, y, m)
+        loss = "distribution_l1" if self.model.spec.heads[task].kind == "distribution" else None
+        return lambda out, y, m: task_loss(task, out, y, m, loss)
 
     # -- state ----------------------------------------------------------------------------
     def _state_file(self) -> Path:
