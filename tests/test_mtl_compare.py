@@ -2,11 +2,33 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from test_mtl import write_config
 
 from facefuse.cli import main
+from facefuse.config import load_config
+from facefuse.experiments.mtl_compare import MTLCompareConfig, finished_run, run_mtl_compare
+from facefuse.train.mtl import MTLConfig
+
+
+def _compare_config(tmp_path: Path, base: Path, extra: str = "", seeds: str = "[0]",
+                    recipes: str = "[single, joint]", tasks: str = "[age, emotion]") -> Path:
+    """A comparison of ``tiny_cnn`` runs of ``base`` on one set of splits (split seed 0)."""
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(f"""kind: mtl_compare
+output: {tmp_path / 'report'}
+base: {base}
+base_profile: null
+base_overrides: [split_seed=0]
+trunks: [tiny_cnn]
+seeds: {seeds}
+recipes: {recipes}
+tasks: {tasks}
+{extra}""")
+    return cfg
 
 
 def test_comparison_table_per_task_and_recipe(fake_root: Path, tmp_path: Path) -> None:
@@ -44,17 +66,7 @@ pretrain_epochs: 1
 def test_a_split_seed_keeps_every_seed_on_the_same_splits(fake_root: Path,
                                                           tmp_path: Path) -> None:
     base = write_config(tmp_path, fake_root, "tasks: [age]\n")
-    cfg = tmp_path / "compare.yaml"
-    cfg.write_text(f"""kind: mtl_compare
-output: {tmp_path / 'report'}
-base: {base}
-base_profile: null
-base_overrides: [split_seed=0]
-trunks: [tiny_cnn]
-seeds: [1, 2]
-recipes: [joint]
-tasks: [age]
-""")
+    cfg = _compare_config(tmp_path, base, seeds="[1, 2]", recipes="[joint]", tasks="[age]")
     assert main(["experiment", str(cfg), "--quiet"]) == 0
     report = tmp_path / "report"
     assert "on the splits of split seed 0" in (report / "report.md").read_text()
@@ -64,3 +76,72 @@ tasks: [age]
         assert meta["split_seed"] == 0
     caches = {p.name for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")}
     assert len(caches) == 1  # one set of splits, one cache
+
+
+
+
+def test_equal_exposure_gives_single_runs_the_joint_runs_draws_on_their_task(
+        fake_root: Path, tmp_path: Path) -> None:
+    # sampling (write_config): utkface 2, fer2013 1; only they carry age and emotion, so the
+    # joint run's 96 draws an epoch fall 2/3 on age samples and 1/3 on emotion samples
+    base = write_config(tmp_path, fake_root, "tasks: [age, emotion]\n")
+    cfg = _compare_config(tmp_path, base, "single_budget: equal_exposure\n")
+    assert main(["experiment", str(cfg), "--quiet"]) == 0
+    report = tmp_path / "report"
+    runs = report / "runs"
+    sizes = {task: load_config(MTLConfig, runs / f"tiny_cnn-single-{task}-seed0" / "config.yaml"
+                               ).epoch_size for task in ("age", "emotion")}
+    assert sizes == {"age": 64, "emotion": 32}
+    assert load_config(MTLConfig, runs / "tiny_cnn-joint-seed0" / "config.yaml").epoch_size == 96
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["joint_share_per_task"] == pytest.approx({"age": 2 / 3, "emotion": 1 / 3})
+    assert "equal exposure" in (report / "report.md").read_text()
+
+
+def test_equal_draws_is_the_default_budget(fake_root: Path, tmp_path: Path) -> None:
+    base = write_config(tmp_path, fake_root, "tasks: [age, emotion]\n")
+    cfg = _compare_config(tmp_path, base, recipes="[single]")
+    assert main(["experiment", str(cfg), "--quiet"]) == 0
+    run = tmp_path / "report" / "runs" / "tiny_cnn-single-emotion-seed0"
+    assert load_config(MTLConfig, run / "config.yaml").epoch_size == 96
+    assert "at equal draws" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_rerun_reuses_finished_runs_and_retrains_changed_ones(fake_root: Path,
+                                                                tmp_path: Path) -> None:
+    base = write_config(tmp_path, fake_root, "tasks: [age, emotion]\n")
+    cfg = _compare_config(tmp_path, base)
+    assert main(["experiment", str(cfg), "--quiet"]) == 0
+    report = tmp_path / "report"
+    first = (report / "comparison.csv").read_text()
+    assert json.loads((report / "summary.json").read_text())["reused_runs"] == []
+    assert main(["experiment", str(cfg), "--quiet"]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert sorted(summary["reused_runs"]) == ["tiny_cnn-joint-seed0",
+                                              "tiny_cnn-single-age-seed0",
+                                              "tiny_cnn-single-emotion-seed0"]
+    assert summary["run_seconds"] == {}
+    assert (report / "comparison.csv").read_text() == first
+    assert "3 runs finished earlier, reused" in (report / "report.md").read_text()
+    # an interrupted run (no metrics.json yet) is trained on, not reused
+    (report / "runs" / "tiny_cnn-joint-seed0" / "metrics.json").unlink()
+    assert main(["experiment", str(cfg), "--quiet"]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert "tiny_cnn-joint-seed0" not in summary["reused_runs"]
+    assert list(summary["run_seconds"]) == ["tiny_cnn-joint-seed0"]
+    # a run of another config in the same folder is not taken for this one
+    run_cfg = load_config(MTLConfig, report / "runs" / "tiny_cnn-joint-seed0" / "config.yaml")
+    assert finished_run(run_cfg)
+    assert not finished_run(replace(run_cfg, seed=5))
+    assert not finished_run(replace(run_cfg, optim=replace(run_cfg.optim, epochs=3)))
+
+
+def test_bad_budgets_are_refused(fake_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="single_budget.*equal_draws, equal_exposure"):
+        MTLCompareConfig(single_budget="same")
+    base = write_config(tmp_path, fake_root, "tasks: [age]\n").read_text()
+    no_size = tmp_path / "nosize.yaml"
+    no_size.write_text(base.replace("epoch_size: 96\n", ""))
+    cfg = _compare_config(tmp_path, no_size, "single_budget: equal_exposure\n")
+    with pytest.raises(ValueError, match="needs the base config's epoch_size"):
+        run_mtl_compare(load_config(MTLCompareConfig, cfg))

@@ -4,21 +4,39 @@ recipe (identity first, then the other tasks); every task scored on its test spl
 
 The table, per task and trunk: the primary metric of each recipe (mean ± std over seeds)
 and the gain of joint and of identity-then-tasks over single-task training, paired by seed.
+
+Two budgets for a single-task run (``single_budget``): ``equal_draws`` gives it the joint
+run's draws, all on its own task's data, so it sees that data several times as often as the
+joint model does; ``equal_exposure`` gives it the draws the joint run spends on samples that
+carry its task (the joint run's epoch size times that share of its sampling), so both see
+the task's data equally often and the question becomes "does sharing the trunk with the other
+tasks help at the same exposure to this task?".
+
+A finished run (its ``metrics.json`` written by a run of the same config) is reused, so an
+interrupted experiment continues where it stopped, and several invocations (one per seed,
+say, on a machine with cores to spare) can fill one output folder before a last one with
+every seed writes the table.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from facefuse.config import load_config, save_config, to_dict
 from facefuse.evaluation.report import environment, markdown_table, mean_std, write_csv
 from facefuse.experiments import EXPERIMENTS, Experiment
 from facefuse.train.loop import resolve_device
-from facefuse.train.mtl import MTLConfig, train_mtl
+from facefuse.train.mtl import MTLConfig, sampling_probabilities, train_mtl, training_cache
+
+log = logging.getLogger(__name__)
 
 #: task -> (key in metrics.json's test entry, metric, higher is better, shown in percent)
 PRIMARY: dict[str, tuple[str, bool, bool]] = {
@@ -31,6 +49,7 @@ PRIMARY: dict[str, tuple[str, bool, bool]] = {
     "landmarks": ("nme_inter_ocular", False, True),
 }
 RECIPES = ("single", "joint", "identity_then_tasks")
+SINGLE_BUDGETS = ("equal_draws", "equal_exposure")
 
 
 @dataclass(frozen=True)
@@ -46,19 +65,52 @@ class MTLCompareConfig:
     tasks: tuple[str, ...] = ("identity", "age", "gender", "race", "emotion", "attributes",
                               "landmarks")
     pretrain_epochs: int = 1
+    single_budget: str = "equal_draws"  # equal_draws | equal_exposure (module docstring)
 
     def __post_init__(self) -> None:
         bad = [r for r in self.recipes if r not in RECIPES]
         if bad:
             raise ValueError(f"unknown recipes {bad}; valid: {RECIPES}")
+        if self.single_budget not in SINGLE_BUDGETS:
+            raise ValueError(f"unknown single_budget {self.single_budget!r}; valid: "
+                             f"{', '.join(SINGLE_BUDGETS)}")
         unknown = [t for t in self.tasks if t not in PRIMARY]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; valid: {', '.join(PRIMARY)}")
 
 
-def run_configs(cfg: MTLCompareConfig, base: MTLConfig) -> list[tuple[str, str, int, str,
-                                                                     MTLConfig]]:
-    """(trunk, recipe, seed, task or 'all', config) for every training run."""
+def task_exposure(base: MTLConfig, tasks: tuple[str, ...]) -> dict[str, float]:
+    """For each task, the share of a joint run's draws that land on training samples
+    carrying its label (the base config's sampling weights over its training rows; its
+    training cache is built now when missing)."""
+    cache, _ = training_cache(base)
+    table = cache.table
+    rows = cache.rows("train")
+    present = {t: table.present(t)[rows] for t in tasks}
+    in_joint = np.any([present[t] for t in tasks], axis=0)  # the joint run's rows
+    joint = rows[in_joint]
+    if not len(joint):
+        raise ValueError("no training sample carries a label of the compared tasks")
+    probs = sampling_probabilities(table, joint, base.sampling)
+    if probs is None:
+        probs = np.full(len(joint), 1 / len(joint))
+    return {t: float(probs[present[t][in_joint]].sum()) for t in tasks}
+
+
+def single_epoch_size(cfg: MTLCompareConfig, base: MTLConfig,
+                      exposure: dict[str, float] | None, task: str) -> int | None:
+    """A single-task run's draws an epoch under ``cfg.single_budget``."""
+    if cfg.single_budget == "equal_draws" or exposure is None:
+        return base.epoch_size
+    assert base.epoch_size  # checked by run_mtl_compare
+    return max(base.batch_size, round(base.epoch_size * exposure[task]))
+
+
+def run_configs(cfg: MTLCompareConfig, base: MTLConfig,
+                exposure: dict[str, float] | None = None
+                ) -> list[tuple[str, str, int, str, MTLConfig]]:
+    """(trunk, recipe, seed, task or 'all', config) for every training run; ``exposure``
+    (from :func:`task_exposure`) sizes single-task epochs under ``equal_exposure``."""
     out = []
     root = Path(cfg.output) / "runs"
 
@@ -73,6 +125,7 @@ def run_configs(cfg: MTLCompareConfig, base: MTLConfig) -> list[tuple[str, str, 
                     out.append((trunk, "single", seed, task, replace(
                         base, **common, recipe="single", tasks=(task,),
                         task_weights=weights((task,)),
+                        epoch_size=single_epoch_size(cfg, base, exposure, task),
                         output=str(root / f"{trunk}-single-{task}-seed{seed}"))))
             if "joint" in cfg.recipes:
                 out.append((trunk, "joint", seed, "all", replace(
@@ -93,19 +146,43 @@ def _score(test: dict[str, Any], task: str) -> float | None:
     return test.get(task, {}).get(key)
 
 
+def finished_run(run_cfg: MTLConfig) -> bool:
+    """Whether ``run_cfg``'s output folder holds a finished run of exactly this config."""
+    folder = Path(run_cfg.output)
+    state, metrics = folder / "state.pt", folder / "metrics.json"
+    if not (state.is_file() and metrics.is_file()):
+        return False
+    saved = torch.load(state, map_location="cpu", weights_only=True)
+    return (saved.get("config") == json.dumps(to_dict(run_cfg), sort_keys=True)
+            and int(saved.get("epoch", 0)) >= run_cfg.optim.epochs)
+
+
 def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     base = load_config(MTLConfig, cfg.base, list(cfg.base_overrides), cfg.base_profile)
+    exposure = None
+    if cfg.single_budget == "equal_exposure" and "single" in cfg.recipes:
+        if not base.epoch_size:
+            raise ValueError("single_budget equal_exposure needs the base config's "
+                             "epoch_size (the joint run's draws an epoch)")
+        exposure = task_exposure(base, cfg.tasks)
+        log.info("joint draws per task: %s", exposure)
     start = time.perf_counter()
     # (trunk, recipe, task, seed) -> score
     scores: dict[tuple[str, str, str, int], float] = {}
     seconds: dict[str, float] = {}
-    for trunk, recipe, seed, task, run_cfg in run_configs(cfg, base):
-        t0 = time.perf_counter()
-        folder = train_mtl(run_cfg, progress=progress)
-        seconds[folder.name] = round(time.perf_counter() - t0, 1)
+    reused: list[str] = []
+    for trunk, recipe, seed, task, run_cfg in run_configs(cfg, base, exposure):
+        folder = Path(run_cfg.output)
+        if finished_run(run_cfg):
+            reused.append(folder.name)
+            log.info("%s: finished earlier, reused", folder)
+        else:
+            t0 = time.perf_counter()
+            folder = train_mtl(run_cfg, progress=progress)
+            seconds[folder.name] = round(time.perf_counter() - t0, 1)
         test = json.loads((folder / "metrics.json").read_text())["test"]
         for t in (cfg.tasks if task == "all" else (task,)):
             if recipe == "identity_then_tasks" and t == "identity":
@@ -148,11 +225,22 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
     (out / "summary.json").write_text(json.dumps({
         "config": to_dict(cfg), "base": to_dict(base), "environment": env,
         "scores": [[*k, v] for k, v in scores.items()], "run_seconds": seconds,
+        "reused_runs": reused, "joint_share_per_task": exposure,
         "total_seconds": round(time.perf_counter() - start, 1)}, indent=1))
+    if exposure is not None:
+        budget = ("Single-task runs at equal exposure: each gets the draws the joint run "
+                  "spends on samples carrying its task (" + ", ".join(
+                      f"{t} {single_epoch_size(cfg, base, exposure, t)}" for t in cfg.tasks)
+                  + f" an epoch, against the joint run's {base.epoch_size}).")
+    else:
+        budget = (f"Single-task runs at equal draws: {base.epoch_size or 'all training rows'}"
+                  " an epoch, as the joint run, all on the task's own data.")
     (out / "report.md").write_text("\n".join([
         "# Does multi-task learning help?", "",
         f"Base config {cfg.base} (profile {cfg.base_profile}); seeds {list(cfg.seeds)}; "
-        f"device {env['device']}; {sum(seconds.values()) / 60:.1f} min of training.", "",
+        f"device {env['device']}; {sum(seconds.values()) / 60:.1f} min of training"
+        + (f" in this invocation ({len(reused)} runs finished earlier, reused)" if reused
+           else "") + ".", "", budget, "",
         (f"Every seed trains and tests on the splits of split seed {base.split_seed}."
          if base.split_seed is not None else "Each seed also draws its own splits, so the "
          "spread includes that of the test rows (base_overrides: [split_seed=0] fixes them)."),
