@@ -86,7 +86,7 @@ class Ours:
         """One photo through every stage, timed."""
         a = self.analyzer
         t0 = time.perf_counter()
-        rgb = a._to_rgb(path)
+        rgb = a.read_image(path)
         t1 = time.perf_counter()
         dets = a.detect(rgb)
         t2 = time.perf_counter()
@@ -96,7 +96,7 @@ class Ours:
         t4 = time.perf_counter()
         if a.refiner is not None:  # the 68 points refined on the photo, as analyze does
             for det, p in zip(dets, preds, strict=True):
-                a._landmarks(np.asarray(p["landmarks"]), det, rgb)
+                a.image_landmarks(np.asarray(p["landmarks"]), det, rgb)
         t5 = time.perf_counter()
         return {"decode": t1 - t0, "detect": t2 - t1, "crop": t3 - t2, "model": t4 - t3,
                 "refine": t5 - t4, "total": t5 - t0, "faces": float(len(dets))}

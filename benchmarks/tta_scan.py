@@ -82,7 +82,7 @@ def collect(split: str, data: str, analyzer, sizes: list[int] | None,
     start = time.perf_counter()
     try:
         for j, i in enumerate(rows):
-            rgb = analyzer._to_rgb(str(t.image[i]))
+            rgb = analyzer.read_image(str(t.image[i]))
             dets = analyzer.detect(rgb)
             if dets:
                 det = max(dets, key=lambda d: d.width * d.height)

@@ -127,6 +127,11 @@ def test_huge_image_limit(model_path: Path) -> None:
         a.analyze(np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(ImageError, match="expected uint8"):
         a.analyze(np.zeros((10, 10, 3), np.float32))
+    # read_image (what the benchmarks decode with) keeps the analyzer's own limit
+    with pytest.raises(ImageError, match="too large.*limit 5000"):
+        a.read_image(np.zeros((100, 100, 3), np.uint8))
+    grey = a.read_image(np.full((20, 30), 7, np.uint16) * 257)
+    assert grey.shape == (20, 30, 3) and grey.dtype == np.uint8 and (grey == 7).all()
 
 
 def test_alignment_maps_points_onto_the_template() -> None:

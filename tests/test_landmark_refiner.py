@@ -115,6 +115,20 @@ def test_bad_points_and_faces(blob_refiner: LandmarkRefiner) -> None:
         blob_refiner.refine(np.zeros((4, 4, 2), np.uint8), starts[0])
 
 
+def test_stage_errors_keep_an_unusable_start_as_refine_does(
+        blob_refiner: LandmarkRefiner) -> None:
+    images, truths, starts = _blob_faces(2, seed=4)
+    assert LandmarkRefiner.usable_start(starts[0])
+    assert not LandmarkRefiner.usable_start(np.full((68, 2), 50.0))
+    assert not LandmarkRefiner.usable_start(np.where(np.eye(68, 2) > 0, np.nan, starts[0]))
+    starts[1] = 50.0  # collapsed: every stage leaves it, so its error never moves
+    errors = stage_errors(blob_refiner, images, truths, starts)
+    assert len({float(e[1]) for e in errors}) == 1
+    assert errors[-1][0] < errors[0][0]  # the usable start is refined
+    assert errors[-1][1] == pytest.approx(nme_per_face(
+        blob_refiner.refine(images[1], starts[1])[None], truths[1:])[0])
+
+
 def test_shipped_refiner_improves_the_shipped_models_points(shared_data: Path) -> None:
     from facefuse.data.readers import read_dataset
 

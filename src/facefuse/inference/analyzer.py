@@ -240,6 +240,12 @@ class FaceAnalyzer:
                             0 if rgb is None else rgb.shape[0], tuple(per_image[i]), err)
                 for i, (name, rgb, err) in enumerate(loaded)]
 
+    def read_image(self, item: str | Path | np.ndarray) -> np.ndarray:
+        """``item`` (a path, or an HxW / HxWx3 / HxWx4 uint8 or uint16 array) as the HxWx3
+        uint8 RGB array :meth:`analyze` works on, under this analyzer's pixel limit; raises
+        ``ImageError`` for what it cannot read."""
+        return self._to_rgb(item, self.max_pixels)
+
     @staticmethod
     def _to_rgb(item: str | Path | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if isinstance(item, np.ndarray):
@@ -271,8 +277,8 @@ class FaceAnalyzer:
             preds = self.model.predict_views([v[start:start + self.batch_size] for v in views])
             for (i, det), p in zip(who, preds, strict=True):
                 if "landmarks" in p:  # image pixels, refined on the photo
-                    p["landmarks"] = self._landmarks(np.asarray(p["landmarks"]), det,
-                                                     loaded[i][1])
+                    p["landmarks"] = self.image_landmarks(np.asarray(p["landmarks"]), det,
+                                                          loaded[i][1])
             if self.align and "landmarks" in self.model.tasks:
                 aligned = [align_face(loaded[i][1], five_points_from_68(p["landmarks"]),
                                       self.model.size, zoom=0.8)
@@ -310,9 +316,11 @@ class FaceAnalyzer:
         :meth:`FaceModel.predict_views` averages)."""
         return [self.crops(rgb, dets, m) for m in (self.margin, *self.tta_margins)]
 
-    def _landmarks(self, crop_points: np.ndarray, det: Detection,
-                   rgb: np.ndarray) -> np.ndarray:
-        """The model's landmarks in image pixels, refined when the analyzer has a refiner."""
+    def image_landmarks(self, crop_points: np.ndarray, det: Detection,
+                        rgb: np.ndarray) -> np.ndarray:
+        """The model's landmarks of face ``det`` (pixels of its main crop, as
+        :meth:`FaceModel.predict_views` gives them) in pixels of the photo ``rgb``, refined
+        on the photo when the analyzer has a landmark refiner."""
         points = self._to_image(crop_points, det)
         return points if self.refiner is None else self.refiner.refine(rgb, points)
 

@@ -202,6 +202,13 @@ class LandmarkRefiner:
                                                     self.config)
         return apply_affine(invert_affine(to_frame), in_frame + stage.move(desc))
 
+    @staticmethod
+    def usable_start(points: np.ndarray) -> bool:
+        """Whether ``points`` (68 x 2 image pixels) can start a refinement: finite and
+        spread over at least a pixel (a collapsed prediction gives no frame to warp)."""
+        pts = np.asarray(points, np.float64)
+        return bool(np.isfinite(pts).all() and pts.std(0).max() >= 1.0)
+
     def refine(self, image: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Refined 68 points (image pixels) of the face whose first estimate is ``points``.
 
@@ -210,7 +217,7 @@ class LandmarkRefiner:
         pts = np.asarray(points, np.float64)
         if pts.shape != (N_POINTS, 2):
             raise ValueError(f"expected 68 x 2 landmarks, got shape {pts.shape}")
-        if not np.isfinite(pts).all() or pts.std(0).max() < 1.0:
+        if not self.usable_start(pts):
             return pts
         grey = _grey(image)
         for stage in self.stages:

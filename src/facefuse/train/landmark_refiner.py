@@ -158,7 +158,7 @@ def stage_errors(refiner: LandmarkRefiner, images: Sequence[np.ndarray], truths:
     _check(images, truths, current)
     out = [nme_per_face(current, truths)]
     for stage in refiner.stages:
-        current = np.stack([refiner.step(img, c, stage) if c.std(0).max() >= 1.0 else c
+        current = np.stack([refiner.step(img, c, stage) if refiner.usable_start(c) else c
                             for img, c in zip(images, current, strict=True)])
         out.append(nme_per_face(current, truths))
     return out
