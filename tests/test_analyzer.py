@@ -176,6 +176,14 @@ def test_cli_analyze_folder_csv_annotate_and_glob(model_path, faces, tmp_path, c
     with pytest.raises(FileNotFoundError, match="no file matches"):
         list(expand_inputs([str(tmp_path / "*.nothing")]))
     assert main(["analyze", str(tmp_path / "*.nothing"), "--model", str(model_path)]) == 2
+    quiet = tmp_path / "no_photos"  # a folder with nothing to analyze is said so, not a 0-line run
+    quiet.mkdir()
+    (quiet / "notes.txt").write_text("not an image name")
+    with pytest.raises(FileNotFoundError, match="no_photos: no image or video in this folder"):
+        list(expand_inputs([folder, quiet]))
+    capsys.readouterr()
+    assert main(["analyze", str(quiet), "--model", str(model_path)]) == 2
+    assert "no image or video in this folder" in capsys.readouterr().err
 
 
 def test_verify_and_search_on_lfw(model_path, shared_data: Path, tmp_path, capsys) -> None:

@@ -74,3 +74,31 @@ def test_version_and_help(capsys) -> None:
     assert "facefuse" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_a_reader_closing_the_pipe_stops_the_command_quietly(tmp_path: Path) -> None:
+    """`facefuse analyze ... | head -1`: when the reader goes, the command ends with the
+    shell's SIGPIPE status and no traceback or 'Exception ignored' noise."""
+    import os
+    import subprocess
+    import sys
+
+    from facefuse.models.checkpoint import save_checkpoint
+    from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
+
+    model = build_model(ModelSpec("tiny_cnn", {"image_size": 32}, {"emotion": HeadSpec(7)}))
+    save_checkpoint(model, tmp_path / "tiny", input_size=32)
+    photo = write_image(tmp_path / "face.jpg")
+    command = [sys.executable, "-m", "facefuse.cli", "analyze", str(photo), "--model",
+               str(tmp_path / "tiny"), "--detector", "full_frame", "--quiet"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and '"emotion"' in done.stdout  # the command itself works
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader has gone before the first line is written
+    try:
+        done = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(writer)
+    assert done.returncode == 141
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr

@@ -196,3 +196,44 @@ def test_clip_manifest_cli_fit_and_predict(tiny_model, tmp_path: Path, capsys) -
     (tmp_path / "bad.csv").write_text("path,label\nx.mp4,a\n")
     assert main(["video", "fit", str(tmp_path / "bad.csv"), "--model", str(tiny_model),
                  "--quiet"]) == 2
+
+
+def test_cli_samples_by_stride_and_refuses_bad_sampling_values(tiny_model, tmp_path: Path,
+                                                               capsys) -> None:
+    frames = [np.full((32, 32, 3), 10 * i, np.uint8) for i in range(20)]
+    video = write_video(tmp_path / "v.mp4", frames, fps=10.0)
+    out = tmp_path / "out"
+    common = ["--model", str(tiny_model), "--detector", "full_frame", "--quiet"]
+    assert main(["video", "analyze", str(video), "--stride", "7", "--out", str(out),
+                 *common]) == 0
+    records = [json.loads(x) for x in (out / "v.frames.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 7, 14]  # one full-frame face per frame
+    assert main(["analyze", str(video), "--stride", "10", "--landmark-refiner", "none",
+                 *common]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [r["frame"] for r in lines] == [0, 10]
+    for bad, says in ((["--fps", "0"], "--fps: must be above 0"),
+                      (["--fps", "nan"], "--fps: expected a finite number"),
+                      (["--stride", "0"], "--stride: must be at least 1"),
+                      (["--stride", "2.5"], "--stride: expected a whole number"),
+                      (["--fps", "2", "--stride", "3"], "not allowed with argument"),
+                      (["--margin", "-0.1"], "--margin: must be within [0, 1]")):
+        with pytest.raises(SystemExit) as stop:
+            main(["video", "analyze", str(video), "--out", str(out), *common, *bad])
+        assert stop.value.code == 2
+        assert says in capsys.readouterr().err
+
+
+def test_analyze_video_refuses_bad_sampling_before_opening(tiny_model, tmp_path: Path) -> None:
+    model, detector = FaceModel.from_checkpoint(tiny_model), build_detector("full_frame")
+    missing = tmp_path / "nothing.mp4"  # the value is refused before the file is looked at
+    with pytest.raises(ValueError, match="fps must be positive, got 0"):
+        analyze_video(missing, model, detector, fps=0)
+    with pytest.raises(ValueError, match="fps must be positive, got nan"):
+        analyze_video(missing, model, detector, fps=float("nan"))
+    with pytest.raises(ValueError, match="stride must be at least 1, got 0"):
+        analyze_video(missing, model, detector, fps=None, stride=0)
+    with pytest.raises(ValueError, match=r"margin must be within \[0, 1\]"):
+        analyze_video(missing, model, detector, margin=1.5)
+    with pytest.raises(ValueError, match="stride must be at least 1"):
+        list(iter_frames(missing, stride=-1))

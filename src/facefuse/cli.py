@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from facefuse import __version__
+from facefuse.cli_values import positive_int
 
 DEFAULT_DATA_ROOTS = (Path("../shared/data"), Path("shared/data"))
 
@@ -180,13 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("root", nargs="?", help="data root (default: ../shared/data)")
     cache.add_argument("--dataset", action="append", required=True,
                        help="dataset reader name (repeat to mix datasets)")
-    cache.add_argument("--size", type=int, default=112, help="side in pixels (default 112)")
+    cache.add_argument("--size", type=positive_int, default=112,
+                       help="side in pixels (default 112)")
     cache.add_argument("--crop", default="auto", help="auto (landmark/centre crops) or none")
     cache.add_argument("--detector-crop", action="append", metavar="DATASET",
                        help="crop this dataset's images as the analyzer does (MTCNN face, "
                             "calibrated box, training margin); repeatable")
     cache.add_argument("--out", default=".facefuse-cache", help="cache folder")
-    cache.add_argument("--workers", type=int, default=None, help="decoding processes")
+    cache.add_argument("--workers", type=positive_int, default=None, help="decoding processes")
     cache.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     cache.add_argument("--quiet", action="store_true", help="no progress bar")
     cache.set_defaults(func=cmd_data_cache)
@@ -230,7 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = [logging.ERROR, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("facefuse").setLevel(level)
-    return int(args.func(args) or 0)
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+        return code
+    except BrokenPipeError:  # `facefuse analyze ... | head`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+        return 141  # 128 + SIGPIPE, as a shell reports a command a pipe closed on
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from facefuse.cli_values import non_negative_int, positive_int
+from facefuse.cli_video import add_frame_sampling, frame_sampling
+
 
 def _analyzer(args: argparse.Namespace, tasks=None):
     from facefuse.inference.analyzer import FaceAnalyzer
@@ -120,8 +123,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         for video in videos:
             try:
-                r = analyze_video(video, analyzer.model, analyzer.detector, fps=args.fps,
-                                  margin=analyzer.margin, records=out)
+                r = analyze_video(video, analyzer.model, analyzer.detector,
+                                  **frame_sampling(args), margin=analyzer.margin,
+                                  records=out)
                 faces += r.faces
                 print(f"{video}: {r.frames_sampled} frames, {r.faces} faces, "
                       f"{len(r.tracks)} tracks", file=sys.stderr)
@@ -234,7 +238,8 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
                        help="face detector: mtcnn (default), haar, dlib_hog (needs dlib-bin), "
                             "full_frame (the image is the face)")
         p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-        p.add_argument("--min-face", type=int, default=24, help="smallest face side in px")
+        p.add_argument("--min-face", type=non_negative_int, default=24,
+                       help="smallest face side in px")
         p.add_argument("--no-flip", action="store_true",
                        help="no test-time flip (faster; by default each face and its mirror "
                             "image are predicted and averaged)")
@@ -256,8 +261,8 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
                    help="refine the model's 68 points on the photo with this cascade "
                         "(default: the shipped one; none: the model's points as they are; "
                         "fit one with `facefuse fit-landmarks`)")
-    a.add_argument("--fps", type=float, default=5.0, help="frames per second for videos")
-    a.add_argument("--batch-images", type=int, default=32, help="images per batch")
+    add_frame_sampling(a)
+    a.add_argument("--batch-images", type=positive_int, default=32, help="images per batch")
     a.add_argument("--quiet", action="store_true")
     common(a)
     a.set_defaults(func=cmd_analyze)

@@ -9,6 +9,22 @@ import json
 import sys
 from pathlib import Path
 
+from facefuse.cli_values import positive_float, positive_int, share
+
+
+def add_frame_sampling(p: argparse.ArgumentParser) -> None:
+    """``--fps`` (default 5) or ``--stride``: which frames of a video are analyzed."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--fps", type=positive_float, default=5.0,
+                       help="frames sampled per second of video (default 5)")
+    group.add_argument("--stride", type=positive_int, default=None, metavar="N",
+                       help="or every N-th frame (1: every frame)")
+
+
+def frame_sampling(args: argparse.Namespace) -> dict:
+    """The ``fps``/``stride`` arguments of :func:`analyze_video` from the options."""
+    return {"fps": None, "stride": args.stride} if args.stride else {"fps": args.fps}
+
 
 def _model_and_detector(args: argparse.Namespace):
     from facefuse.inference.detection import build_detector
@@ -32,7 +48,8 @@ def _clip_features(paths: list[str], args: argparse.Namespace
     notes: list[str | None] = []
     for p in tqdm(paths, desc="clips", unit="clip", disable=args.quiet):
         try:
-            r = analyze_video(p, model, detector, fps=args.fps, margin=args.margin)
+            r = analyze_video(p, model, detector, **frame_sampling(args),
+                              margin=args.margin)
         except VideoError as exc:
             r = None
             notes.append(str(exc))
@@ -56,7 +73,7 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
         bar = tqdm(desc=stem, unit="frame", disable=args.quiet)
         try:
             with (out / f"{stem}.frames.jsonl").open("w") as records:
-                result = analyze_video(video, model, detector, fps=args.fps,
+                result = analyze_video(video, model, detector, **frame_sampling(args),
                                        margin=args.margin, records=records,
                                        on_frame=lambda _: bar.update(1))  # noqa: B023 (called now)
         except VideoError as exc:
@@ -141,8 +158,8 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--detector", default="mtcnn",
                        help="face detector: mtcnn (default), haar, dlib_hog (needs dlib-bin), "
                             "full_frame (the image is the face)")
-        p.add_argument("--fps", type=float, default=5.0, help="frames sampled per second")
-        p.add_argument("--margin", type=float, default=0.2,
+        add_frame_sampling(p)
+        p.add_argument("--margin", type=share, default=0.2,
                        help="crop margin around the face's landmark box (training used 0.2)")
         p.add_argument("--no-flip", action="store_true",
                        help="no test-time flip (faster); use the same choice for fit and "

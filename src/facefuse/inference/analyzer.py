@@ -101,7 +101,12 @@ class ImageResult:
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
-    """Files, folders (their images and videos, sorted, recursively) and glob patterns."""
+    """Files, folders (their images and videos, sorted, recursively) and glob patterns.
+
+    Raises:
+        FileNotFoundError: a pattern matches nothing, or a folder holds no image or video
+            (so a mistyped folder is not a silent empty run).
+    """
     for item in inputs:
         text = str(item)
         if any(c in text for c in "*?["):
@@ -112,8 +117,11 @@ def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
             continue
         path = Path(item)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and (
+            found = sorted(p for p in path.rglob("*") if p.is_file() and (
                 is_image_name(p) or p.suffix.lower() in VIDEO_SUFFIXES))
+            if not found:
+                raise FileNotFoundError(f"{path}: no image or video in this folder")
+            yield from found
         else:
             yield path
 

@@ -31,6 +31,14 @@ class Frame:
     rgb: np.ndarray
 
 
+def check_sampling(fps: float | None, stride: int | None) -> None:
+    """Refuse a frame rate that is not positive or a stride below 1 (ValueError)."""
+    if fps is not None and not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if stride is not None and stride < 1:
+        raise ValueError(f"stride must be at least 1, got {stride}")
+
+
 def iter_frames(path: str | Path, fps: float | None = None, stride: int | None = None
                 ) -> Iterator[Frame]:
     """Sampled frames of a video, decoded one at a time.
@@ -42,10 +50,9 @@ def iter_frames(path: str | Path, fps: float | None = None, stride: int | None =
     import cv2
 
     path = Path(path)
+    check_sampling(fps, stride)
     if not path.is_file():
         raise VideoError(f"{path}: file does not exist")
-    if fps is not None and fps <= 0 or stride is not None and stride < 1:
-        raise ValueError("fps must be positive and stride at least 1")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoError(f"{path}: not a video OpenCV can open")
@@ -185,7 +192,15 @@ def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
                   on_frame: Callable[[int], None] | None = None) -> VideoResult:
     """Detect, track and embed every sampled frame; per-frame records go to ``records``
     (JSON lines) as they are made. A video with no frames or no face gives a result with a
-    note and no clip feature, not an error."""
+    note and no clip feature, not an error.
+
+    Raises:
+        VideoError: the file is missing or OpenCV cannot open it.
+        ValueError: ``fps`` not positive, ``stride`` below 1 or ``margin`` outside [0, 1].
+    """
+    check_sampling(fps, stride)
+    if not 0 <= margin <= 1:
+        raise ValueError(f"margin must be within [0, 1] (share of the face box), got {margin}")
     tracker = IoUTracker(model.feature_dim)
     n_frames = n_faces = 0
     for frame in iter_frames(path, fps=fps, stride=stride):

@@ -1,0 +1,53 @@
+"""Argument types for the command line: a bad value is a usage error naming the option,
+not a traceback from deep inside a run."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def _whole(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1."""
+    return _whole(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0."""
+    return _whole(text, 0)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number above 0."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value:g}")
+    return value
+
+
+def share(text: str) -> float:
+    """A finite number within [0, 1] (a crop margin: a share of the face box side)."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value:g}")
+    return value
