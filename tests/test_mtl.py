@@ -105,6 +105,35 @@ def test_config_errors() -> None:
     assert MTLConfig(seed=4).splits_seed == 4 and MTLConfig(seed=4, split_seed=0).splits_seed == 0
 
 
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"batch_size": 0}, "batch_size must be a whole number >= 1, got 0"),
+    ({"batch_size": 32.5}, "batch_size must be a whole number >= 1"),
+    ({"image_size": 8}, "image_size must be a whole number >= 16, got 8"),
+    ({"epoch_size": 0}, "epoch_size must be a whole number >= 1 or null"),
+    ({"limit_per_dataset": -3}, "limit_per_dataset must be a whole number >= 1 or null"),
+    ({"workers": -1}, "workers must be a whole number >= 0 or null"),
+    ({"identity_embedding": True}, "identity_embedding must be a whole number"),
+    ({"task_weights": {"emtion": 2.0}}, r"task_weights for unknown tasks \['emtion'\]"),
+    ({"task_weights": {"age": -1.0}}, "task_weights must be finite numbers >= 0"),
+    ({"task_weights": {"age": float("nan")}}, "task_weights must be finite numbers >= 0"),
+    ({"sampling": {"utkface": -0.5}}, "sampling must be finite numbers >= 0"),
+    ({"sampling": {"utkface": "lots"}}, "sampling must be finite numbers >= 0"),
+    ({"datasets": ("utkface", "lfw"), "sampling": {"utkface": 0, "lfw": 0}},
+     "every dataset weight 0"),
+    ({"grayscale": 1.5}, r"grayscale is a probability in \[0, 1\]"),
+])
+def test_config_refuses_values_a_run_would_trip_over(fields: dict, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        MTLConfig(**fields)
+
+
+def test_config_takes_the_edge_values() -> None:
+    cfg = MTLConfig(batch_size=1, image_size=16, epoch_size=None, workers=0, grayscale=0.0,
+                    task_weights={"identity": 0.0}, datasets=("utkface", "lfw"),
+                    sampling={"utkface": 0, "lfw": 1})
+    assert cfg.batch_size == 1 and cfg.sampling == {"utkface": 0, "lfw": 1}
+
+
 @pytest.mark.parametrize("profile", ["shipped_cpu", "shipped_gpu"])
 def test_shipped_profile_crops_like_the_analyzer(profile: str) -> None:
     root = Path(__file__).resolve().parents[1] / "configs"

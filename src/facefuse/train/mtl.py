@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,19 @@ log = logging.getLogger(__name__)
 RECIPES = ("joint", "identity_then_tasks", "single")
 IDENTITY_HEADS = ("arcface", "cosface", "softmax")
 AGE_HEADS = ("regression", "distribution")
+
+
+def _check_whole(name: str, value: Any, least: int, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}"
+                         f"{' or null' if optional else ''}, got {value!r}")
+
+
+def _finite_non_negative(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,24 @@ class MTLConfig:
         for t in self.tasks:
             if t not in TASK_ORDER:
                 raise ValueError(f"unknown task {t!r}; valid: {', '.join(TASK_ORDER)}")
+        for name, least, optional in (("batch_size", 1, False), ("image_size", 16, False),
+                                      ("identity_embedding", 1, False),
+                                      ("epoch_size", 1, True), ("limit_per_dataset", 1, True),
+                                      ("workers", 0, True)):
+            _check_whole(name, getattr(self, name), least, optional)
+        unknown = set(self.task_weights) - set(TASK_ORDER)
+        if unknown:  # a misspelt task would otherwise keep its default weight unnoticed
+            raise ValueError(f"task_weights for unknown tasks {sorted(unknown)}; valid: "
+                             f"{', '.join(TASK_ORDER)}")
+        for what, weights in (("task_weights", self.task_weights),
+                              ("sampling", self.sampling)):
+            bad = {k: v for k, v in weights.items() if not _finite_non_negative(v)}
+            if bad:
+                raise ValueError(f"{what} must be finite numbers >= 0, got {bad}")
+        if self.sampling and not any(self.sampling.get(d, 1.0) > 0 for d in self.datasets):
+            raise ValueError("sampling gives every dataset weight 0: nothing would be drawn")
+        if not (_finite_non_negative(self.grayscale) and self.grayscale <= 1):
+            raise ValueError(f"grayscale is a probability in [0, 1], got {self.grayscale!r}")
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.recipe == "single" and len(self.tasks) != 1:
