@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from facefuse.cli import main
@@ -90,8 +91,8 @@ def test_image_modes_and_exif(analyzer: FaceAnalyzer, faces, tmp_path: Path) -> 
     exif[0x0112] = 6  # stored rotated: a viewer turns it 90 degrees clockwise
     Image.fromarray(np.rot90(img, 1).copy()).save(rotated, exif=exif)
     results = analyzer.analyze_many([gray, rgba, deep, rotated, img[..., 0],
-                                     (img.astype(np.uint16) * 257)])
-    assert [r.error for r in results] == [None] * 6
+                                     (img.astype(np.uint16) * 257), img[..., :1]])
+    assert [r.error for r in results] == [None] * 7
     assert all(len(r.faces) == 1 for r in results)
     assert (results[3].width, results[3].height) == (460, 260)  # EXIF applied
     others = []
@@ -103,6 +104,10 @@ def test_image_modes_and_exif(analyzer: FaceAnalyzer, faces, tmp_path: Path) -> 
         analyzer.analyze(123)
     with pytest.raises(ImageError, match="expected uint8 or uint16 pixels, got float32"):
         analyzer.analyze(img.astype(np.float32))
+    with pytest.raises(ImageError, match=r"expected HxW, HxWx1, HxWx3 or HxWx4, got \(4, 4, 2\)"):
+        analyzer.analyze(np.zeros((4, 4, 2), np.uint8))
+    with pytest.raises(ImageError, match=r"empty image \(0x5 pixels\)"):
+        analyzer.analyze(np.zeros((5, 0, 3), np.uint8))
 
 
 def test_bad_files_are_reported_and_the_batch_goes_on(analyzer, faces, tmp_path) -> None:
@@ -119,6 +124,22 @@ def test_bad_files_are_reported_and_the_batch_goes_on(analyzer, faces, tmp_path)
     assert len(results[1].faces) == 1
     with pytest.raises(ImageError, match="notes.jpg"):
         analyzer.analyze(text)
+
+
+def test_bad_analyzer_settings_are_refused_up_front(model_path: Path) -> None:
+    for kwargs, says in (({"device": "tpu"}, "unknown device 'tpu'; use auto, cpu, cuda"),
+                         ({"min_face": -1}, "min_face must be a whole number >= 0, got -1"),
+                         ({"batch_size": 0}, "batch_size must be a whole number >= 1, got 0"),
+                         ({"max_pixels": 0}, "max_pixels must be a whole number >= 1"),
+                         ({"batch_size": 8.0}, "batch_size must be a whole number")):
+        with pytest.raises(ValueError, match=says):
+            FaceAnalyzer(model=model_path, **kwargs)
+    if not torch.cuda.is_available():  # the machines without a GPU (CI's)
+        with pytest.raises(ValueError, match="'cuda': CUDA is not available on this machine"):
+            FaceAnalyzer(model=model_path, device="cuda")
+    else:
+        with pytest.raises(ValueError, match="CUDA device"):
+            FaceAnalyzer(model=model_path, device=f"cuda:{torch.cuda.device_count()}")
 
 
 def test_huge_image_limit(model_path: Path) -> None:
@@ -345,3 +366,29 @@ def test_cli_output_paths_and_gallery_errors(model_path, tmp_path, capsys) -> No
         assert main(["search", str(photo), "--model", str(model_path),
                      "--gallery", str(gallery)]) == 2
         assert f"gallery {gallery} is not a folder" in capsys.readouterr().err
+
+
+def test_each_analyzer_command_reports_setup_mistakes_in_one_line(model_path, tmp_path,
+                                                                  capsys) -> None:
+    photo = Path(__file__).resolve().parents[1] / "src/facefuse/assets/astronaut.jpg"
+    commands = {"analyze": [str(photo)], "embed": [str(photo)],
+                "verify": [str(photo), str(photo)],
+                "search": [str(photo), "--gallery", str(tmp_path)]}
+    mistakes = {("--detector", "yolo"): "unknown face detector 'yolo'",
+                ("--device", "tpu"): "unknown device 'tpu'",
+                ("--model", str(tmp_path / "nothing")): "nothing"}
+    for command, args in commands.items():
+        for option, says in mistakes.items():
+            capsys.readouterr()
+            assert main([command, *args, *option] + ([] if option[0] == "--model" else
+                                                     ["--model", str(model_path)])) == 2
+            err = capsys.readouterr().err
+            assert says in err and "Traceback" not in err, (command, option, err)
+    # embed, like analyze: a bad file is reported, the others embedded, the status says so
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    assert main(["embed", str(photo), str(text), "--model", str(model_path)]) == 1
+    out = capsys.readouterr()
+    assert "notes.jpg" in out.err and '"embedding"' in out.out
+    assert main(["embed", str(tmp_path / "*.nothing"), "--model", str(model_path)]) == 2
+    assert "no file matches" in capsys.readouterr().err

@@ -102,3 +102,17 @@ def test_a_reader_closing_the_pipe_stops_the_command_quietly(tmp_path: Path) -> 
         os.close(writer)
     assert done.returncode == 141
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_the_analyzer_is_importable_from_the_package_top_without_loading_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, facefuse; assert 'torch' not in sys.modules; "
+            "from facefuse import FaceAnalyzer, FaceResult, ImageResult; "
+            "assert FaceAnalyzer.__module__ == 'facefuse.inference.analyzer'; "
+            "import facefuse as f; f.nothing")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert "module 'facefuse' has no attribute 'nothing'" in done.stderr
+    assert "AssertionError" not in done.stderr and done.returncode == 1

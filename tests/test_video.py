@@ -237,3 +237,23 @@ def test_analyze_video_refuses_bad_sampling_before_opening(tiny_model, tmp_path:
         analyze_video(missing, model, detector, margin=1.5)
     with pytest.raises(ValueError, match="stride must be at least 1"):
         list(iter_frames(missing, stride=-1))
+
+
+def test_video_commands_report_a_bad_model_or_detector_in_one_line(tiny_model, tmp_path: Path,
+                                                                   capsys) -> None:
+    video = write_video(tmp_path / "v.mp4", [np.full((32, 32, 3), 50, np.uint8)] * 3)
+    (tmp_path / "clips.csv").write_text(f"video,label\n{video},a\n")
+    clf = tmp_path / "clf.json"
+    ClipClassifier(["a", "b"], np.zeros(3), np.ones(3), np.zeros((2, 3)), np.zeros(2)).save(clf)
+    commands = (["analyze", str(video), "--out", str(tmp_path / "out")],
+                ["fit", str(tmp_path / "clips.csv"), "--out", str(tmp_path / "c.json")],
+                ["predict", str(video), "--classifier", str(clf)])
+    for command in commands:
+        for option, says in ((["--detector", "yolo", "--model", str(tiny_model)],
+                              "unknown face detector 'yolo'"),
+                             (["--model", str(tmp_path / "nothing")],
+                              "nothing.safetensors does not exist")):
+            capsys.readouterr()
+            assert main(["video", *command, *option, "--quiet"]) == 2
+            err = capsys.readouterr().err
+            assert says in err and "Traceback" not in err, (command, option, err)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facefuse.cli_values import non_negative_int, positive_int
+from facefuse.cli_values import SETUP_ERRORS, non_negative_int, positive_int, report
 from facefuse.cli_video import add_frame_sampling, frame_sampling
 
 
@@ -77,8 +77,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     try:
         analyzer = _analyzer(args)
         paths = list(expand_inputs(args.paths)) if args.paths else [demo_image_path()]
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+    except SETUP_ERRORS as exc:
+        report(exc)
         return 2
     annotated = annotation_names(paths) if args.annotate else {}
     try:
@@ -153,8 +153,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         analyzer = _analyzer(args, tasks=["embedding"])
         a, b = (_largest_face_embedding(analyzer, p) for p in (args.a, args.b))
-    except (FileNotFoundError, ValueError, ImageError) as exc:
-        print(f"facefuse: {exc}", file=sys.stderr)
+    except (*SETUP_ERRORS, ImageError) as exc:
+        report(exc)
         return 2
     threshold = args.threshold if args.threshold is not None else float(
         analyzer.model.meta.get("verification_threshold", 0.5))
@@ -167,16 +167,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from facefuse.inference.analyzer import expand_inputs
 
-    analyzer = _analyzer(args, tasks=["embedding"])
-    paths = list(expand_inputs(args.paths))
+    try:
+        analyzer = _analyzer(args, tasks=["embedding"])
+        paths = list(expand_inputs(args.paths))
+    except SETUP_ERRORS as exc:
+        report(exc)
+        return 2
+    failures = 0
     for result in analyzer.analyze_many(paths):
         for face in result.faces:
             print(json.dumps({"source": result.source, "face": face.index,
                               "box": [round(v, 1) for v in face.box],
                               "embedding": face.predictions["embedding"]}))
         if result.error:
+            failures += 1
             print(f"facefuse: {result.error}", file=sys.stderr)
-    return 0
+    return 1 if failures else 0  # as analyze: the rest embedded, the failures reported
 
 
 def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
@@ -205,11 +211,11 @@ def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    analyzer = _analyzer(args, tasks=["embedding"])
     try:
+        analyzer = _analyzer(args, tasks=["embedding"])
         gallery = gallery_embeddings(analyzer, Path(args.gallery))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"facefuse: {exc}", file=sys.stderr)
+    except SETUP_ERRORS as exc:
+        report(exc)
         return 2
     names = list(gallery)
     matrix = np.stack([gallery[n] for n in names])

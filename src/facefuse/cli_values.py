@@ -1,10 +1,20 @@
-"""Argument types for the command line: a bad value is a usage error naming the option,
-not a traceback from deep inside a run."""
+"""Argument types for the command line (a bad value is a usage error naming the option, not
+a traceback from deep inside a run) and the one-line report of a setup mistake."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
+
+# what building a model, detector or analyzer, or listing inputs, raises for a user's mistake
+# (a missing file, a bad value, an unknown detector, device or task): one line, exit status 2
+SETUP_ERRORS = (FileNotFoundError, ValueError, KeyError)
+
+
+def report(exc: BaseException) -> None:
+    """One line on standard error (a KeyError's message without its repr quotes)."""
+    print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
 
 
 def _whole(text: str, least: int) -> int:

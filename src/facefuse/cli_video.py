@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from facefuse.cli_values import positive_float, positive_int, share
+from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report, share
 
 
 def add_frame_sampling(p: argparse.ArgumentParser) -> None:
@@ -36,14 +36,13 @@ def _model_and_detector(args: argparse.Namespace):
             build_detector(args.detector))
 
 
-def _clip_features(paths: list[str], args: argparse.Namespace
+def _clip_features(paths: list[str], args: argparse.Namespace, model, detector
                    ) -> tuple[list, list[str | None]]:
     """Each clip's feature vector (None where there is none) and, per clip, why not."""
     from tqdm.auto import tqdm
 
     from facefuse.inference.video import VideoError, analyze_video
 
-    model, detector = _model_and_detector(args)
     feats: list = []
     notes: list[str | None] = []
     for p in tqdm(paths, desc="clips", unit="clip", disable=args.quiet):
@@ -64,7 +63,11 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
 
     from facefuse.inference.video import VideoError, analyze_video
 
-    model, detector = _model_and_detector(args)
+    try:
+        model, detector = _model_and_detector(args)
+    except SETUP_ERRORS as exc:
+        report(exc)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -101,10 +104,11 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
 
     try:
         rows = read_clip_manifest(args.manifest)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"facefuse: {exc}", file=sys.stderr)
+        model, detector = _model_and_detector(args)
+    except SETUP_ERRORS as exc:
+        report(exc)
         return 2
-    feats, notes = _clip_features([r["video"] for r in rows], args)
+    feats, notes = _clip_features([r["video"] for r in rows], args, model, detector)
     for n in notes:
         if n is not None:
             print(f"skipped: {n}", file=sys.stderr)
@@ -129,10 +133,11 @@ def cmd_video_predict(args: argparse.Namespace) -> int:
 
     try:
         clf = ClipClassifier.load(args.classifier)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"facefuse: {exc}", file=sys.stderr)
+        model, detector = _model_and_detector(args)
+    except SETUP_ERRORS as exc:
+        report(exc)
         return 2
-    feats, notes = _clip_features(args.videos, args)
+    feats, notes = _clip_features(args.videos, args, model, detector)
     for video, f, note in zip(args.videos, feats, notes, strict=True):
         if f is None:
             print(json.dumps({"video": video, "label": None, "note": note}))

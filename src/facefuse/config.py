@@ -9,6 +9,7 @@ resolved config back, to be written beside every run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,22 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config that does not fit its schema; the message names the key."""
+
+
+def check_whole(name: str, value: Any, least: int, optional: bool = False) -> None:
+    """Refuse (ValueError naming ``name``) a value that is not an integer >= ``least``;
+    None passes where ``optional``. For the range checks of configs' ``__post_init__``."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}"
+                         f"{' or null' if optional else ''}, got {value!r}")
+
+
+def is_finite_non_negative(value: Any) -> bool:
+    """A real number (not a bool), finite and >= 0: a weight or a share."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
 
 
 def _convert(value: Any, annotation: Any, where: str) -> Any:

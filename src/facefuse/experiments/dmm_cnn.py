@@ -31,6 +31,7 @@ from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.table import SampleTable
+from facefuse.devices import resolve_device
 from facefuse.evaluation.metrics import (
     nme_per_face,
     per_attribute_accuracy,
@@ -41,7 +42,7 @@ from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import CELEBA_ATTRIBUTES
 from facefuse.train.dynamic_weights import DynamicAttributeWeights
-from facefuse.train.loop import OptimConfig, make_optimizer, resolve_device
+from facefuse.train.loop import OptimConfig, make_optimizer
 from facefuse.train.losses import landmark_l1
 from facefuse.train.thresholds import apply_thresholds, select_thresholds
 

@@ -31,13 +31,14 @@ from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.splits import assign_splits
 from facefuse.data.table import SPLITS, SampleTable
+from facefuse.devices import resolve_device
 from facefuse.experiments import EXPERIMENTS, Experiment
 from facefuse.features.probe import ProbeConfig, out_width, train_probe
 from facefuse.features.store import FeatureSet, extract_features
 from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import Task, TaskKind, age_group, age_group_task, get_task
-from facefuse.train.loop import OptimConfig, fit, resolve_device
+from facefuse.train.loop import OptimConfig, fit
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from facefuse.config import load_config, save_config, to_dict
+from facefuse.devices import resolve_device
 from facefuse.evaluation.report import environment, markdown_table, mean_std, write_csv
 from facefuse.experiments import EXPERIMENTS, Experiment
-from facefuse.train.loop import resolve_device
 from facefuse.train.mtl import MTLConfig, sampling_probabilities, train_mtl, training_cache
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from facefuse.config import check_whole
 from facefuse.data.images import MAX_PIXELS, ImageError, is_image_name, load_rgb
+from facefuse.devices import resolve_device
 from facefuse.inference.alignment import align_face
 from facefuse.inference.detection import (
     Detection,
@@ -162,8 +163,10 @@ class FaceAnalyzer:
                  batch_size: int = 64, max_pixels: int = MAX_PIXELS,
                  flip: bool = True, tta_margins: Sequence[float] = (),
                  landmark_refiner: str | Path | LandmarkRefiner | None = "shipped") -> None:
-        dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                           ("cpu" if device == "auto" else device))
+        dev = resolve_device(device)
+        for name, value, least in (("min_face", min_face, 0), ("batch_size", batch_size, 1),
+                                   ("max_pixels", max_pixels, 1)):
+            check_whole(name, value, least)
         if model is None:
             from facefuse.weights import shipped_model_path
 
@@ -249,7 +252,7 @@ class FaceAnalyzer:
                 for i, (name, rgb, err) in enumerate(loaded)]
 
     def read_image(self, item: str | Path | np.ndarray) -> np.ndarray:
-        """``item`` (a path, or an HxW / HxWx3 / HxWx4 uint8 or uint16 array) as the HxWx3
+        """``item`` (a path, or an HxW / HxWx1 / HxWx3 / HxWx4 uint8 or uint16 array) as the HxWx3
         uint8 RGB array :meth:`analyze` works on, under this analyzer's pixel limit; raises
         ``ImageError`` for what it cannot read."""
         return self._to_rgb(item, self.max_pixels)
@@ -258,10 +261,15 @@ class FaceAnalyzer:
     def _to_rgb(item: str | Path | np.ndarray, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if isinstance(item, np.ndarray):
             arr = item
+            if arr.ndim == 3 and arr.shape[2] == 1:  # grayscale with a channel axis
+                arr = arr[..., 0]
             if arr.ndim == 2:
                 arr = np.repeat(arr[..., None], 3, axis=2)
             if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-                raise ImageError(f"<array>: expected HxW, HxWx3 or HxWx4, got {arr.shape}")
+                raise ImageError(f"<array>: expected HxW, HxWx1, HxWx3 or HxWx4, got "
+                                 f"{arr.shape}")
+            if arr.shape[0] == 0 or arr.shape[1] == 0:
+                raise ImageError(f"<array>: empty image ({arr.shape[1]}x{arr.shape[0]} pixels)")
             if arr.dtype == np.uint16:
                 arr = (arr / 257).round().astype(np.uint8)
             if arr.dtype != np.uint8:

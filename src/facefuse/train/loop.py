@@ -46,13 +46,6 @@ class OptimConfig:
             raise ValueError("lr must be positive, epochs >= 1 and lr_decay in (0, 1]")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     params = [p for p in params if p.requires_grad]

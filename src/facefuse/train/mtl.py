@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,13 +40,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from facefuse.config import save_config, to_dict
+from facefuse.config import check_whole, is_finite_non_negative, save_config, to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
 from facefuse.data.cache_pack import lfw_view2_pairs
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identity_classes
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.table import SampleTable
+from facefuse.devices import resolve_device
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from facefuse.models.margin import margin_loss
@@ -60,7 +60,6 @@ from facefuse.train.loop import (
     evaluate,
     make_optimizer,
     regression_scale,
-    resolve_device,
     task_loss,
 )
 from facefuse.train.weighting import WEIGHTINGS
@@ -70,19 +69,6 @@ log = logging.getLogger(__name__)
 RECIPES = ("joint", "identity_then_tasks", "single")
 IDENTITY_HEADS = ("arcface", "cosface", "softmax")
 AGE_HEADS = ("regression", "distribution")
-
-
-def _check_whole(name: str, value: Any, least: int, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be a whole number >= {least}"
-                         f"{' or null' if optional else ''}, got {value!r}")
-
-
-def _finite_non_negative(value: Any) -> bool:
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value) and value >= 0)
 
 
 @dataclass(frozen=True)
@@ -154,19 +140,19 @@ class MTLConfig:
                                       ("identity_embedding", 1, False),
                                       ("epoch_size", 1, True), ("limit_per_dataset", 1, True),
                                       ("workers", 0, True)):
-            _check_whole(name, getattr(self, name), least, optional)
+            check_whole(name, getattr(self, name), least, optional)
         unknown = set(self.task_weights) - set(TASK_ORDER)
         if unknown:  # a misspelt task would otherwise keep its default weight unnoticed
             raise ValueError(f"task_weights for unknown tasks {sorted(unknown)}; valid: "
                              f"{', '.join(TASK_ORDER)}")
         for what, weights in (("task_weights", self.task_weights),
                               ("sampling", self.sampling)):
-            bad = {k: v for k, v in weights.items() if not _finite_non_negative(v)}
+            bad = {k: v for k, v in weights.items() if not is_finite_non_negative(v)}
             if bad:
                 raise ValueError(f"{what} must be finite numbers >= 0, got {bad}")
         if self.sampling and not any(self.sampling.get(d, 1.0) > 0 for d in self.datasets):
             raise ValueError("sampling gives every dataset weight 0: nothing would be drawn")
-        if not (_finite_non_negative(self.grayscale) and self.grayscale <= 1):
+        if not (is_finite_non_negative(self.grayscale) and self.grayscale <= 1):
             raise ValueError(f"grayscale is a probability in [0, 1], got {self.grayscale!r}")
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
