@@ -175,6 +175,46 @@ def test_mixed_batches_train_every_task_and_report(fake_root: Path, tmp_path: Pa
         ident["lfw_verification_threshold"], abs=1e-5)
 
 
+def test_evaluation_reads_only_rows_its_tasks_label_and_scores_them_as_all_rows_would(
+        fake_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from facefuse.data.loader import CacheLoader
+    from facefuse.train.loop import evaluate
+
+    cfg = load_config(MTLConfig, write_config(tmp_path, fake_root, "tasks: [identity, age]\n"))
+    trainer = mtl.MTLTrainer(cfg)
+    table, seen = trainer.cache.table, []
+    real_loader = CacheLoader
+
+    def recording_loader(cache, rows, *args, **kwargs):
+        seen.append(np.asarray(rows))
+        return real_loader(cache, rows, *args, **kwargs)
+
+    monkeypatch.setattr(mtl, "CacheLoader", recording_loader)
+    for split in ("val", "test"):
+        seen.clear()
+        results = trainer.evaluate(split)
+        everything = real_loader(trainer.cache, trainer.cache.rows(split), 512, shuffle=False,
+                                 device=trainer.device, tasks=cfg.tasks,
+                                 identities=trainer.identities)
+        # the same figure (up to float rounding: the batches hold other rows)
+        assert results["age"]["mae"] == pytest.approx(
+            evaluate(trainer.model, everything, ["age"])["age"]["mae"], rel=1e-5)
+        rows = seen[0]
+        assert table.present("age")[rows].any()
+        assert set(table.dataset[rows]) < set(table.dataset[trainer.cache.rows(split)])
+        if split == "val":  # closed-set identity: the rows with an identity label are read
+            assert set(rows) == {r for r in trainer.cache.rows(split)
+                                 if table.present("identity")[r] or table.present("age")[r]}
+        else:  # identity is scored by LFW verification, so only the age rows are read
+            assert table.present("age")[rows].all()
+            assert "lfw_verification_accuracy" in results["identity"]
+    single = mtl.MTLTrainer(load_config(MTLConfig, write_config(
+        tmp_path, fake_root, f"tasks: [landmarks]\nrecipe: single\noutput: {tmp_path / 'l'}\n")))
+    seen.clear()
+    assert set(single.evaluate("val")) == {"landmarks"}
+    assert set(single.cache.table.dataset[seen[0]]) == {"300w"}
+
+
 def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path: Path,
                                                        monkeypatch) -> None:
     cfg = write_config(tmp_path, fake_root, "tasks: [age, gender, emotion]\n")

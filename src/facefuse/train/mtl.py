@@ -598,11 +598,19 @@ class MTLTrainer:
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:
         """Metrics per task on ``split``; identity by LFW View-2 verification (test) or
         closed-set accuracy (val)."""
-        loader = CacheLoader(self.cache, self.cache.rows(split), 512, shuffle=False,
-                             device=self.device, tasks=self.cfg.tasks,
-                             identities=self.identities)
-        results = evaluate(self.model, loader, self.cfg.tasks)
-        if "identity" in self.cfg.tasks and split == "test":
+        verify = "identity" in self.cfg.tasks and split == "test"
+        # on test, identity is scored by LFW verification below, not by closed-set accuracy
+        tasks = [t for t in self.cfg.tasks if not (verify and t == "identity")]
+        rows = self.cache.rows(split)
+        labelled = np.zeros(len(rows), dtype=bool)  # only rows some scored task labels: the
+        for t in tasks:                             # metrics are the same, the pass shorter
+            labelled |= self.cache.table.present(t)[rows]
+        results = {}
+        if labelled.any():
+            loader = CacheLoader(self.cache, rows[labelled], 512, shuffle=False,
+                                 device=self.device, tasks=tasks, identities=self.identities)
+            results = evaluate(self.model, loader, tasks)
+        if verify:
             results["identity"] = self.lfw_verification()
         return results
 
