@@ -106,6 +106,7 @@ def test_config_errors() -> None:
 
 
 @pytest.mark.parametrize(("fields", "says"), [
+    ({"trunk": "resnet9000"}, "unknown trunk 'resnet9000'; valid: .*mobilenetv3_large_100"),
     ({"batch_size": 0}, "batch_size must be a whole number >= 1, got 0"),
     ({"batch_size": 32.5}, "batch_size must be a whole number >= 1"),
     ({"image_size": 8}, "image_size must be a whole number >= 16, got 8"),

@@ -145,3 +145,29 @@ def test_bad_budgets_are_refused(fake_root: Path, tmp_path: Path) -> None:
     cfg = _compare_config(tmp_path, no_size, "single_budget: equal_exposure\n")
     with pytest.raises(ValueError, match="needs the base config's epoch_size"):
         run_mtl_compare(load_config(MTLCompareConfig, cfg))
+
+
+@pytest.mark.parametrize(("fields", "says"), [
+    ({"seeds": ()}, "seeds is empty: the comparison would train nothing"),
+    ({"trunks": ()}, "trunks is empty"),
+    ({"tasks": ()}, "tasks is empty"),
+    ({"recipes": ()}, "recipes is empty"),
+    ({"trunks": ("tiny_cnn", "resnet9000")}, r"unknown trunks \['resnet9000'\]; valid: .*tiny_cnn"),
+])
+def test_a_comparison_that_would_train_nothing_or_fail_late_is_refused(fields: dict,
+                                                                        says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        MTLCompareConfig(**fields)
+
+
+def test_experiment_command_reports_config_mistakes_in_one_line(fake_root: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: mtl_compare\nseeds: [0\n")  # unclosed list
+    no_base = _compare_config(tmp_path, tmp_path / "missing.yaml")
+    for cfg, says in ((broken, "broken.yaml: not valid YAML"),
+                      (no_base, "missing.yaml does not exist")):
+        assert main(["experiment", str(cfg), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err
+    assert not (tmp_path / "report" / "runs").exists()  # nothing trained

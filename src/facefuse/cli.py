@@ -94,7 +94,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
         print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
-    out = experiment.run(cfg, progress=not args.quiet)
+    try:
+        out = experiment.run(cfg, progress=not args.quiet)
+    except ConfigError as exc:  # a config the experiment reads in turn (a base config)
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
     print(f"report written to {out}")
     report = out / "report.md"
     if report.is_file() and not args.quiet:

@@ -29,7 +29,10 @@ def experiment_kind(config_path: str | Path) -> str:
     path = Path(config_path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    data: Any = yaml.safe_load(path.read_text()) or {}
+    try:
+        data: Any = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict) or "kind" not in data:
         raise ValueError(f"{path}: a config needs a 'kind' field naming the experiment; valid: "
                          f"{', '.join(EXPERIMENTS.names())}")

@@ -34,6 +34,7 @@ from facefuse.config import load_config, save_config, to_dict
 from facefuse.devices import resolve_device
 from facefuse.evaluation.report import environment, markdown_table, mean_std, write_csv
 from facefuse.experiments import EXPERIMENTS, Experiment
+from facefuse.models import TRUNKS
 from facefuse.train.mtl import MTLConfig, sampling_probabilities, train_mtl, training_cache
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ class MTLCompareConfig:
     single_budget: str = "equal_draws"  # equal_draws | equal_exposure (module docstring)
 
     def __post_init__(self) -> None:
+        for name in ("trunks", "seeds", "recipes", "tasks"):
+            if not getattr(self, name):
+                raise ValueError(f"{name} is empty: the comparison would train nothing")
+        unknown = [t for t in self.trunks if t not in TRUNKS]
+        if unknown:  # refused now, not after the runs of the trunks listed before it
+            raise ValueError(f"unknown trunks {unknown}; valid: {', '.join(TRUNKS.names())}")
         bad = [r for r in self.recipes if r not in RECIPES]
         if bad:
             raise ValueError(f"unknown recipes {bad}; valid: {RECIPES}")

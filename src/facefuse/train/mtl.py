@@ -49,6 +49,7 @@ from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.table import SampleTable
 from facefuse.devices import resolve_device
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
+from facefuse.models import TRUNKS
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
@@ -136,6 +137,8 @@ class MTLConfig:
         for t in self.tasks:
             if t not in TASK_ORDER:
                 raise ValueError(f"unknown task {t!r}; valid: {', '.join(TASK_ORDER)}")
+        if self.trunk not in TRUNKS:  # before the data is read, not after
+            raise ValueError(f"unknown trunk {self.trunk!r}; valid: {', '.join(TRUNKS.names())}")
         for name, least, optional in (("batch_size", 1, False), ("image_size", 16, False),
                                       ("identity_embedding", 1, False),
                                       ("epoch_size", 1, True), ("limit_per_dataset", 1, True),
