@@ -60,6 +60,27 @@ def test_real_faces_get_every_prediction(analyzer: FaceAnalyzer, faces) -> None:
     assert d["faces"][0]["box"] and d["width"] == 460
     rows = r.rows()
     assert rows[0]["gender"] in ("male", "female") and "age" in rows[0]
+    pd = pytest.importorskip("pandas")  # in the test extra; for users the dataframe extra
+    frame = r.to_dataframe()
+    assert len(frame) == 2 and list(frame.columns[:7]) == ["source", "face", "x0", "y0",
+                                                            "x1", "y1", "score"]
+    assert list(frame["gender"]) == [row["gender"] for row in rows]
+    assert frame["age"].dtype.kind == "f" and frame["face"].tolist() == [0, 1]
+    empty = analyzer.analyze(np.full((80, 80, 3), 128, np.uint8)).to_dataframe()
+    assert empty.empty and list(empty.columns) == list(frame.columns[:7])
+    # frames of many images stack into one table
+    both = pd.concat([frame, empty], ignore_index=True)
+    assert len(both) == 2
+
+
+
+def test_to_dataframe_without_pandas_says_how_to_get_it(analyzer, faces, monkeypatch) -> None:
+    import sys
+
+    result = analyzer.analyze(canvas(faces[:1]))
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"pip install 'facefuse\[dataframe\]'"):
+        result.to_dataframe()
 
 
 def test_tasks_filter_and_unknown_task(model_path: Path, faces) -> None:

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 
 
+# the first columns of ImageResult.rows(), before each task's
+ROW_COLUMNS = ("source", "face", "x0", "y0", "x1", "y1", "score")
+
+
 @dataclass(frozen=True)
 class FaceResult:
     """One face: its box and score, landmarks (68 points, image pixels, when the model has a
@@ -78,9 +82,8 @@ class ImageResult:
         """One flat row per face (class labels, age, box), for tables."""
         rows = []
         for f in self.faces:
-            row: dict[str, Any] = {"source": self.source, "face": f.index,
-                                   "x0": f.box[0], "y0": f.box[1], "x1": f.box[2],
-                                   "y1": f.box[3], "score": f.score}
+            row: dict[str, Any] = dict(zip(ROW_COLUMNS, (self.source, f.index, *f.box,
+                                                         f.score), strict=True))
             for task, value in f.predictions.items():
                 if isinstance(value, dict) and "label" in value:
                     row[task] = value["label"]
@@ -93,12 +96,15 @@ class ImageResult:
         return rows
 
     def to_dataframe(self):
-        """The faces as a pandas DataFrame (pandas must be installed)."""
+        """The faces as a pandas DataFrame, one row per face as :meth:`rows` gives them (an
+        image without faces: no rows, the same first columns); needs pandas
+        (``pip install 'facefuse[dataframe]'``)."""
         try:
             import pandas as pd
         except ImportError as exc:
-            raise ImportError("to_dataframe needs pandas: pip install pandas") from exc
-        return pd.DataFrame(self.rows())
+            raise ImportError("to_dataframe needs pandas: pip install 'facefuse[dataframe]' "
+                              "(or pip install pandas)") from exc
+        return pd.DataFrame(self.rows(), columns=None if self.faces else ROW_COLUMNS)
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
