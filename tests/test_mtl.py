@@ -278,6 +278,13 @@ def test_onnx_export_matches_pytorch(fake_root: Path, tmp_path: Path, capsys) ->
     meta = json.loads((tmp_path / "m.json").read_text())
     assert meta["onnx_outputs"] == ["features", "gender", "age", "landmarks"]
     assert main(["export-onnx", str(tmp_path / "missing"), str(tmp_path / "x.onnx")]) == 2
+    # a tolerance the differences exceed fails, and says so
+    assert main(["export-onnx", str(ckpt), str(tmp_path / "m.onnx"), "--tolerance",
+                 "1e-12"]) == 1
+    assert "parity check failed" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export-onnx", str(ckpt), str(tmp_path / "m.onnx"), "--tolerance", "-1"])
+    assert "--tolerance: must be above 0" in capsys.readouterr().err
 
 
 def test_shipped_mtl_configs_load() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facefuse import __version__
-from facefuse.cli_values import positive_int
+from facefuse.cli_values import positive_float, positive_int
 
 DEFAULT_DATA_ROOTS = (Path("../shared/data"), Path("shared/data"))
 
@@ -149,7 +149,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     worst = max(parity.values())
     print(f"{out}: max |onnxruntime - torch| = {worst:.2e} over outputs "
           f"{', '.join(parity)}")
-    return 0 if worst < args.tolerance else 1
+    if worst >= args.tolerance:
+        print(f"facefuse: parity check failed: {worst:.2e} is not below the tolerance "
+              f"{args.tolerance:g}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_run_options(p: argparse.ArgumentParser, output_what: str) -> None:
@@ -217,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "against PyTorch")
     onnx.add_argument("checkpoint", help="checkpoint (NAME.safetensors with NAME.json)")
     onnx.add_argument("out", help="output .onnx file")
-    onnx.add_argument("--tolerance", type=float, default=1e-3,
+    onnx.add_argument("--tolerance", type=positive_float, default=1e-3,
                       help="largest accepted difference (default 1e-3)")
     onnx.set_defaults(func=cmd_export_onnx)
 
