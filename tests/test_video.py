@@ -108,6 +108,8 @@ def test_no_face_and_unreadable_videos(tiny_model, tmp_path: Path) -> None:
                  "--out", str(out), "--quiet", "--fps", "5"])
     assert code == 1  # the bad file is reported, the good one still analyzed
     assert (out / "blank.tracks.json").is_file()
+    assert sorted(p.name for p in out.iterdir()) == [  # and the bad one leaves no file
+        "blank.frames.jsonl", "blank.tracks.csv", "blank.tracks.json"]
 
 
 def test_running_stats_match_numpy() -> None:
@@ -257,3 +259,19 @@ def test_video_commands_report_a_bad_model_or_detector_in_one_line(tiny_model, t
             assert main(["video", *command, *option, "--quiet"]) == 2
             err = capsys.readouterr().err
             assert says in err and "Traceback" not in err, (command, option, err)
+
+
+def test_same_named_videos_do_not_overwrite_each_others_results(tiny_model, tmp_path: Path,
+                                                               capsys) -> None:
+    for day, n in (("mon", 2), ("tue", 3)):
+        (tmp_path / day).mkdir()
+        write_video(tmp_path / day / "clip.mp4", [np.full((32, 32, 3), 90, np.uint8)] * n)
+    out = tmp_path / "out"
+    videos = [str(tmp_path / "mon" / "clip.mp4"), str(tmp_path / "tue" / "clip.mp4")]
+    assert main(["video", "analyze", *videos, "--out", str(out), "--model", str(tiny_model),
+                 "--detector", "full_frame", "--stride", "1", "--quiet"]) == 0
+    for day, n in (("mon", 2), ("tue", 3)):
+        records = (out / f"{day}__clip.mp4.frames.jsonl").read_text().splitlines()
+        assert len(records) == n  # each video's own frames
+        assert json.loads((out / f"{day}__clip.mp4.tracks.json").read_text())["video"] \
+            == str(tmp_path / day / "clip.mp4")

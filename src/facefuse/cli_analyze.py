@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from facefuse.cli_outputs import annotation_names
 from facefuse.cli_values import SETUP_ERRORS, non_negative_int, positive_int, report
 from facefuse.cli_video import add_frame_sampling, frame_sampling
 
@@ -50,20 +49,6 @@ def annotate(rgb: np.ndarray, result, out: Path) -> None:
                   fill=(255, 255, 0))
     out.parent.mkdir(parents=True, exist_ok=True)
     im.save(out)
-
-
-def annotation_names(paths: list[Path]) -> dict[Path, str]:
-    """The file name of each input's annotated image in the ``--annotate`` folder: the
-    input's stem plus ``.png`` where no other input shares the stem, else its path below
-    the inputs' common folder with ``__`` for each separator, suffix kept
-    (``2019__IMG_1.jpg.png`` beside ``2020__IMG_1.jpg.png``), so no annotation overwrites
-    another."""
-    unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in paths))
-    stems = Counter(p.stem for p in unique)
-    root = Path(os.path.commonpath([str(p.parent) for p in unique])) if unique else Path()
-    names = {p: f"{p.stem}.png" if stems[p.stem] == 1 else
-             "__".join(p.relative_to(root).parts) + ".png" for p in unique}
-    return {p: names[Path(os.path.abspath(p))] for p in paths}
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from facefuse.cli_outputs import output_stems
 from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report, share
 
 
@@ -71,16 +72,19 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
+    stems = output_stems(args.videos)  # a/clip.mp4 and b/clip.mp4: a__clip.mp4, b__clip.mp4
     for video in args.videos:
-        stem = Path(video).stem
+        stem = stems[video]
         bar = tqdm(desc=stem, unit="frame", disable=args.quiet)
+        frames_file = out / f"{stem}.frames.jsonl"
         try:
-            with (out / f"{stem}.frames.jsonl").open("w") as records:
+            with frames_file.open("w") as records:
                 result = analyze_video(video, model, detector, **frame_sampling(args),
                                        margin=args.margin, records=records,
                                        on_frame=lambda _: bar.update(1))  # noqa: B023 (called now)
         except VideoError as exc:
             print(f"facefuse: {exc}", file=sys.stderr)
+            frames_file.unlink()  # no results file for a video that could not be read
             failures += 1
             continue
         finally:

@@ -1,0 +1,28 @@
+"""Names of the files the commands write for each input, so that two inputs of the same
+name (``2019/IMG_1.jpg`` and ``2020/IMG_1.jpg``) never overwrite each other's results."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def output_stems(paths: Sequence[str | Path]) -> dict[str | Path, str]:
+    """A unique base name for each input: its stem where no other input shares the stem,
+    else its path below the inputs' common folder with ``__`` for each separator, suffix
+    kept (``2019__IMG_1.jpg`` beside ``2020__IMG_1.jpg``). The same file given twice gets
+    one name."""
+    unique = list(dict.fromkeys(Path(os.path.abspath(p)) for p in paths))
+    stems = Counter(p.stem for p in unique)
+    root = Path(os.path.commonpath([str(p.parent) for p in unique])) if unique else Path()
+    names = {p: p.stem if stems[p.stem] == 1 else "__".join(p.relative_to(root).parts)
+             for p in unique}
+    return {p: names[Path(os.path.abspath(p))] for p in paths}
+
+
+def annotation_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """The file name of each input's annotated image in the ``--annotate`` folder: its
+    :func:`output_stems` name plus ``.png``."""
+    return {p: f"{stem}.png" for p, stem in output_stems(paths).items()}
