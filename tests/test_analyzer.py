@@ -254,7 +254,22 @@ def test_verify_and_search_on_lfw(model_path, shared_data: Path, tmp_path, capsy
     assert len(emb["embedding"]) == 8
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(blank)
+    capsys.readouterr()
     assert main(["verify", str(blank), str(a), "--model", str(model_path)]) == 2
+    assert "blank.png: no face found (for photos that are already face crops, use " \
+           "--detector full_frame)" in capsys.readouterr().err
+    assert main(["search", str(blank), "--gallery", str(gallery), *opts[:2]]) == 0
+    note = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["note"]
+    assert note.startswith("no face found (for photos that are already face crops")
+    empty = tmp_path / "empty_gallery"
+    (empty / "nobody").mkdir(parents=True)
+    assert main(["search", str(a), "--gallery", str(empty), *opts]) == 2
+    assert "no photos in the gallery" in capsys.readouterr().err
+    faceless = tmp_path / "faceless"
+    faceless.mkdir()
+    shutil.copy(blank, faceless / "someone.png")
+    assert main(["search", str(a), "--gallery", str(faceless), *opts[:2]]) == 2
+    assert "no face found in the gallery" in capsys.readouterr().err
 
 
 def test_flip_averaging_is_mirror_consistent(model_path: Path, faces) -> None:

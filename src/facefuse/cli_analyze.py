@@ -125,10 +125,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+CROP_HINT = " (for photos that are already face crops, use --detector full_frame)"
+
+
+def _crop_hint(analyzer) -> str:
+    """The hint for pre-cropped photos, after "no face found", where a detector looked."""
+    from facefuse.inference.detection import FullFrameDetector
+
+    return "" if isinstance(analyzer.detector, FullFrameDetector) else CROP_HINT
+
+
 def _largest_face_embedding(analyzer, path: str) -> np.ndarray:
     face = analyzer.analyze(path).largest_face()
     if face is None:
-        raise ValueError(f"{path}: no face found")
+        raise ValueError(f"{path}: no face found{_crop_hint(analyzer)}")
     return np.asarray(face.predictions["embedding"])
 
 
@@ -183,6 +193,9 @@ def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
             people[p.name] = sorted(q for q in p.iterdir() if is_image_name(q))
         elif is_image_name(p):
             people.setdefault(p.stem, []).append(p)
+    if not any(people.values()):
+        raise ValueError(f"no photos in the gallery {gallery} (expected <identity>/ "
+                         f"subfolders of photos or <identity>.jpg files)")
     out = {}
     for name, files in people.items():
         vecs = [np.asarray(max(r.faces, key=lambda f: f.score).predictions["embedding"])
@@ -191,7 +204,7 @@ def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
             m = np.mean(vecs, axis=0)
             out[name] = m / max(np.linalg.norm(m), 1e-12)
     if not out:
-        raise ValueError(f"no face found in the gallery {gallery}")
+        raise ValueError(f"no face found in the gallery {gallery}{_crop_hint(analyzer)}")
     return out
 
 
@@ -210,7 +223,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         result = analyzer.analyze_many([query])[0]
         if result.error or not result.faces:
             print(json.dumps({"query": query, "match": None,
-                              "note": result.error or "no face found"}))
+                              "note": result.error or f"no face found{_crop_hint(analyzer)}"}))
             continue
         for face in result.faces:
             sims = matrix @ np.asarray(face.predictions["embedding"])
