@@ -108,10 +108,16 @@ def test_equal_draws_is_the_default_budget(fake_root: Path, tmp_path: Path) -> N
 
 
 def test_a_rerun_reuses_finished_runs_and_retrains_changed_ones(fake_root: Path,
-                                                                tmp_path: Path) -> None:
+                                                                tmp_path: Path,
+                                                                caplog) -> None:
     base = write_config(tmp_path, fake_root, "tasks: [age, emotion]\n")
     cfg = _compare_config(tmp_path, base)
-    assert main(["experiment", str(cfg), "--quiet"]) == 0
+    with caplog.at_level("INFO", logger="facefuse.experiments.mtl_compare"):
+        assert main(["experiment", str(cfg), "--quiet"]) == 0
+    # a long comparison says which run it is on
+    assert [m for m in caplog.messages if m.startswith("run ")] == [
+        "run 1 of 3: tiny_cnn-single-age-seed0", "run 2 of 3: tiny_cnn-single-emotion-seed0",
+        "run 3 of 3: tiny_cnn-joint-seed0"]
     report = tmp_path / "report"
     first = (report / "comparison.csv").read_text()
     assert json.loads((report / "summary.json").read_text())["reused_runs"] == []

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from facefuse.config import load_config, save_config, to_dict
 from facefuse.devices import resolve_device
@@ -181,8 +182,12 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
     scores: dict[tuple[str, str, str, int], float] = {}
     seconds: dict[str, float] = {}
     reused: list[str] = []
-    for trunk, recipe, seed, task, run_cfg in run_configs(cfg, base, exposure):
+    plan = run_configs(cfg, base, exposure)
+    bar = tqdm(plan, desc="mtl_compare", unit="run", disable=not progress)
+    for k, (trunk, recipe, seed, task, run_cfg) in enumerate(bar, start=1):
         folder = Path(run_cfg.output)
+        bar.set_postfix_str(folder.name)
+        log.info("run %d of %d: %s", k, len(plan), folder.name)
         if finished_run(run_cfg):
             reused.append(folder.name)
             log.info("%s: finished earlier, reused", folder)
