@@ -163,7 +163,7 @@ def test_bad_analyzer_settings_are_refused_up_front(model_path: Path) -> None:
             FaceAnalyzer(model=model_path, device=f"cuda:{torch.cuda.device_count()}")
 
 
-def test_huge_image_limit(model_path: Path) -> None:
+def test_huge_image_limit(model_path: Path, tmp_path: Path) -> None:
     a = FaceAnalyzer(model=model_path, device="cpu", max_pixels=5000)
     with pytest.raises(ImageError, match="too large"):
         a.analyze(np.zeros((100, 100, 3), np.uint8))
@@ -174,6 +174,15 @@ def test_huge_image_limit(model_path: Path) -> None:
         a.read_image(np.zeros((100, 100, 3), np.uint8))
     grey = a.read_image(np.full((20, 30), 7, np.uint16) * 257)
     assert grey.shape == (20, 30, 3) and grey.dtype == np.uint8 and (grey == 7).all()
+    # RGBA arrays: alpha composited on white, as a transparent PNG file is
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0], rgba[:2, ..., 3], rgba[2:, ..., 3] = 200, 255, 0
+    flat = a.read_image(rgba)
+    assert flat.dtype == np.uint8 and flat.shape == (4, 4, 3)
+    assert (flat[:2] == (200, 0, 0)).all() and (flat[2:] == 255).all()
+    png = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(png)
+    assert (a.read_image(png) == flat).all()
 
 
 def test_alignment_maps_points_onto_the_template() -> None:

@@ -283,7 +283,10 @@ class FaceAnalyzer:
             if arr.shape[0] * arr.shape[1] > max_pixels:
                 raise ImageError(f"<array>: image too large ({arr.shape[1]}x{arr.shape[0]} "
                                  f"pixels, limit {max_pixels})")
-            return np.ascontiguousarray(arr[..., :3])
+            if arr.shape[2] == 4:  # alpha composited on white, as load_rgb does for files
+                alpha = arr[..., 3:].astype(np.float32) / 255
+                return (arr[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
+            return np.ascontiguousarray(arr)
         if not isinstance(item, (str, Path)):
             raise TypeError(f"expected an image path or an HxWx3 uint8 RGB array, got "
                             f"{type(item).__name__}")
