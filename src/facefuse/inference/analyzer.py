@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from facefuse.config import check_whole
-from facefuse.data.images import MAX_PIXELS, ImageError, is_image_name, load_rgb
+from facefuse.data.images import MAX_PIXELS, ImageError, is_image_name, load_rgb, to_rgb_uint8
 from facefuse.devices import resolve_device
 from facefuse.inference.alignment import align_face
 from facefuse.inference.detection import (
@@ -283,9 +283,10 @@ class FaceAnalyzer:
             if arr.shape[0] * arr.shape[1] > max_pixels:
                 raise ImageError(f"<array>: image too large ({arr.shape[1]}x{arr.shape[0]} "
                                  f"pixels, limit {max_pixels})")
-            if arr.shape[2] == 4:  # alpha composited on white, as load_rgb does for files
-                alpha = arr[..., 3:].astype(np.float32) / 255
-                return (arr[..., :3] * alpha + 255 * (1 - alpha)).round().astype(np.uint8)
+            if arr.shape[2] == 4:  # alpha composited on white, the same way as for files
+                from PIL import Image
+
+                return to_rgb_uint8(Image.fromarray(arr, "RGBA"))
             return np.ascontiguousarray(arr)
         if not isinstance(item, (str, Path)):
             raise TypeError(f"expected an image path or an HxWx3 uint8 RGB array, got "

@@ -528,12 +528,17 @@ class MTLTrainer:
             return [t for t in self.cfg.tasks if t != "identity"]
         return list(self.cfg.tasks)
 
+    def _labelled(self, tasks: list[str]) -> np.ndarray:
+        """Mask over the cache's rows: those carrying a label of any of ``tasks``."""
+        present = np.zeros(len(self.cache), dtype=bool)
+        for t in tasks:
+            present |= self.cache.table.present(t)
+        return present
+
     def _loader(self, epoch: int) -> CacheLoader:
         cfg = self.cfg
         rows = self.train_rows
-        present = np.zeros(len(self.cache), dtype=bool)
-        for t in self.active_tasks(epoch):
-            present |= self.cache.table.present(t)
+        present = self._labelled(self.active_tasks(epoch))
         if self.teacher is not None and "identity" in self.active_tasks(epoch):
             present |= self.teacher[1].cpu().numpy()
         rows = rows[present[rows]]
@@ -605,12 +610,10 @@ class MTLTrainer:
         # on test, identity is scored by LFW verification below, not by closed-set accuracy
         tasks = [t for t in self.cfg.tasks if not (verify and t == "identity")]
         rows = self.cache.rows(split)
-        labelled = np.zeros(len(rows), dtype=bool)  # only rows some scored task labels: the
-        for t in tasks:                             # metrics are the same, the pass shorter
-            labelled |= self.cache.table.present(t)[rows]
+        rows = rows[self._labelled(tasks)[rows]]  # the same metrics, a shorter pass
         results = {}
-        if labelled.any():
-            loader = CacheLoader(self.cache, rows[labelled], 512, shuffle=False,
+        if len(rows):
+            loader = CacheLoader(self.cache, rows, 512, shuffle=False,
                                  device=self.device, tasks=tasks, identities=self.identities)
             results = evaluate(self.model, loader, tasks)
         if verify:
