@@ -56,7 +56,7 @@ def test_rebuilt_only_when_inputs_or_settings_change(tmp_path: Path) -> None:
     assert build_cache(table, tmp_path / "c", CacheSpec(size=16), workers=1).path != first.path
 
 
-def test_interrupted_build_leaves_no_complete_cache(tmp_path: Path, monkeypatch) -> None:
+def test_interrupted_build_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
     table = utk_table(tmp_path / "d")
     import facefuse.data.cache as cache_mod
 
@@ -67,9 +67,61 @@ def test_interrupted_build_leaves_no_complete_cache(tmp_path: Path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         build_cache(table, tmp_path / "c", CacheSpec(size=16), workers=1)
     assert not any((p / "meta.json").exists() for p in (tmp_path / "c").iterdir())
+    assert [p for p in (tmp_path / "c").iterdir() if p.is_dir()] == []  # no leftover either
     monkeypatch.undo()
     cache = build_cache(table, tmp_path / "c", CacheSpec(size=16), workers=1)
     assert cache.valid.all()
+
+
+def test_a_killed_builds_leftover_is_removed(tmp_path: Path) -> None:
+    table = utk_table(tmp_path / "d")
+    first = build_cache(table, tmp_path / "c", CacheSpec(size=16), workers=1)
+    shutil.rmtree(first.path)
+    orphan = tmp_path / "c" / f".{first.path.name}.building-999999"  # its process is gone
+    orphan.mkdir()
+    (orphan / "images.u8").write_bytes(b"half")
+    other = tmp_path / "c" / ".cache-0123456789abcdef.building-999999"  # another key's: kept
+    other.mkdir()
+    cache = build_cache(table, tmp_path / "c", CacheSpec(size=16), workers=1)
+    assert cache.path == first.path and cache.valid.all()
+    assert not orphan.exists() and other.exists()
+
+
+def test_processes_building_one_cache_take_turns(tmp_path: Path, monkeypatch) -> None:
+    """Two builds of one key at once (two trainings started side by side): the images are
+    decoded once, the second build waits and opens the first one's cache."""
+    import threading
+    import time
+
+    import facefuse.data.cache as cache_mod
+
+    table = utk_table(tmp_path / "d", n=20)
+    decoded, real = [], cache_mod._decode_one
+
+    def slow_decode(job):
+        decoded.append(job[0])
+        time.sleep(0.02)
+        return real(job)
+
+    monkeypatch.setattr(cache_mod, "_decode_one", slow_decode)
+    caches, errors = [], []
+
+    def build() -> None:
+        try:
+            caches.append(build_cache(table, tmp_path / "c", CacheSpec(size=16), workers=1))
+        except Exception as e:  # pragma: no cover - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and len(caches) == 2
+    assert len(decoded) == len(table)  # not twice
+    assert caches[0].path == caches[1].path and caches[0].meta == caches[1].meta
+    assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir()) \
+        == [caches[0].path.name]
 
 
 def test_corrupt_image_is_skipped_not_fatal(tmp_path: Path) -> None:

@@ -67,6 +67,55 @@ def test_cache_command(fake_root: Path, tmp_path: Path, capsys) -> None:
     assert "--detector-crop names datasets not cached: ['celeba']" in capsys.readouterr().err
 
 
+def test_caches_command_lists_and_removes_only_what_it_is_told(fake_root: Path,
+                                                              tmp_path: Path, capsys) -> None:
+    from facefuse.data.file_lock import exclusive_lock
+
+    root = tmp_path / "cache"
+    for size in ("16", "24"):
+        assert main(["data", "cache", str(fake_root), "--dataset", "utkface", "--size", size,
+                     "--out", str(root), "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    small, large = sorted((p for p in root.iterdir() if (p / "meta.json").exists()),
+                          key=lambda p: json.loads((p / "meta.json").read_text())["spec"]["size"])
+    interrupted = root / ".utkface-00000000deadbeef.building-999999"
+    interrupted.mkdir()
+    (interrupted / "images.u8").write_bytes(b"x" * 1000)
+    running = root / ".utkface-11111111deadbeef.building-1"
+    running.mkdir()
+    foreign = root / "notes"  # not a cache: never listed, never removed
+    foreign.mkdir()
+    (foreign / "meta.json").write_text("{}")
+    with exclusive_lock(root / ".utkface-11111111deadbeef.lock"):  # its builder is running
+        assert main(["data", "caches", str(root)]) == 0
+        out = capsys.readouterr().out
+        assert f"{small.name}" in out and "at 16 px; utkface; built" in out
+        assert "at 24 px" in out and "notes" not in out
+        assert "interrupted build" in out and "a build in progress" in out
+        assert "4 folder(s)" in out
+        assert main(["data", "caches", str(root), "--json"]) == 0
+        listed = {d["name"]: d for d in json.loads(capsys.readouterr().out)}
+        assert listed[large.name]["image_size"] == 24 and listed[large.name]["images"] == 40
+        assert listed[interrupted.name]["state"] == "interrupted"
+        assert listed[running.name]["state"] == "building"
+        assert listed[small.name]["size_bytes"] > 40 * 16 * 16 * 3
+
+        assert main(["data", "caches", str(root), "--remove", "nonsense"]) == 2
+        assert "not a cache under" in capsys.readouterr().err
+        assert main(["data", "caches", str(root), "--remove", "notes"]) == 2
+        assert foreign.exists()
+        assert main(["data", "caches", str(root), "--remove", running.name]) == 1
+        assert "being built by a running process" in capsys.readouterr().err
+        assert running.exists()
+        assert main(["data", "caches", str(root), "--remove-unfinished"]) == 0
+        assert "removed" in capsys.readouterr().out
+        assert not interrupted.exists() and running.exists() and small.exists()
+    assert main(["data", "caches", str(root), "--remove", small.name]) == 0
+    assert not small.exists() and large.exists() and foreign.exists()
+    assert main(["data", "caches", str(tmp_path / "absent")]) == 2
+    assert "no cache folder at" in capsys.readouterr().err
+
+
 def test_version_and_help(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--version"])

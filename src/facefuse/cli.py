@@ -80,6 +80,46 @@ def cmd_data_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_caches(args: argparse.Namespace) -> int:
+    from facefuse.data.cache_folders import (
+        cache_folders,
+        format_folders,
+        format_size,
+        remove_cache_folder,
+    )
+
+    try:
+        folders = cache_folders(args.folder)
+    except FileNotFoundError as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
+    by_name = {f.name: f for f in folders}
+    unknown = [n for n in args.remove or () if n not in by_name]
+    if unknown:
+        print(f"facefuse: not a cache under {args.folder}: {', '.join(unknown)} "
+              f"(run 'facefuse data caches {args.folder}' to list them)", file=sys.stderr)
+        return 2
+    doomed = [by_name[n] for n in dict.fromkeys(args.remove or ())]
+    if args.remove_unfinished:
+        doomed += [f for f in folders if f.state == "interrupted" and f not in doomed]
+    if not doomed:
+        if args.json:
+            print(json.dumps([f.to_dict() for f in folders], indent=1))
+        else:
+            print(format_folders(folders))
+        return 0
+    status = 0
+    for folder in doomed:
+        try:
+            remove_cache_folder(folder)
+        except (ValueError, OSError) as exc:
+            print(f"facefuse: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"removed {folder.path} ({format_size(folder.size_bytes)})")
+    return status
+
+
 def cmd_experiment(args: argparse.Namespace) -> int:
     from facefuse.config import ConfigError, load_config
     from facefuse.experiments import EXPERIMENTS, experiment_kind
@@ -201,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     cache.add_argument("--quiet", action="store_true", help="no progress bar")
     cache.set_defaults(func=cmd_data_cache)
+
+    caches = data_sub.add_parser("caches", help="list the training caches in a folder (size, "
+                                                 "contents, unfinished builds); remove some")
+    caches.add_argument("folder", nargs="?", default=".facefuse-cache",
+                        help="cache folder (default .facefuse-cache)")
+    caches.add_argument("--remove", action="append", metavar="NAME",
+                        help="delete this cache (a name the listing shows); repeatable")
+    caches.add_argument("--remove-unfinished", action="store_true",
+                        help="delete the leftovers of interrupted builds")
+    caches.add_argument("--json", action="store_true", help="machine-readable listing")
+    caches.set_defaults(func=cmd_data_caches)
 
     exp = sub.add_parser("experiment", help="run an experiment protocol from a YAML config "
                                             "and write its report folder")

@@ -14,7 +14,8 @@ The folder name carries a content key: a hash of the format version, the spec, a
 row's id, path, file size, modification time and labels. Changing any of them makes a new
 key, so :func:`build_cache` rebuilds only when inputs or settings change. A build writes to a
 temporary folder and renames it when complete, so an interrupted build leaves nothing half
-written.
+written, and processes building the same key take turns (:mod:`facefuse.data.file_lock`):
+the second one waits and opens what the first built.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facefuse.data.file_lock import exclusive_lock
 from facefuse.data.images import ImageError, load_rgb
 from facefuse.data.table import SampleTable
 
@@ -291,9 +293,32 @@ def build_cache(table: SampleTable, cache_root: str | Path, spec: CacheSpec = Ca
         log.info("training cache %s is up to date", final)
         return TrainingCache.open(final)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{final.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    with exclusive_lock(root / f".{final.name}.lock",
+                        waiting=f"waiting for another process building {final}"):
+        if (final / "meta.json").is_file():  # built by the process this one waited for
+            log.info("training cache %s was built by another process", final)
+            return TrainingCache.open(final)
+        # builders hold the lock, so any unfinished build of this key is a killed one's
+        for orphan in root.glob(f".{final.name}.building-*"):
+            log.info("removing an interrupted build: %s", orphan)
+            shutil.rmtree(orphan, ignore_errors=True)
+        tmp = root / f".{final.name}.building-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            _write_cache(table, tmp, spec, key, workers, progress, info)
+        except BaseException:  # a failed or interrupted build leaves nothing behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if final.exists():  # an incomplete folder of the same key (no meta.json): replace it
+            shutil.rmtree(final)
+        tmp.rename(final)
+    log.info("built training cache %s", final)
+    return TrainingCache.open(final)
+
+
+def _write_cache(table: SampleTable, tmp: Path, spec: CacheSpec, key: str,
+                 workers: int | None, progress: bool, info: dict | None) -> None:
+    """Decode every row of ``table`` into the cache files under ``tmp``."""
     n, s = len(table), spec.size
     images = np.memmap(tmp / "images.u8", mode="w+", dtype=np.uint8, shape=(n, s, s, 3))
     boxes = np.zeros((n, 4), dtype=np.float32)
@@ -339,8 +364,4 @@ def build_cache(table: SampleTable, cache_root: str | Path, spec: CacheSpec = Ca
             "datasets": table.datasets(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "info": dict(info or {})}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    if final.exists():  # an incomplete folder of the same key (no meta.json): replace it
-        shutil.rmtree(final)
-    tmp.rename(final)
-    log.info("built training cache %s: %d images in %.1fs", final, n, seconds)
-    return TrainingCache.open(final)
+    log.info("cached %d images in %.1fs", n, seconds)

@@ -1,0 +1,62 @@
+"""An exclusive advisory lock on a file, so that processes on one machine take turns.
+
+Used by :func:`facefuse.data.cache.build_cache`: two trainings started side by side on the
+same data (one process per seed) would otherwise both build the same cache. The lock is
+``fcntl.flock`` (Linux and macOS); it is released when the holder exits, however it exits,
+so a killed process never leaves a stale lock. Where ``fcntl`` is missing (Windows) the
+context manager does not lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, waiting: str = "") -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
+
+    Args:
+        path: the lock file; it is left in place afterwards (removing it would let a
+            waiting process and a new one lock two different files).
+        waiting: logged (level INFO) when another process holds the lock and this one waits.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                log.info(waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def held_elsewhere(path: str | Path) -> bool | None:
+    """Whether another process holds the lock on ``path`` now (None where locks are not
+    available); False when the file does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    if not Path(path).is_file():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
