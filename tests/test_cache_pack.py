@@ -170,6 +170,6 @@ def test_a_prebuilt_cache_must_hold_the_configs_splits(fake_root: Path, tmp_path
     legacy = json.loads((back.path / "meta.json").read_text())
     del legacy["info"]
     (back.path / "meta.json").write_text(json.dumps(legacy))
-    with caplog.at_level("WARNING", logger="facefuse.train.mtl"):
+    with caplog.at_level("WARNING", logger="facefuse.train.mtl_data"):
         mtl.MTLTrainer(load_config(MTLConfig, config, [f"cache={back.path}"]))
     assert "does not record the seed of its splits" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -312,7 +313,7 @@ def test_cache_in_memory_trains_the_same_model(fake_root: Path, tmp_path: Path,
     cache = trainer.cache
     assert mtl.keep_in_memory(cache, None) and not mtl.keep_in_memory(cache, False)
     pages = max(1, 4 * cache.images.nbytes // 4096)
-    monkeypatch.setattr(mtl.os, "sysconf", lambda name: 4096 if name == "SC_PAGE_SIZE"
+    monkeypatch.setattr(os, "sysconf", lambda name: 4096 if name == "SC_PAGE_SIZE"
                         else pages - 1)
     assert not mtl.keep_in_memory(cache, None) and mtl.keep_in_memory(cache, True)
 

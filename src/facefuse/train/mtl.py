@@ -23,15 +23,17 @@ must match the config's.
 
 Every epoch writes ``last.safetensors/.json`` and ``state.pt`` (optimiser, scheduler,
 weighting, epoch); a rerun with the same config resumes after the last finished epoch.
+
+The config is :class:`facefuse.train.mtl_config.MTLConfig`; reading the datasets, the
+training cache and the sampling weights are :mod:`facefuse.train.mtl_data` (both importable
+from here as well).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,258 +42,42 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from facefuse.config import check_whole, is_finite_non_negative, save_config, to_dict
+from facefuse.config import save_config, to_dict
 from facefuse.data.augment import AugmentSpec
-from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
+from facefuse.data.cache import TrainingCache
 from facefuse.data.cache_pack import lfw_view2_pairs
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identity_classes
-from facefuse.data.readers import SplitConfig, read_dataset
-from facefuse.data.table import SampleTable
 from facefuse.devices import resolve_device
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
-from facefuse.models import TRUNKS
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
-from facefuse.tasks import TASK_ORDER, TaskKind, get_task
+from facefuse.tasks import TaskKind, get_task
 from facefuse.train.distill import TeacherEmbeddings, distillation_loss
 from facefuse.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from facefuse.train.loop import (
-    OptimConfig,
     evaluate,
     make_optimizer,
     regression_scale,
     task_loss,
 )
+from facefuse.train.mtl_config import AGE_HEADS, IDENTITY_HEADS, RECIPES, MTLConfig
+from facefuse.train.mtl_data import (
+    keep_in_memory,
+    load_data,
+    open_prebuilt_cache,
+    sampling_probabilities,
+    training_cache,
+)
 from facefuse.train.weighting import WEIGHTINGS
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("joint", "identity_then_tasks", "single")
-IDENTITY_HEADS = ("arcface", "cosface", "softmax")
-AGE_HEADS = ("regression", "distribution")
-
-
-@dataclass(frozen=True)
-class MTLConfig:
-    kind: str = "mtl"
-    output: str = "runs/mtl"
-    cache_dir: str = ".facefuse-cache"
-    # a built (or unpacked, see facefuse.data.cache_pack) cache folder to train from instead
-    # of reading data_root: for machines without the data folder
-    cache: str | None = None
-    data_root: str = "../shared/data"
-    device: str = "auto"
-    workers: int | None = None
-    # seed: the training's randomness (initial weights, draws, augmentation) and, unless
-    # split_seed is set, the train/val/test draw; a split_seed kept while seed varies gives
-    # runs of several seeds the same test rows (and lets a fine-tune reseed its training)
-    seed: int = 0
-    split_seed: int | None = None
-    trunk: str = "mobilenetv3_large_100"
-    trunk_options: dict[str, Any] = field(default_factory=dict)
-    image_size: int = 112
-    tasks: tuple[str, ...] = ("identity", "age", "gender", "race", "emotion", "attributes",
-                              "landmarks")
-    datasets: tuple[str, ...] = ("utkface", "fer2013", "celeba", "lfw", "300w")
-    sampling: dict[str, float] = field(default_factory=dict)
-    epoch_size: int | None = None
-    limit_per_dataset: int | None = None
-    task_weights: dict[str, float] = field(default_factory=dict)
-    weighting: str = "static"
-    identity_head: str = "arcface"
-    identity_embedding: int = 128
-    # regression: one value, L1 loss; distribution: softmax over one-year bins, its
-    # expectation the age, DLDL-v2's loss (facefuse.models.heads.DistributionHead)
-    age_head: str = "regression"
-    recipe: str = "joint"
-    pretrain_epochs: int = 0
-    optim: OptimConfig = OptimConfig(optimizer="adamw", lr=2e-3, weight_decay=5e-5,
-                                     lr_decay=0.9, epochs=10)
-    batch_size: int = 256
-    augment: bool = True
-    grayscale: float = 0.1  # drop colour sometimes, so grayscale FER and colour data agree
-    center_crop: dict[str, float] = field(default_factory=lambda: {"celeba": 0.6})
-    # datasets cropped by the analyzer's detector (the training crops then match inference)
-    detector_crop: tuple[str, ...] = ()
-    # copy the training cache's images into RAM instead of reading the memory map (faster
-    # random batches); None: when they take at most a quarter of the machine's memory
-    # (each DDP process holds its own copy)
-    cache_in_memory: bool | None = None
-    channels_last: bool = True
-    bf16: bool = True  # autocast on CUDA
-    # identity distillation: a file of teacher descriptors (tools/teacher_embeddings.py)
-    identity_teacher: str | None = None
-    teacher_weight: float = 1.0
-    # start from this checkpoint's weights instead of random ones (fine-tuning)
-    init_from: str | None = None
-    # modules (names such as "trunk.model.blocks.0", with all inside them) kept as they are:
-    # no gradient, BatchNorm statistics frozen; a cheap fine-tune on a CPU
-    freeze: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.split_seed is not None and (isinstance(self.split_seed, bool) or not isinstance(
-                self.split_seed, int) or self.split_seed < 0):
-            raise ValueError(f"split_seed must be a non-negative integer or null, got "
-                             f"{self.split_seed!r}")
-        for t in self.tasks:
-            if t not in TASK_ORDER:
-                raise ValueError(f"unknown task {t!r}; valid: {', '.join(TASK_ORDER)}")
-        if self.trunk not in TRUNKS:  # before the data is read, not after
-            raise ValueError(f"unknown trunk {self.trunk!r}; valid: {', '.join(TRUNKS.names())}")
-        for name, least, optional in (("batch_size", 1, False), ("image_size", 16, False),
-                                      ("identity_embedding", 1, False),
-                                      ("epoch_size", 1, True), ("limit_per_dataset", 1, True),
-                                      ("workers", 0, True)):
-            check_whole(name, getattr(self, name), least, optional)
-        unknown = set(self.task_weights) - set(TASK_ORDER)
-        if unknown:  # a misspelt task would otherwise keep its default weight unnoticed
-            raise ValueError(f"task_weights for unknown tasks {sorted(unknown)}; valid: "
-                             f"{', '.join(TASK_ORDER)}")
-        for what, weights in (("task_weights", self.task_weights),
-                              ("sampling", self.sampling)):
-            bad = {k: v for k, v in weights.items() if not is_finite_non_negative(v)}
-            if bad:
-                raise ValueError(f"{what} must be finite numbers >= 0, got {bad}")
-        if self.sampling and not any(self.sampling.get(d, 1.0) > 0 for d in self.datasets):
-            raise ValueError("sampling gives every dataset weight 0: nothing would be drawn")
-        if not (is_finite_non_negative(self.grayscale) and self.grayscale <= 1):
-            raise ValueError(f"grayscale is a probability in [0, 1], got {self.grayscale!r}")
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
-        if self.recipe == "single" and len(self.tasks) != 1:
-            raise ValueError("recipe 'single' trains exactly one task")
-        if self.recipe == "identity_then_tasks" and (
-                "identity" not in self.tasks or not 0 < self.pretrain_epochs
-                < self.optim.epochs):
-            raise ValueError("identity_then_tasks needs the identity task and "
-                             "0 < pretrain_epochs < optim.epochs")
-        if self.identity_head not in IDENTITY_HEADS:
-            raise ValueError(f"identity_head must be one of {IDENTITY_HEADS}")
-        if self.age_head not in AGE_HEADS:
-            raise ValueError(f"age_head must be one of {AGE_HEADS}, got {self.age_head!r}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; valid: "
-                             f"{', '.join(WEIGHTINGS.names())}")
-        unknown = set(self.sampling) - set(self.datasets)
-        if unknown:
-            raise ValueError(f"sampling weights for datasets not used: {sorted(unknown)}")
-        unknown = set(self.detector_crop) - set(self.datasets)
-        if unknown:
-            raise ValueError(f"detector_crop names datasets not used: {sorted(unknown)}")
-        if self.identity_teacher is not None:
-            if "identity" not in self.tasks or self.identity_head == "softmax":
-                raise ValueError("identity_teacher distils into the identity embedding: it "
-                                 "needs the identity task with an arcface or cosface head")
-            if not self.teacher_weight > 0:
-                raise ValueError(f"teacher_weight must be > 0, got {self.teacher_weight}")
-        if self.cache is not None and self.limit_per_dataset is not None:
-            raise ValueError("limit_per_dataset selects rows from data_root; it cannot be "
-                             "used with a prebuilt cache")
-
-    @property
-    def splits_seed(self) -> int:
-        """The seed the train/val/test splits are drawn with: ``split_seed``, else ``seed``."""
-        return self.seed if self.split_seed is None else self.split_seed
-
-    def cache_spec(self) -> CacheSpec:
-        """The training cache's settings (size and crops) for this config."""
-        return CacheSpec(size=self.image_size, center_crop=self.center_crop,
-                         detector_crop=self.detector_crop)
-
-
-def load_data(cfg: MTLConfig) -> tuple[SampleTable, list[dict]]:
-    tables, counts = [], []
-    for name in cfg.datasets:
-        r = read_dataset(name, cfg.data_root, SplitConfig(seed=cfg.splits_seed))
-        t = r.table
-        if cfg.limit_per_dataset is not None:  # part of the splits: drawn with their seed
-            keep = []
-            rng = np.random.default_rng(cfg.splits_seed)
-            for s in ("train", "val", "test"):
-                rows = np.flatnonzero(t.split == s)
-                cap = cfg.limit_per_dataset if s == "train" else max(cfg.limit_per_dataset // 4,
-                                                                      1)
-                keep.append(np.sort(rng.permutation(rows)[:cap]))
-            if name == "lfw":  # the verification benchmark needs every image a pair names
-                keep.append(np.flatnonzero(t.fold >= 0))
-            t = t.select(np.unique(np.concatenate(keep)))
-        tables.append(t)
-        counts.append({"dataset": name, "images": len(t), "skipped": len(r.skipped)})
-    return SampleTable.concat(tables), counts
-
-
-def open_prebuilt_cache(cfg: MTLConfig) -> tuple[TrainingCache, list[dict]]:
-    """The cache ``cfg.cache`` names, narrowed to ``cfg.datasets``, and its per-dataset counts
-    (images, and rows it could not decode; files the readers skipped are not recorded there).
-
-    Raises:
-        ValueError: when the cache was built with other settings than ``cfg`` asks for, or
-            lacks one of ``cfg.datasets``.
-    """
-    cache = TrainingCache.open(cfg.cache)
-    want, have = cfg.cache_spec().to_dict(), cache.spec.to_dict()
-    if want != have:
-        diff = {k: (have.get(k), want.get(k)) for k in set(want) | set(have)
-                if want.get(k) != have.get(k)}
-        raise ValueError(f"cache {cfg.cache} was built with other settings than this config "
-                         f"asks for (setting: (cache, config)): {diff}")
-    missing = sorted(set(cfg.datasets) - set(cache.table.datasets()))
-    if missing:
-        raise ValueError(f"cache {cfg.cache} holds no rows of {missing}")
-    built_with = cache.meta.get("info", {}).get("split_seed")
-    if built_with is None:  # caches built before the seed was recorded
-        log.warning("cache %s does not record the seed of its splits; its train/val/test "
-                    "rows are taken as split seed %d's", cfg.cache, cfg.splits_seed)
-    elif built_with != cfg.splits_seed:
-        raise ValueError(f"cache {cfg.cache} holds the splits of seed {built_with}; this config "
-                         f"draws its splits with seed {cfg.splits_seed}: set split_seed: "
-                         f"{built_with} (seed may differ) or build a cache for these splits")
-    cache.valid = cache.valid & np.isin(cache.table.dataset, list(cfg.datasets))
-    # the files the readers skipped never reached the cache and are not recorded in it;
-    # "undecodable" counts the rows the cache could not decode
-    counts = [{"dataset": name, "images": int((cache.table.dataset == name).sum()),
-               "undecodable": int((~cache.valid & (cache.table.dataset == name)).sum())}
-              for name in cfg.datasets]
-    return cache, counts
-
-
-def training_cache(cfg: MTLConfig, progress: bool = False
-                   ) -> tuple[TrainingCache, list[dict]]:
-    """The config's training cache and its per-dataset counts: the prebuilt ``cfg.cache``,
-    or the one built from ``data_root`` (built now when missing)."""
-    if cfg.cache is not None:
-        return open_prebuilt_cache(cfg)
-    table, counts = load_data(cfg)
-    return build_cache(table, cfg.cache_dir, cfg.cache_spec(), name="mtl", workers=cfg.workers,
-                       info={"split_seed": cfg.splits_seed},
-                       progress=progress), counts
-
-
-def keep_in_memory(cache: TrainingCache, setting: bool | None) -> bool:
-    """Whether the trainer copies ``cache``'s images into RAM: ``setting`` when given, else
-    when they take at most a quarter of the machine's physical memory."""
-    if setting is not None:
-        return setting
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # no sysconf: stay with the memory map
-        return False
-    return cache.images.nbytes <= memory // 4
-
-
-def sampling_probabilities(table: SampleTable, rows: np.ndarray,
-                           weights: dict[str, float]) -> np.ndarray | None:
-    """Per-row probabilities giving each dataset a share of draws proportional to its
-    weight (unlisted datasets: weight 1); None when no weights are set (uniform rows)."""
-    if not weights:
-        return None
-    ds = table.dataset[rows]
-    p = np.zeros(len(rows))
-    for name in np.unique(ds):
-        members = ds == name
-        p[members] = weights.get(str(name), 1.0) / members.sum()
-    return p / p.sum()
+# the config and the data steps live in their own modules; their names stay importable here
+__all__ = ["AGE_HEADS", "IDENTITY_HEADS", "RECIPES", "MTLConfig", "MTLTrainer",
+           "identity_embedding", "keep_in_memory", "lfw_verification", "load_data",
+           "model_spec", "open_prebuilt_cache", "sampling_probabilities", "train_mtl",
+           "training_cache"]
 
 
 def model_spec(cfg: MTLConfig, n_identities: int) -> ModelSpec:
