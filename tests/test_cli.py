@@ -110,8 +110,10 @@ def test_caches_command_lists_and_removes_only_what_it_is_told(fake_root: Path,
         assert main(["data", "caches", str(root), "--remove-unfinished"]) == 0
         assert "removed" in capsys.readouterr().out
         assert not interrupted.exists() and running.exists() and small.exists()
+    assert (root / f".{small.name}.lock").is_file()
     assert main(["data", "caches", str(root), "--remove", small.name]) == 0
     assert not small.exists() and large.exists() and foreign.exists()
+    assert not (root / f".{small.name}.lock").exists() and (root / f".{large.name}.lock").exists()
     assert main(["data", "caches", str(tmp_path / "absent")]) == 2
     assert "no cache folder at" in capsys.readouterr().err
 

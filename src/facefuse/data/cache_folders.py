@@ -94,6 +94,10 @@ def remove_cache_folder(folder: CacheFolder) -> None:
     if folder.state == "building":
         raise ValueError(f"{folder.name} is being built by a running process; not removed")
     shutil.rmtree(folder.path)
+    if folder.state == "complete":  # its build lock goes too, unless a process holds it
+        lock = folder.path.parent / f".{folder.name}.lock"
+        if held_elsewhere(lock) is False and lock.is_file():
+            lock.unlink()
 
 
 def format_size(n: int) -> str:
