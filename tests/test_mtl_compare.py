@@ -142,6 +142,45 @@ def test_a_rerun_reuses_finished_runs_and_retrains_changed_ones(fake_root: Path,
     assert not finished_run(replace(run_cfg, optim=replace(run_cfg.optim, epochs=3)))
 
 
+def test_joint_weightings_add_a_joint_run_and_a_gain_column_per_strategy(
+        fake_root: Path, tmp_path: Path) -> None:
+    base = write_config(tmp_path, fake_root, "tasks: [age, emotion]\n")
+    cfg = _compare_config(tmp_path, base, "joint_weightings: [uncertainty, dwa]\n")
+    out = run_mtl_compare(load_config(MTLCompareConfig, cfg))
+    with (out / "comparison.csv").open() as f:
+        got = {(r["task"], r["recipe"]): r for r in csv.DictReader(f)}
+    for task in ("age", "emotion"):
+        for recipe in ("single", "joint", "joint_uncertainty", "joint_dwa"):
+            assert got[(task, recipe)]["seeds"] == "1", (task, recipe)
+    # each strategy's run trained with it, on the joint run's draws
+    joint = load_config(MTLConfig, out / "runs" / "tiny_cnn-joint-seed0" / "config.yaml")
+    for w in ("uncertainty", "dwa"):
+        run = load_config(MTLConfig, out / "runs" / f"tiny_cnn-joint_{w}-seed0" / "config.yaml")
+        assert run.weighting == w and replace(run, weighting=joint.weighting,
+                                              output=joint.output) == joint
+    history = json.loads((out / "runs" / "tiny_cnn-joint_uncertainty-seed0"
+                          / "metrics.json").read_text())["history"]
+    assert history[-1]["weights"] != history[0]["weights"]  # the weights were learned
+    text = (out / "report.md").read_text()
+    assert "joint_uncertainty - single" in text and "joint_dwa - single" in text
+    assert "The joint column uses the base config's loss weighting (static)" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["run_seconds"]) == {
+        "tiny_cnn-single-age-seed0", "tiny_cnn-single-emotion-seed0", "tiny_cnn-joint-seed0",
+        "tiny_cnn-joint_uncertainty-seed0", "tiny_cnn-joint_dwa-seed0"}
+
+
+def test_bad_joint_weightings_are_refused(fake_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown joint_weightings.*valid: .*uncertainty"):
+        MTLCompareConfig(joint_weightings=("gradnorm",))
+    with pytest.raises(ValueError, match="repeats a strategy"):
+        MTLCompareConfig(joint_weightings=("dwa", "dwa"))
+    base = write_config(tmp_path, fake_root, "tasks: [age]\n")
+    cfg = _compare_config(tmp_path, base, "joint_weightings: [static]\n")
+    with pytest.raises(ValueError, match="the base config's own weighting"):
+        run_mtl_compare(load_config(MTLCompareConfig, cfg))
+
+
 def test_bad_budgets_are_refused(fake_root: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="single_budget.*equal_draws, equal_exposure"):
         MTLCompareConfig(single_budget="same")

@@ -12,6 +12,11 @@ carry its task (the joint run's epoch size times that share of its sampling), so
 the task's data equally often and the question becomes "does sharing the trunk with the other
 tasks help at the same exposure to this task?".
 
+``joint_weightings: [uncertainty, dwa]`` adds, per trunk and seed, one more joint run per
+loss weighting strategy named (:mod:`facefuse.train.weighting`; the base config's own
+weighting is the ``joint`` column): does a learned or adaptive weighting change the answer?
+Their columns are ``joint_<weighting>``, with their gains over single-task training.
+
 A finished run (its ``metrics.json`` written by a run of the same config) is reused, so an
 interrupted experiment continues where it stopped, and several invocations (one per seed,
 say, on a machine with cores to spare) can fill one output folder before a last one with
@@ -37,6 +42,7 @@ from facefuse.evaluation.report import environment, markdown_table, mean_std, wr
 from facefuse.experiments import EXPERIMENTS, Experiment
 from facefuse.models import TRUNKS
 from facefuse.train.mtl import MTLConfig, sampling_probabilities, train_mtl, training_cache
+from facefuse.train.weighting import WEIGHTINGS
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,8 @@ class MTLCompareConfig:
                               "landmarks")
     pretrain_epochs: int = 1
     single_budget: str = "equal_draws"  # equal_draws | equal_exposure (module docstring)
+    # further joint runs, one per loss weighting strategy named (module docstring)
+    joint_weightings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("trunks", "seeds", "recipes", "tasks"):
@@ -85,6 +93,16 @@ class MTLCompareConfig:
         unknown = [t for t in self.tasks if t not in PRIMARY]
         if unknown:
             raise ValueError(f"unknown tasks {unknown}; valid: {', '.join(PRIMARY)}")
+        unknown = [w for w in self.joint_weightings if w not in WEIGHTINGS]
+        if unknown:
+            raise ValueError(f"unknown joint_weightings {unknown}; valid: "
+                             f"{', '.join(WEIGHTINGS.names())}")
+        if len(set(self.joint_weightings)) != len(self.joint_weightings):
+            raise ValueError(f"joint_weightings repeats a strategy: {list(self.joint_weightings)}")
+
+    def columns(self) -> list[str]:
+        """The table's recipe columns: ``recipes``, then ``joint_<w>`` per joint weighting."""
+        return [*self.recipes, *(f"joint_{w}" for w in self.joint_weightings)]
 
 
 def task_exposure(base: MTLConfig, tasks: tuple[str, ...]) -> dict[str, float]:
@@ -146,6 +164,11 @@ def run_configs(cfg: MTLCompareConfig, base: MTLConfig,
                     task_weights=weights(cfg.tasks),
                     pretrain_epochs=cfg.pretrain_epochs,
                     output=str(root / f"{trunk}-identity_then_tasks-seed{seed}"))))
+            for w in cfg.joint_weightings:
+                out.append((trunk, f"joint_{w}", seed, "all", replace(
+                    base, **common, recipe="joint", tasks=cfg.tasks,
+                    task_weights=weights(cfg.tasks), weighting=w,
+                    output=str(root / f"{trunk}-joint_{w}-seed{seed}"))))
     return out
 
 
@@ -170,6 +193,9 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     base = load_config(MTLConfig, cfg.base, list(cfg.base_overrides), cfg.base_profile)
+    if base.weighting in cfg.joint_weightings and "joint" in cfg.recipes:
+        raise ValueError(f"joint_weightings names {base.weighting!r}, the base config's own "
+                         f"weighting: the 'joint' column already trains it")
     exposure = None
     if cfg.single_budget == "equal_exposure" and "single" in cfg.recipes:
         if not base.epoch_size:
@@ -203,21 +229,22 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
             if value is not None:
                 scores[(trunk, recipe, t, seed)] = value
     rows, csv_rows = [], []
+    # the columns compared with single-task training, each paired by seed
+    gained = ([r for r in cfg.columns() if r not in ("single",)]
+              if "single" in cfg.recipes else [])
     for trunk in cfg.trunks:
         for task in cfg.tasks:
             key, higher, percent = PRIMARY[task]
             scale = 100 if percent else 1
             row: list[object] = [trunk, f"{task} ({key})"]
             single = {s: scores.get((trunk, "single", task, s)) for s in cfg.seeds}
-            for recipe in cfg.recipes:
+            for recipe in cfg.columns():
                 vals = [scores[(trunk, recipe, task, s)] for s in cfg.seeds
                         if (trunk, recipe, task, s) in scores]
                 m, sd = mean_std(vals) if vals else (float("nan"), float("nan"))
                 row.append(f"{m * scale:.2f} ± {sd * scale:.2f}" if vals else "-")
                 csv_rows.append([trunk, task, key, recipe, m, sd, len(vals), json.dumps(vals)])
-            for recipe in ("joint", "identity_then_tasks"):
-                if recipe not in cfg.recipes or "single" not in cfg.recipes:
-                    continue
+            for recipe in gained:
                 gains = [(1 if higher else -1) * (scores[(trunk, recipe, task, s)] - single[s])
                          for s in cfg.seeds if single[s] is not None
                          and (trunk, recipe, task, s) in scores]
@@ -227,9 +254,7 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
                 else:
                     row.append("-")
             rows.append(row)
-    gain_cols = [f"{r} - single" for r in ("joint", "identity_then_tasks")
-                 if r in cfg.recipes and "single" in cfg.recipes]
-    header = ["trunk", "task (metric)", *cfg.recipes, *gain_cols]
+    header = ["trunk", "task (metric)", *cfg.columns(), *(f"{r} - single" for r in gained)]
     table = markdown_table(header, rows)
     write_csv(out / "comparison.csv", ["trunk", "task", "metric", "recipe", "mean", "std",
                                        "seeds", "per_seed"], csv_rows)
@@ -257,6 +282,9 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
          if base.split_seed is not None else "Each seed also draws its own splits, so the "
          "spread includes that of the test rows (base_overrides: [split_seed=0] fixes them)."),
         "",
+        *([f"The joint column uses the base config's loss weighting ({base.weighting}); "
+           + ", ".join(f"joint_{w} the {w} weighting" for w in cfg.joint_weightings)
+           + ", on the same draws.", ""] if cfg.joint_weightings else []),
         "Test scores, mean ± std over seeds (accuracy-like metrics in %, age MAE in years, "
         "landmark NME in %). Gains are paired by seed; positive = better than single-task.",
         "", table, ""]))
