@@ -87,7 +87,7 @@ def test_a_killed_builds_leftover_is_removed(tmp_path: Path) -> None:
     assert not orphan.exists() and other.exists()
 
 
-def test_processes_building_one_cache_take_turns(tmp_path: Path, monkeypatch) -> None:
+def test_processes_building_one_cache_take_turns(tmp_path: Path, monkeypatch, caplog) -> None:
     """Two builds of one key at once (two trainings started side by side): the images are
     decoded once, the second build waits and opens the first one's cache."""
     import threading
@@ -113,11 +113,13 @@ def test_processes_building_one_cache_take_turns(tmp_path: Path, monkeypatch) ->
             errors.append(e)
 
     threads = [threading.Thread(target=build) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    with caplog.at_level("WARNING", logger="facefuse.data.file_lock"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
     assert errors == [] and len(caches) == 2
+    assert "another process is building" in caplog.text  # the one that waited says so
     assert len(decoded) == len(table)  # not twice
     assert caches[0].path == caches[1].path and caches[0].meta == caches[1].meta
     assert sorted(p.name for p in (tmp_path / "c").iterdir() if p.is_dir()) \

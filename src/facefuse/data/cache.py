@@ -294,7 +294,7 @@ def build_cache(table: SampleTable, cache_root: str | Path, spec: CacheSpec = Ca
         return TrainingCache.open(final)
     root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(root / f".{final.name}.lock",
-                        waiting=f"waiting for another process building {final}"):
+                        waiting=f"another process is building {final}; waiting for it"):
         if (final / "meta.json").is_file():  # built by the process this one waited for
             log.info("training cache %s was built by another process", final)
             return TrainingCache.open(final)

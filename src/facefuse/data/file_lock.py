@@ -24,7 +24,8 @@ def exclusive_lock(path: str | Path, waiting: str = "") -> Iterator[None]:
     Args:
         path: the lock file; it is left in place afterwards (removing it would let a
             waiting process and a new one lock two different files).
-        waiting: logged (level INFO) when another process holds the lock and this one waits.
+        waiting: logged (level WARNING, so a command shows it by default) when another
+            process holds the lock and this one waits.
     """
     try:
         import fcntl
@@ -36,7 +37,7 @@ def exclusive_lock(path: str | Path, waiting: str = "") -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if waiting:
-                log.info(waiting)
+                log.warning(waiting)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
