@@ -3,7 +3,7 @@ interrupted builds) and removing what is no longer wanted: ``facefuse data cache
 
 A cache's name carries a key of its inputs' sizes and modification times
 (:mod:`facefuse.data.cache`), so copying or touching a dataset makes the next training build
-a new cache and leaves the old one on disk; at 96 px a cache of every dataset takes 1.6 GB.
+a new cache and leaves the old one on disk; at 96 px a cache of every dataset takes 1.7 GB.
 Only folders that are caches (a ``meta.json`` of the cache format) or a cache's build folder
 are listed or removed; anything else under the root is left alone.
 """
@@ -19,7 +19,6 @@ from pathlib import Path
 from facefuse.data.file_lock import held_elsewhere
 
 BUILD_FOLDER = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
-STATES = ("complete", "building", "interrupted")
 
 
 @dataclass(frozen=True)

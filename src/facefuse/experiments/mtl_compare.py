@@ -230,7 +230,7 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
                 scores[(trunk, recipe, t, seed)] = value
     rows, csv_rows = [], []
     # the columns compared with single-task training, each paired by seed
-    gained = ([r for r in cfg.columns() if r not in ("single",)]
+    gained = ([r for r in cfg.columns() if r != "single"]
               if "single" in cfg.recipes else [])
     for trunk in cfg.trunks:
         for task in cfg.tasks:
