@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,22 @@ def test_missing_file_and_profile(tmp_path: Path) -> None:
         load_config(Outer, tmp_path / "none.yaml")
     with pytest.raises(ConfigError, match="profile 'fast' not in"):
         load_config(Outer, write(tmp_path, "name: a\n"), profile="fast")
+
+
+def test_same_config_accepts_fields_added_since_at_their_defaults() -> None:
+    from facefuse.config import same_config, to_dict
+    from facefuse.train.loop import OptimConfig
+    from facefuse.train.mtl import MTLConfig
+
+    cfg = MTLConfig(tasks=("age", "gender"), optim=OptimConfig(epochs=3))
+    saved = json.loads(json.dumps(to_dict(cfg)))  # tuples come back as lists
+    assert same_config(saved, cfg)
+    older = {k: v for k, v in saved.items() if k not in ("freeze", "init_from")}
+    older["optim"] = {k: v for k, v in saved["optim"].items() if k != "fused"}
+    assert same_config(older, cfg)  # recorded before these fields existed: the same run
+    assert not same_config(older, replace(cfg, init_from="runs/x/final"))  # not the default
+    assert not same_config(older, replace(cfg, optim=OptimConfig(epochs=3, fused=True)))
+    assert not same_config({**saved, "seed": 1}, cfg)
+    assert not same_config({**saved, "optim": {**saved["optim"], "lr": 0.1}}, cfg)
+    assert not same_config({**saved, "retired_field": 1}, cfg)  # a field since removed
+    assert not same_config(None, cfg) and not same_config([], cfg)

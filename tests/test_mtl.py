@@ -234,6 +234,13 @@ def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path
         main(["train", str(cfg), "--quiet"])
     monkeypatch.setattr(mtl.MTLTrainer, "train_epoch", lambda self, e: (calls.append(e),
                                                                          real(self, e))[1])
+    # a state saved by a version before two fields existed (both at their defaults now)
+    state_file = tmp_path / "run" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    old = json.loads(state["config"])
+    del old["teacher_weight"], old["optim"]["fused"]
+    state["config"] = json.dumps(old, sort_keys=True)
+    torch.save(state, state_file)
     calls.clear()
     assert main(["train", str(cfg), "--quiet"]) == 0
     assert calls == [2]  # epoch 1 came from the saved state

@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from test_mtl import write_config
 
 from facefuse.cli import main
@@ -140,6 +141,14 @@ def test_a_rerun_reuses_finished_runs_and_retrains_changed_ones(fake_root: Path,
     assert finished_run(run_cfg)
     assert not finished_run(replace(run_cfg, seed=5))
     assert not finished_run(replace(run_cfg, optim=replace(run_cfg.optim, epochs=3)))
+    # one finished by a version before a field existed (it is at its default now): reused
+    state_file = report / "runs" / "tiny_cnn-joint-seed0" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    older = json.loads(state["config"])
+    del older["freeze"]
+    torch.save({**state, "config": json.dumps(older, sort_keys=True)}, state_file)
+    assert finished_run(run_cfg)
+    assert not finished_run(replace(run_cfg, freeze=("trunk.stem",)))
 
 
 def test_joint_weightings_add_a_joint_run_and_a_gain_column_per_strategy(

@@ -9,6 +9,7 @@ resolved config back, to be written beside every run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import types
 import typing
@@ -118,6 +119,40 @@ def to_dict(config: Any) -> Any:
     if isinstance(config, Mapping):
         return {k: to_dict(v) for k, v in config.items()}
     return config
+
+
+def same_config(saved: Any, config: Any) -> bool:
+    """Whether ``saved`` (a config's :func:`to_dict` as a run stored it, e.g. read back from
+    JSON) describes ``config``: equal, except that a field missing from ``saved`` is accepted
+    at its default value, so a run stored before a field was added still resumes (or is
+    reused) under the version that added it. A field in ``saved`` that ``config`` no longer
+    has makes them differ."""
+    if not dataclasses.is_dataclass(config):
+        return _plain(to_dict(config)) == _plain(saved)
+    if not isinstance(saved, Mapping):
+        return False
+    names = {f.name for f in dataclasses.fields(config)}
+    if set(saved) - names:
+        return False
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in saved:
+            if not same_config(saved[f.name], value):
+                return False
+        elif f.default is not dataclasses.MISSING:
+            if _plain(to_dict(value)) != _plain(to_dict(f.default)):
+                return False
+        elif f.default_factory is not dataclasses.MISSING:
+            if _plain(to_dict(value)) != _plain(to_dict(f.default_factory())):
+                return False
+        else:  # a required field the stored run did not record
+            return False
+    return True
+
+
+def _plain(data: Any) -> Any:
+    """``data`` as JSON would give it back (tuples as lists, keys as strings)."""
+    return json.loads(json.dumps(data, sort_keys=True))
 
 
 def _merge(base: dict, update: Mapping) -> dict:

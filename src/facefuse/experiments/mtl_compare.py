@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from facefuse.config import load_config, save_config, to_dict
+from facefuse.config import load_config, same_config, save_config, to_dict
 from facefuse.devices import resolve_device
 from facefuse.evaluation.report import environment, markdown_table, mean_std, write_csv
 from facefuse.experiments import EXPERIMENTS, Experiment
@@ -184,7 +184,7 @@ def finished_run(run_cfg: MTLConfig) -> bool:
     if not (state.is_file() and metrics.is_file()):
         return False
     saved = torch.load(state, map_location="cpu", weights_only=True)
-    return (saved.get("config") == json.dumps(to_dict(run_cfg), sort_keys=True)
+    return (same_config(json.loads(saved.get("config") or "null"), run_cfg)
             and int(saved.get("epoch", 0)) >= run_cfg.optim.epochs)
 
 

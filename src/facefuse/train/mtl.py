@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from facefuse.config import save_config, to_dict
+from facefuse.config import same_config, save_config, to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import TrainingCache
 from facefuse.data.cache_pack import lfw_view2_pairs
@@ -271,7 +271,7 @@ class MTLTrainer:
         if not state_file.is_file():
             return
         state = torch.load(state_file, map_location=self.device, weights_only=True)
-        if state.get("config") != json.dumps(to_dict(self.cfg), sort_keys=True):
+        if not same_config(json.loads(state.get("config") or "null"), self.cfg):
             raise ValueError(f"{state_file} belongs to a run with another config; use another "
                              f"output folder or delete it")
         self.model.load_state_dict(state["model"])
