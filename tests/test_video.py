@@ -112,6 +112,37 @@ def test_no_face_and_unreadable_videos(tiny_model, tmp_path: Path) -> None:
         "blank.frames.jsonl", "blank.tracks.csv", "blank.tracks.json"]
 
 
+def test_memory_does_not_grow_with_the_videos_length(tiny_model, tmp_path: Path) -> None:
+    """Frames stream through: ten times the frames (each with a face on it) take no more
+    Python memory at the peak, and the records go to the file as they are made."""
+    import tracemalloc
+
+    model = FaceModel.from_checkpoint(tiny_model)
+    detector = build_detector("full_frame")
+    rng = np.random.default_rng(0)
+
+    def peak_bytes(n_frames: int) -> tuple[int, int]:
+        frames = [rng.integers(0, 255, (96, 96, 3), dtype=np.uint8) for _ in range(4)]
+        video = write_video(tmp_path / f"v{n_frames}.mp4",
+                            [frames[i % 4] for i in range(n_frames)])
+        del frames
+        with (tmp_path / f"v{n_frames}.jsonl").open("w") as records:
+            analyze_video(video, model, detector, fps=None, records=records)  # warm-up
+            tracemalloc.start()
+            try:
+                result = analyze_video(video, model, detector, fps=None, records=records)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        assert result.frames_sampled == n_frames and result.faces == n_frames
+        return peak, result.faces
+
+    short, _ = peak_bytes(30)
+    long, faces = peak_bytes(300)
+    assert long < 1.5 * short + 200_000, (short, long)  # a frame is 27,648 bytes
+    assert len((tmp_path / "v300.jsonl").read_text().splitlines()) == 2 * faces
+
+
 def test_running_stats_match_numpy() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 4))
