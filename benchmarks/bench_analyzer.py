@@ -1,5 +1,5 @@
 """Analyzer speed on any device: per-stage ms an image (one image at a time, as
-``compare_peers.py`` times it) and batched images/s (``analyze_many``, faces of several
+``compare_peers.py`` times it) and batched images/s (``iter_analyze``, faces of several
 images sharing model batches).
 
 Usage:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="a checkpoint (default: the shipped model)")
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--limit", type=int, default=100)
-    p.add_argument("--batch", type=int, default=32, help="images per analyze_many call")
+    p.add_argument("--batch", type=int, default=32, help="images predicted together (batch_images)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     if args.limit < 1 or args.batch < 1:
@@ -81,14 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| " + " | ".join(f"{1000 * mean[k]:.1f}" for k in
                             ("decode", "detect", "crop", "model", "refine", "total"))
           + f" | {1 / mean['total']:.1f} |")
-    ours.analyzer.analyze_many(paths[:args.batch])  # warm-up at the batch size
+    ours.analyzer.analyze_many(paths[:args.batch], batch_images=args.batch)  # warm-up
     t = time.perf_counter()
-    faces = 0
-    for start in range(0, len(paths), args.batch):
-        faces += sum(len(r.faces) for r in ours.analyzer.analyze_many(
-            paths[start:start + args.batch]))
+    faces = sum(len(r.faces) for r in ours.analyzer.iter_analyze(paths,
+                                                                 batch_images=args.batch))
     seconds = time.perf_counter() - t
-    print(f"batched (analyze_many, {args.batch} images a call): "
+    print(f"batched (iter_analyze, {args.batch} images a batch): "
           f"{len(paths) / seconds:.1f} images/s, {faces / seconds:.1f} faces/s")
     return 0
 

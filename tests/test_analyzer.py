@@ -147,6 +147,49 @@ def test_bad_files_are_reported_and_the_batch_goes_on(analyzer, faces, tmp_path)
         analyzer.analyze(text)
 
 
+def test_many_images_stream_through_in_batches(analyzer, model_path, faces, tmp_path,
+                                                capsys) -> None:
+    """iter_analyze holds one batch of images at a time: it has read only the first batch
+    when it gives the first result; the results do not depend on the batch size."""
+    images = [canvas(faces[k % 4:k % 4 + 1]) for k in range(5)]
+    taken = []
+
+    def feed():
+        for k, img in enumerate(images):
+            taken.append(k)
+            yield img
+
+    results = analyzer.iter_analyze(feed(), batch_images=2)
+    first = next(results)
+    assert taken == [0, 1]  # the rest not read yet
+    rest = list(results)
+    assert taken == [0, 1, 2, 3, 4] and len(rest) == 4
+    alone = [analyzer.analyze(img) for img in images]
+    for got, want in zip([first, *rest], alone, strict=True):
+        assert [f.box for f in got.faces] == [f.box for f in want.faces]
+        np.testing.assert_allclose(got.faces[0].predictions["embedding"],
+                                   want.faces[0].predictions["embedding"], atol=1e-5)
+    assert [r.faces[0].box for r in analyzer.analyze_many(images, batch_images=3)] \
+        == [r.faces[0].box for r in alone]
+    with pytest.raises(ValueError, match="batch_images"):
+        analyzer.analyze_many(images, batch_images=0)
+    # the embed command streams the same way, one line per face, and sums up on stderr
+    paths = []
+    for k, img in enumerate(images):
+        paths.append(tmp_path / f"p{k}.png")
+        Image.fromarray(img).save(paths[-1])
+    opts = ["--model", str(model_path), "--device", "cpu"]
+    assert main(["embed", *map(str, paths), *opts, "--batch-images", "2"]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert [x["source"] for x in lines] == [str(p) for p in paths]
+    assert "5 image(s), 5 face(s), 0 failed" in captured.err
+    assert main(["embed", *map(str, paths), *opts, "--quiet"]) == 0
+    again = capsys.readouterr()
+    assert again.err == "" and [json.loads(x)["source"] for x in again.out.splitlines()] \
+        == [str(p) for p in paths]
+
+
 def test_bad_analyzer_settings_are_refused_up_front(model_path: Path) -> None:
     for kwargs, says in (({"device": "tpu"}, "unknown device 'tpu'; use auto, cpu, cuda"),
                          ({"min_face": -1}, "min_face must be a whole number >= 0, got -1"),

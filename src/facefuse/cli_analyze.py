@@ -80,28 +80,27 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
         bar = tqdm(total=len(images), unit="img", disable=args.quiet or len(images) < 2,
                    file=sys.stderr)
-        for start in range(0, len(images), args.batch_images):
-            chunk = images[start:start + args.batch_images]
-            for path, result in zip(chunk, analyzer.analyze_many(chunk), strict=True):
-                faces += len(result.faces)
-                if result.error:
-                    failures += 1
-                    print(f"facefuse: {result.error}", file=sys.stderr)
-                if args.format == "csv":
-                    rows = result.rows() or [{"source": result.source, "face": None,
-                                              "error": result.error}]
-                    for row in rows:
-                        row.setdefault("error", result.error)
-                        if writer is None:
-                            writer = csv.DictWriter(out, fieldnames=list(row),
-                                                    extrasaction="ignore")
-                            writer.writeheader()
-                        writer.writerow(row)
-                else:
-                    out.write(json.dumps(result.to_dict()) + "\n")
-                if args.annotate and not result.error:
-                    annotate(load_rgb(path), result, Path(args.annotate) / annotated[path])
-            bar.update(len(chunk))
+        results = analyzer.iter_analyze(images, batch_images=args.batch_images)
+        for path, result in zip(images, results, strict=True):
+            faces += len(result.faces)
+            if result.error:
+                failures += 1
+                print(f"facefuse: {result.error}", file=sys.stderr)
+            if args.format == "csv":
+                rows = result.rows() or [{"source": result.source, "face": None,
+                                          "error": result.error}]
+                for row in rows:
+                    row.setdefault("error", result.error)
+                    if writer is None:
+                        writer = csv.DictWriter(out, fieldnames=list(row),
+                                                extrasaction="ignore")
+                        writer.writeheader()
+                    writer.writerow(row)
+            else:
+                out.write(json.dumps(result.to_dict()) + "\n")
+            if args.annotate and not result.error:
+                annotate(load_rgb(path), result, Path(args.annotate) / annotated[path])
+            bar.update(1)
         bar.close()
         if videos and analyzer.tta_margins:
             print("facefuse: --tta-margins applies to photos; videos use the main crop only",
@@ -168,15 +167,22 @@ def cmd_embed(args: argparse.Namespace) -> int:
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
-    failures = 0
-    for result in analyzer.analyze_many(paths):
+    from tqdm.auto import tqdm
+
+    failures = faces = 0
+    results = analyzer.iter_analyze(paths, batch_images=args.batch_images)
+    for result in tqdm(results, total=len(paths), unit="img", file=sys.stderr,
+                       disable=args.quiet or len(paths) < 2):
         for face in result.faces:
             print(json.dumps({"source": result.source, "face": face.index,
                               "box": [round(v, 1) for v in face.box],
                               "embedding": face.predictions["embedding"]}))
+        faces += len(result.faces)
         if result.error:
             failures += 1
             print(f"facefuse: {result.error}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{len(paths)} image(s), {faces} face(s), {failures} failed", file=sys.stderr)
     return 1 if failures else 0  # as analyze: the rest embedded, the failures reported
 
 
@@ -266,7 +272,8 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
                         "(default: the shipped one; none: the model's points as they are; "
                         "fit one with `facefuse fit-landmarks`)")
     add_frame_sampling(a)
-    a.add_argument("--batch-images", type=positive_int, default=32, help="images per batch")
+    a.add_argument("--batch-images", type=positive_int, default=32,
+                   help="images decoded and predicted together (bounds the memory used)")
     a.add_argument("--quiet", action="store_true")
     common(a)
     a.set_defaults(func=cmd_analyze)
@@ -279,6 +286,9 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=cmd_verify)
     e = sub.add_parser("embed", help="identity embeddings of every face (JSON lines)")
     e.add_argument("paths", nargs="+")
+    e.add_argument("--batch-images", type=positive_int, default=32,
+                   help="images decoded and predicted together (bounds the memory used)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     common(e)
     e.set_defaults(func=cmd_embed)
     s = sub.add_parser("search", help="nearest identity in a gallery folder")

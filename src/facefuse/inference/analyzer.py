@@ -33,6 +33,8 @@ from facefuse.tasks import five_points_from_68
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+#: images decoded and predicted together by analyze_many / iter_analyze
+BATCH_IMAGES = 32
 
 
 # the first columns of ImageResult.rows(), before each task's
@@ -224,10 +226,34 @@ class FaceAnalyzer:
         return self.analyze_many([image], raise_errors=True)[0]
 
     # -- many images ------------------------------------------------------------------------
-    def analyze_many(self, images: Sequence[str | Path | np.ndarray],
-                     raise_errors: bool = False) -> list[ImageResult]:
-        """Analyze several images; faces from all of them share model batches. A bad file
-        gives a result with ``error`` set (or raises, with ``raise_errors``)."""
+    def analyze_many(self, images: Iterable[str | Path | np.ndarray],
+                     raise_errors: bool = False,
+                     batch_images: int = BATCH_IMAGES) -> list[ImageResult]:
+        """Analyze several images, one result each, in order; the faces of each
+        ``batch_images`` images share model batches, and only those images are held
+        decoded at a time. A bad file gives a result with ``error`` set (or raises, with
+        ``raise_errors``). :meth:`iter_analyze` gives the results as they come."""
+        return list(self.iter_analyze(images, raise_errors, batch_images))
+
+    def iter_analyze(self, images: Iterable[str | Path | np.ndarray],
+                     raise_errors: bool = False,
+                     batch_images: int = BATCH_IMAGES) -> Iterator[ImageResult]:
+        """:meth:`analyze_many`, yielding each result as soon as its batch of
+        ``batch_images`` images is done: memory stays bounded however many images (or
+        however long a generator of them) it is given."""
+        check_whole("batch_images", batch_images, 1)
+        chunk: list[str | Path | np.ndarray] = []
+        for item in images:
+            chunk.append(item)
+            if len(chunk) == batch_images:
+                yield from self._analyze_chunk(chunk, raise_errors)
+                chunk = []
+        if chunk:
+            yield from self._analyze_chunk(chunk, raise_errors)
+
+    def _analyze_chunk(self, images: Sequence[str | Path | np.ndarray],
+                       raise_errors: bool) -> list[ImageResult]:
+        """Every image of ``images`` decoded, detected and predicted together."""
         loaded: list[tuple[str, np.ndarray | None, str | None]] = []
         for item in images:
             name = "<array>" if isinstance(item, np.ndarray) else str(item)
