@@ -143,6 +143,50 @@ def test_memory_does_not_grow_with_the_videos_length(tiny_model, tmp_path: Path)
     assert len((tmp_path / "v300.jsonl").read_text().splitlines()) == 2 * faces
 
 
+def test_analyze_writes_photos_and_videos_in_one_table(real_face, tiny_model, tmp_path: Path,
+                                                       capsys) -> None:
+    """CSV: one header for photo faces and video frame faces (frame, time and track after
+    the source), whatever comes first; JSON lines: each video face names its video."""
+    import csv
+
+    from PIL import Image
+
+    video = write_video(tmp_path / "walk.mp4", moving_face_frames(real_face))
+    photo = tmp_path / "face.png"
+    Image.fromarray(moving_face_frames(real_face, 1)[0]).save(photo)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(blank)
+    opts = ["--model", str(tiny_model), "--detector", "haar", "--quiet", "--stride", "3"]
+    table = tmp_path / "faces.csv"
+    assert main(["analyze", str(bad), str(blank), str(photo), str(video), *opts,
+                 "--format", "csv", "--out", str(table)]) == 1  # the bad file fails
+    with table.open() as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames[:5] == ["source", "frame", "time_s", "track", "face"]
+    assert {"age", "emotion", "emotion_confidence"} <= set(reader.fieldnames)
+    assert reader.fieldnames[-1] == "error"
+    assert rows[0]["source"] == str(bad) and "bad.jpg" in rows[0]["error"]
+    assert rows[1]["source"] == str(blank) and rows[1]["face"] == "" and rows[1]["error"] == ""
+    assert rows[2]["source"] == str(photo) and rows[2]["face"] == "0" and rows[2]["frame"] == ""
+    assert float(rows[2]["age"]) == float(rows[2]["age"])  # a number
+    frames = [r for r in rows if r["source"] == str(video)]
+    assert [int(r["frame"]) for r in frames] == [0, 3, 6, 9]
+    assert all(r["track"] != "" and r["emotion"] for r in frames)
+    capsys.readouterr()
+    lines = tmp_path / "faces.jsonl"
+    assert main(["analyze", str(photo), str(video), *opts, "--out", str(lines)]) == 0
+    records = [json.loads(x) for x in lines.read_text().splitlines()]
+    assert records[0]["source"] == str(photo)
+    assert [(r["source"], r["frame"], r["face"]) for r in records[1:]] == [
+        (str(video), k, 0) for k in (0, 3, 6, 9)]
+    # a folder whose photos have no face at all still gets a header
+    assert main(["analyze", str(blank), *opts, "--format", "csv", "--out", str(table)]) == 0
+    assert table.read_text().splitlines()[0].startswith("source,face,")
+
+
 def test_running_stats_match_numpy() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 4))

@@ -51,6 +51,43 @@ def annotate(rgb: np.ndarray, result, out: Path) -> None:
     im.save(out)
 
 
+class FaceRowWriter:
+    """CSV rows of photos' faces and videos' frame faces under one header: the columns of the
+    first row with a face, with a video's ``frame``, ``time_s`` and ``track`` after
+    ``source`` when videos are among the inputs (empty for photos), and ``error`` last.
+    Rows without a face (a failed or face-free photo) that come first wait for that header;
+    :meth:`close` writes them if no face ever comes."""
+
+    VIDEO_COLUMNS = ("frame", "time_s", "track")
+
+    def __init__(self, out, with_video: bool) -> None:
+        self.out, self.with_video = out, with_video
+        self.writer: csv.DictWriter | None = None
+        self.waiting: list[dict] = []
+
+    def write(self, row: dict) -> None:
+        if self.writer is None and row.get("face") is None:
+            self.waiting.append(row)
+            return
+        if self.writer is None:
+            self._start(row)
+        self.writer.writerow(row)
+
+    def close(self) -> None:
+        if self.writer is None and self.waiting:
+            self._start(self.waiting[0])
+
+    def _start(self, row: dict) -> None:
+        names = [c for c in row if c not in (*self.VIDEO_COLUMNS, "error")]
+        if self.with_video:
+            names[1:1] = self.VIDEO_COLUMNS
+        self.writer = csv.DictWriter(self.out, fieldnames=[*names, "error"],
+                                     extrasaction="ignore")
+        self.writer.writeheader()
+        self.writer.writerows(self.waiting)
+        self.waiting = []
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -73,11 +110,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"facefuse: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    writer = None
     failures = faces = 0
     try:
         images = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
         videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
+        writer = FaceRowWriter(out, with_video=bool(videos)) if args.format == "csv" else None
         bar = tqdm(total=len(images), unit="img", disable=args.quiet or len(images) < 2,
                    file=sys.stderr)
         results = analyzer.iter_analyze(images, batch_images=args.batch_images)
@@ -86,16 +123,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             if result.error:
                 failures += 1
                 print(f"facefuse: {result.error}", file=sys.stderr)
-            if args.format == "csv":
-                rows = result.rows() or [{"source": result.source, "face": None,
-                                          "error": result.error}]
-                for row in rows:
-                    row.setdefault("error", result.error)
-                    if writer is None:
-                        writer = csv.DictWriter(out, fieldnames=list(row),
-                                                extrasaction="ignore")
-                        writer.writeheader()
-                    writer.writerow(row)
+            if writer is not None:
+                for row in result.rows() or [{"source": result.source, "face": None}]:
+                    writer.write({**row, "error": result.error})
             else:
                 out.write(json.dumps(result.to_dict()) + "\n")
             if args.annotate and not result.error:
@@ -109,13 +139,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             try:
                 r = analyze_video(video, analyzer.model, analyzer.detector,
                                   **frame_sampling(args), margin=analyzer.margin,
-                                  records=out)
+                                  records=None if writer else out,
+                                  on_face=writer.write if writer else None)
                 faces += r.faces
                 print(f"{video}: {r.frames_sampled} frames, {r.faces} faces, "
                       f"{len(r.tracks)} tracks", file=sys.stderr)
             except VideoError as exc:
                 failures += 1
                 print(f"facefuse: {exc}", file=sys.stderr)
+        if writer is not None:
+            writer.close()
     finally:
         if args.out:
             out.close()

@@ -41,6 +41,23 @@ BATCH_IMAGES = 32
 ROW_COLUMNS = ("source", "face", "x0", "y0", "x1", "y1", "score")
 
 
+def face_row(source: str, index: int, box: Sequence[float], score: float,
+             predictions: dict[str, Any]) -> dict[str, Any]:
+    """One face as a flat table row: :data:`ROW_COLUMNS`, then each task's label and its
+    confidence, or its value (age), and the attributes present as one space-separated cell
+    (the embedding and the landmarks are left out)."""
+    row: dict[str, Any] = dict(zip(ROW_COLUMNS, (source, index, *box, score), strict=True))
+    for task, value in predictions.items():
+        if isinstance(value, dict) and "label" in value:
+            row[task] = value["label"]
+            row[f"{task}_confidence"] = max(value["probabilities"].values())
+        elif isinstance(value, (int, float)):
+            row[task] = value
+        elif task == "attributes":
+            row[task] = " ".join(k for k, v in value.items() if v)
+    return row
+
+
 @dataclass(frozen=True)
 class FaceResult:
     """One face: its box and score, landmarks (68 points, image pixels, when the model has a
@@ -82,20 +99,8 @@ class ImageResult:
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per face (class labels, age, box), for tables."""
-        rows = []
-        for f in self.faces:
-            row: dict[str, Any] = dict(zip(ROW_COLUMNS, (self.source, f.index, *f.box,
-                                                         f.score), strict=True))
-            for task, value in f.predictions.items():
-                if isinstance(value, dict) and "label" in value:
-                    row[task] = value["label"]
-                    row[f"{task}_confidence"] = max(value["probabilities"].values())
-                elif isinstance(value, (int, float)):
-                    row[task] = value
-                elif task == "attributes":
-                    row[task] = " ".join(k for k, v in value.items() if v)
-            rows.append(row)
-        return rows
+        return [face_row(self.source, f.index, f.box, f.score, f.predictions)
+                for f in self.faces]
 
     def to_dataframe(self):
         """The faces as a pandas DataFrame, one row per face as :meth:`rows` gives them (an

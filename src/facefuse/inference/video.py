@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from facefuse.inference.analyzer import face_row
 from facefuse.inference.detection import Detection, FaceDetector, iou, square_crop
 from facefuse.inference.face_model import FaceModel
 
@@ -189,10 +190,14 @@ class VideoResult:
 def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
                   fps: float | None = 5.0, stride: int | None = None, margin: float = 0.2,
                   max_faces: int = 8, records: TextIO | None = None,
-                  on_frame: Callable[[int], None] | None = None) -> VideoResult:
+                  on_frame: Callable[[int], None] | None = None,
+                  on_face: Callable[[dict[str, Any]], None] | None = None) -> VideoResult:
     """Detect, track and embed every sampled frame; per-frame records go to ``records``
-    (JSON lines) as they are made. A video with no frames or no face gives a result with a
-    note and no clip feature, not an error.
+    (JSON lines: the video, frame, time, track, face index, box and predictions) as they
+    are made, and ``on_face`` receives each face as a flat table row (the video as
+    ``source``, frame, time and track, then the columns of
+    :func:`facefuse.inference.analyzer.face_row`). A video with no frames or no face gives a
+    result with a note and no clip feature, not an error.
 
     Raises:
         VideoError: the file is missing or OpenCV cannot open it.
@@ -213,19 +218,23 @@ def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
             features, outputs = model.raw(crops)
             feats = features.float().cpu().numpy()
             preds = model.decode(crops, features, outputs)
-            for d, tid, f, p in zip(detections, ids, feats, preds, strict=True):
+            for k, (d, tid, f, p) in enumerate(zip(detections, ids, feats, preds,
+                                                    strict=True)):
                 track = tracker.tracks[tid]
                 track.stats.add(f)
                 for task, value in p.items():
                     if isinstance(value, dict) and "label" in value:
                         counts = track.label_counts.setdefault(task, {})
                         counts[value["label"]] = counts.get(value["label"], 0) + 1
+                where = {"source": str(path), "frame": frame.index,
+                         "time_s": round(frame.time, 3), "track": tid}
                 if records is not None:
-                    slim = {k: v for k, v in p.items() if k not in ("embedding", "landmarks",
+                    slim = {t: v for t, v in p.items() if t not in ("embedding", "landmarks",
                                                                     "attributes_scores")}
-                    records.write(json.dumps({"frame": frame.index,
-                                              "time_s": round(frame.time, 3), "track": tid,
-                                              **d.to_dict(), **slim}) + "\n")
+                    records.write(json.dumps({**where, "face": k, **d.to_dict(), **slim})
+                                  + "\n")
+                if on_face is not None:
+                    on_face({**where, **face_row(str(path), k, d.box, d.score, p)})
             n_faces += len(detections)
         if on_frame is not None:
             on_frame(frame.index)
