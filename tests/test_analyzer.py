@@ -454,6 +454,22 @@ def test_cli_output_paths_and_gallery_errors(model_path, tmp_path, capsys) -> No
         assert main(["search", str(photo), "--model", str(model_path),
                      "--gallery", str(gallery)]) == 2
         assert f"gallery {gallery} is not a folder" in capsys.readouterr().err
+    # a gallery person whose photos show no face, or a photo that cannot be read, is named
+    gallery = tmp_path / "people"
+    (gallery / "blank").mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(gallery / "blank" / "1.png")
+    shutil.copy(photo, gallery / "eileen.jpg")
+    (gallery / "broken.jpg").write_text("not a photo")
+    cut = tmp_path / "cut.jpg"
+    cut.write_text("not a photo either")
+    assert main(["search", str(photo), str(cut), "--model", str(model_path),
+                 "--gallery", str(gallery)]) == 1  # one query could not be read
+    captured = capsys.readouterr()
+    answers = [json.loads(x) for x in captured.out.splitlines()]
+    assert answers[0]["nearest"] == "eileen" and answers[-1]["match"] is None
+    assert "gallery: no face found in the 1 photo(s) of blank; blank is left out" in captured.err
+    assert "broken.jpg" in captured.err and "cut.jpg" in captured.err
+    assert "no photo of broken could be read; broken is left out" in captured.err
 
 
 def test_each_analyzer_command_reports_setup_mistakes_in_one_line(model_path, tmp_path,

@@ -220,7 +220,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
-    """Mean unit embedding per identity: ``gallery/<identity>/*`` or ``gallery/<identity>.jpg``."""
+    """Mean unit embedding per identity: ``gallery/<identity>/*`` or ``gallery/<identity>.jpg``
+    (the largest face of each photo, as ``verify`` takes it). Unreadable photos and people
+    with no face found are reported on standard error and left out."""
     from facefuse.data.images import is_image_name
 
     if not gallery.is_dir():
@@ -237,11 +239,23 @@ def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
                          f"subfolders of photos or <identity>.jpg files)")
     out = {}
     for name, files in people.items():
-        vecs = [np.asarray(max(r.faces, key=lambda f: f.score).predictions["embedding"])
-                for r in analyzer.analyze_many(files) if r.faces]
+        vecs, read = [], 0
+        for r in analyzer.analyze_many(files):
+            if r.error:
+                print(f"facefuse: gallery: {r.error}", file=sys.stderr)
+                continue
+            read += 1
+            if r.faces:
+                vecs.append(np.asarray(r.largest_face().predictions["embedding"]))
         if vecs:
             m = np.mean(vecs, axis=0)
             out[name] = m / max(np.linalg.norm(m), 1e-12)
+        elif read:
+            print(f"facefuse: gallery: no face found in the {read} photo(s) of {name}; "
+                  f"{name} is left out{_crop_hint(analyzer)}", file=sys.stderr)
+        elif files:
+            print(f"facefuse: gallery: no photo of {name} could be read; {name} is left out",
+                  file=sys.stderr)
     if not out:
         raise ValueError(f"no face found in the gallery {gallery}{_crop_hint(analyzer)}")
     return out
@@ -258,8 +272,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     matrix = np.stack([gallery[n] for n in names])
     threshold = args.threshold if args.threshold is not None else float(
         analyzer.model.meta.get("verification_threshold", 0.5))
+    failures = 0
     for query in args.queries:
         result = analyzer.analyze_many([query])[0]
+        if result.error:
+            failures += 1
+            print(f"facefuse: {result.error}", file=sys.stderr)
         if result.error or not result.faces:
             print(json.dumps({"query": query, "match": None,
                               "note": result.error or f"no face found{_crop_hint(analyzer)}"}))
@@ -271,7 +289,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                               "match": names[best] if sims[best] > threshold else None,
                               "nearest": names[best], "similarity": round(float(sims[best]), 4),
                               "threshold": round(threshold, 4)}))
-    return 0
+    return 1 if failures else 0  # as analyze: the other queries answered, failures reported
 
 
 def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
