@@ -256,10 +256,29 @@ def test_clip_manifest_cli_fit_and_predict(tiny_model, tmp_path: Path, capsys) -
                  "--detector", "full_frame", "--fps", "20", "--out", str(clf), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "test clips: 2" in out and clf.is_file()
+    fitted = json.loads(clf.read_text())["features"]  # how its features were made
+    assert fitted["model"] == "tiny" and len(fitted["weights"]) == 16
+    assert (fitted["flip"], fitted["fps"], fitted["margin"], fitted["detector"]) \
+        == (True, 20.0, 0.2, "full_frame")
+    assert main(["video", "predict", str(tmp_path / "c0.mp4"), "--model", str(tiny_model),
+                 "--detector", "full_frame", "--fps", "20", "--classifier", str(clf),
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    pred = json.loads(captured.out.strip().splitlines()[-1])
+    assert pred["label"] in ("dark", "bright") and captured.err == ""
+    # other sampling: predicted, with a warning naming the difference
     assert main(["video", "predict", str(tmp_path / "c0.mp4"), "--model", str(tiny_model),
                  "--detector", "full_frame", "--classifier", str(clf), "--quiet"]) == 0
-    pred = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert pred["label"] in ("dark", "bright")
+    assert "fps: fitted with 20.0, now 5.0" in capsys.readouterr().err
+    # other weights: refused, since the features mean something else
+    retrained = build_model(ModelSpec("tiny_cnn", {"image_size": 32},
+                                      {"emotion": HeadSpec(7), "age": HeadSpec(1)}))
+    save_checkpoint(retrained, tmp_path / "retrained", input_size=32)
+    assert main(["video", "predict", str(tmp_path / "c0.mp4"), "--model",
+                 str(tmp_path / "retrained"), "--detector", "full_frame", "--fps", "20",
+                 "--classifier", str(clf), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "clip features made with other weights" in err and "fitted on tiny's features" in err
     (tmp_path / "fake.mp4").write_text("not a video")  # a line for it, saying why
     assert main(["video", "predict", str(tmp_path / "fake.mp4"), "--model", str(tiny_model),
                  "--detector", "full_frame", "--classifier", str(clf), "--quiet"]) == 0

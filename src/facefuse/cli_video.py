@@ -37,6 +37,33 @@ def _model_and_detector(args: argparse.Namespace):
             build_detector(args.detector))
 
 
+def feature_settings(args: argparse.Namespace) -> dict:
+    """How clip features are made with these options: the model's name and weights
+    fingerprint, test-time flip, frame sampling, crop margin and detector."""
+    from facefuse.models.checkpoint import checkpoint_paths, weights_fingerprint
+    from facefuse.weights import shipped_model_path
+
+    model = args.model or shipped_model_path()
+    return {"model": checkpoint_paths(model)[0].stem, "weights": weights_fingerprint(model),
+            "flip": not args.no_flip, **frame_sampling(args), "margin": args.margin,
+            "detector": args.detector}
+
+
+def setting_mismatches(fitted: dict, now: dict) -> tuple[list[str], list[str]]:
+    """(fatal, warnings): the differences between a classifier's recorded feature settings
+    and these; other weights are fatal (the features mean something else), the rest change
+    the features' statistics and are warnings. Settings not recorded are not compared."""
+    fatal, warn = [], []
+    for key, value in now.items():
+        if key not in fitted or key == "model" or fitted[key] == value:
+            continue
+        line = f"{key}: fitted with {fitted[key]!r}, now {value!r}"
+        (fatal if key == "weights" else warn).append(line)
+    if fatal:
+        fatal[0] += f" (it was fitted on {fitted.get('model', '?')}'s features; pass --model)"
+    return fatal, warn
+
+
 def _clip_features(paths: list[str], args: argparse.Namespace, model, detector
                    ) -> tuple[list, list[str | None]]:
     """Each clip's feature vector (None where there is none) and, per clip, why not."""
@@ -123,6 +150,7 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
         print("facefuse: no clip with a face to train on", file=sys.stderr)
         return 1
     clf = ClipClassifier.fit(np.stack([f for f, _ in train]), [r["label"] for _, r in train])
+    clf.features = feature_settings(args)
     clf.save(args.out)
     print(f"clip classifier ({len(train)} clips, classes {clf.classes}) written to {args.out}")
     if test:
@@ -141,6 +169,14 @@ def cmd_video_predict(args: argparse.Namespace) -> int:
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
+    fatal, warn = setting_mismatches(clf.features, feature_settings(args))
+    if fatal:
+        print(f"facefuse: {args.classifier}: clip features made with other weights: "
+              f"{'; '.join(fatal)}", file=sys.stderr)
+        return 2
+    if warn:
+        print(f"facefuse: warning: {args.classifier} was fitted on clip features made "
+              f"otherwise ({'; '.join(warn)}); its predictions may suffer", file=sys.stderr)
     feats, notes = _clip_features(args.videos, args, model, detector)
     for video, f, note in zip(args.videos, feats, notes, strict=True):
         if f is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +37,20 @@ def read_clip_manifest(path: str | Path) -> list[dict[str, str]]:
 
 @dataclass
 class ClipClassifier:
+    """A linear classifier on clip features (standardised, then multinomial logistic).
+
+    ``features`` records how its clip features were made (``facefuse video fit`` stores the
+    model's weights fingerprint, test-time flip, frame sampling, crop margin and detector),
+    so that ``video predict`` can refuse or warn about features made another way; empty for
+    classifiers saved without it.
+    """
+
     classes: list[str]
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
     intercept: np.ndarray
+    features: dict = field(default_factory=dict)
 
     @classmethod
     def fit(cls, features: np.ndarray, labels: list[str], c: float = 1.0, seed: int = 0
@@ -81,7 +90,8 @@ class ClipClassifier:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps({
             "classes": self.classes, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-            "coef": self.coef.tolist(), "intercept": self.intercept.tolist()}))
+            "coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
+            "features": self.features}))
 
     @classmethod
     def load(cls, path: str | Path) -> ClipClassifier:
@@ -98,7 +108,7 @@ class ClipClassifier:
             d = json.loads(path.read_text())
             clf = cls([str(c) for c in d["classes"]], np.asarray(d["mean"], np.float64),
                       np.asarray(d["scale"], np.float64), np.asarray(d["coef"], np.float64),
-                      np.asarray(d["intercept"], np.float64))
+                      np.asarray(d["intercept"], np.float64), dict(d.get("features") or {}))
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
                 ValueError) as exc:
             raise ValueError(f"{path} is not a clip classifier (written by `facefuse video "

@@ -35,6 +35,19 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
+def weights_fingerprint(path: str | Path) -> str:
+    """The first 16 hex digits of the SHA-256 of a checkpoint's weights file: which weights
+    made a set of features (a clip classifier records it)."""
+    import hashlib
+
+    weights, _ = checkpoint_paths(path)
+    digest = hashlib.sha256()
+    with weights.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def write_weights_and_json(path: str | Path, write_weights: Callable[[str], None],
                            doc: dict) -> Path:
     """Write ``path.safetensors`` (``write_weights(file)``) and ``path.json`` (``doc``)
