@@ -187,6 +187,35 @@ def test_analyze_writes_photos_and_videos_in_one_table(real_face, tiny_model, tm
     assert table.read_text().splitlines()[0].startswith("source,face,")
 
 
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_model, tmp_path: Path,
+                                                                      capsys, monkeypatch) -> None:
+    blocker = tmp_path / "a-file"  # a file where a folder is needed
+    blocker.write_text("x")
+    photo = Path(__file__).resolve().parents[1] / "src/facefuse/assets/astronaut.jpg"
+    video = write_video(tmp_path / "v.mp4", [np.full((32, 32, 3), 90, np.uint8)] * 3)
+    (tmp_path / "clips.csv").write_text("video,label\nv.mp4,a\nv.mp4,b\n")
+    model = ["--model", str(tiny_model)]
+    import facefuse.cli_video as cli_video
+
+    analyzed = []
+    real = cli_video._clip_features
+    monkeypatch.setattr(cli_video, "_clip_features", lambda *a: analyzed.append(a) or real(*a))
+    for argv, says in (
+            (["analyze", str(photo), *model, "--annotate", str(blocker)],
+             f"cannot write annotations to {blocker}"),
+            (["video", "analyze", str(video), *model, "--out", str(blocker)],
+             f"cannot write results to {blocker}"),
+            (["video", "fit", str(tmp_path / "clips.csv"), *model, "--detector", "full_frame",
+              "--out", str(blocker / "clf.json")], f"cannot write {blocker / 'clf.json'}"),
+            (["fit-landmarks", str(tmp_path), *model, "--out", str(blocker / "ref")],
+             f"cannot write {blocker / 'ref'}")):
+        assert main([*argv, "--quiet"] if argv[0] != "fit-landmarks" else argv) == 2, argv
+        captured = capsys.readouterr()
+        assert says in captured.err and "Traceback" not in captured.err, argv
+        assert captured.out == "", argv  # nothing analyzed first
+    assert analyzed == [] and blocker.read_text() == "x"  # no clip analyzed, then lost
+
+
 def test_running_stats_match_numpy() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 4))

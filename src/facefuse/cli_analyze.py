@@ -103,6 +103,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         report(exc)
         return 2
     annotated = annotation_names(paths) if args.annotate else {}
+    if args.annotate:
+        try:  # before any result is written: a folder that cannot be made stops nothing late
+            Path(args.annotate).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"facefuse: cannot write annotations to {args.annotate}: "
+                  f"{exc.strerror or exc}", file=sys.stderr)
+            return 2
     try:
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,12 @@ def cmd_fit_landmarks(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"facefuse fit-landmarks: {exc}", file=sys.stderr)
         return 2
+    try:  # now, not after the fit: an output that cannot be written would lose it
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"facefuse fit-landmarks: cannot write {args.out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     model_path = args.model or shipped_model_path()
     model = FaceModel.from_checkpoint(model_path, "cpu", flip=not args.no_flip)
     if "landmarks" not in model.tasks:

@@ -97,7 +97,12 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
         report(exc)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"facefuse: cannot write results to {out}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 2
     failures = 0
     stems = output_stems(args.videos)  # a/clip.mp4 and b/clip.mp4: a__clip.mp4, b__clip.mp4
     for video in args.videos:
@@ -139,6 +144,11 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
+    try:  # before the clips are analyzed, not after
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"facefuse: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     feats, notes = _clip_features([r["video"] for r in rows], args, model, detector)
     for n in notes:
         if n is not None:
@@ -151,7 +161,11 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
         return 1
     clf = ClipClassifier.fit(np.stack([f for f, _ in train]), [r["label"] for _, r in train])
     clf.features = feature_settings(args)
-    clf.save(args.out)
+    try:
+        clf.save(args.out)
+    except OSError as exc:
+        print(f"facefuse: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"clip classifier ({len(train)} clips, classes {clf.classes}) written to {args.out}")
     if test:
         pred = clf.predict(np.stack([f for f, _ in test]))
