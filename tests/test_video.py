@@ -192,6 +192,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_model, 
     blocker = tmp_path / "a-file"  # a file where a folder is needed
     blocker.write_text("x")
     photo = Path(__file__).resolve().parents[1] / "src/facefuse/assets/astronaut.jpg"
+    configs = Path(__file__).resolve().parents[1] / "configs"
     video = write_video(tmp_path / "v.mp4", [np.full((32, 32, 3), 90, np.uint8)] * 3)
     (tmp_path / "clips.csv").write_text("video,label\nv.mp4,a\nv.mp4,b\n")
     model = ["--model", str(tiny_model)]
@@ -208,8 +209,17 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_model, 
             (["video", "fit", str(tmp_path / "clips.csv"), *model, "--detector", "full_frame",
               "--out", str(blocker / "clf.json")], f"cannot write {blocker / 'clf.json'}"),
             (["fit-landmarks", str(tmp_path), *model, "--out", str(blocker / "ref")],
-             f"cannot write {blocker / 'ref'}")):
-        assert main([*argv, "--quiet"] if argv[0] != "fit-landmarks" else argv) == 2, argv
+             f"cannot write {blocker / 'ref'}"),
+            (["export-onnx", str(tiny_model), str(blocker / "m.onnx")],
+             f"cannot write {blocker / 'm.onnx'}"),
+            (["train", str(configs / "mtl_mobilenet.yaml"), "--quick",
+              "--output", str(blocker / "r")],
+             f"cannot write the run to {blocker / 'r'}"),
+            (["experiment", str(configs / "li_zhu.yaml"), "--quick",
+              "--output", str(blocker / "r")],
+             f"cannot write the report to {blocker / 'r'}")):
+        quiet = ["--quiet"] if argv[0] in ("analyze", "video", "train", "experiment") else []
+        assert main([*argv, *quiet]) == 2, argv
         captured = capsys.readouterr()
         assert says in captured.err and "Traceback" not in captured.err, argv
         assert captured.out == "", argv  # nothing analyzed first

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facefuse import __version__
+from facefuse.cli_outputs import make_folder
 from facefuse.cli_values import positive_float, positive_int
 
 DEFAULT_DATA_ROOTS = (Path("../shared/data"), Path("shared/data"))
@@ -134,6 +135,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     except (ConfigError, KeyError, ValueError, FileNotFoundError) as exc:
         print(f"facefuse: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    if not make_folder(cfg.output, f"the report to {cfg.output}"):
+        return 2
     try:
         out = experiment.run(cfg, progress=not args.quiet)
     except ConfigError as exc:  # a config the experiment reads in turn (a base config)
@@ -169,6 +172,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cache, _ = training_cache(cfg, progress=not args.quiet)
         print(f"training cache: {cache.path} ({len(cache)} images at {cache.spec.size} px)")
         return 0
+    if not make_folder(cfg.output, f"the run to {cfg.output}"):  # before the data is read
+        return 2
     out = train_mtl(cfg, progress=not args.quiet)
     metrics = out / "metrics.json"
     if metrics.is_file() and not args.quiet:
@@ -180,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from facefuse.inference.onnx_export import export_onnx, onnx_parity
 
+    if not make_folder(Path(args.out).parent, args.out):
+        return 2
     try:
         out = export_onnx(args.checkpoint, args.out)
     except (FileNotFoundError, ValueError) as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facefuse.cli_outputs import annotation_names
+from facefuse.cli_outputs import annotation_names, make_folder
 from facefuse.cli_values import SETUP_ERRORS, non_negative_int, positive_int, report
 from facefuse.cli_video import add_frame_sampling, frame_sampling
 
@@ -103,13 +103,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         report(exc)
         return 2
     annotated = annotation_names(paths) if args.annotate else {}
-    if args.annotate:
-        try:  # before any result is written: a folder that cannot be made stops nothing late
-            Path(args.annotate).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            print(f"facefuse: cannot write annotations to {args.annotate}: "
-                  f"{exc.strerror or exc}", file=sys.stderr)
-            return 2
+    if args.annotate and not make_folder(args.annotate, f"annotations to {args.annotate}"):
+        return 2
     try:
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

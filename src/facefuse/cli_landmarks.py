@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facefuse.cli_outputs import make_folder
+
 
 def model_starts(images: list[np.ndarray], model, detector: str, quiet: bool) -> np.ndarray:
     """The model's 68 points (image pixels, not refined) on each photo's largest face."""
@@ -46,11 +48,7 @@ def cmd_fit_landmarks(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"facefuse fit-landmarks: {exc}", file=sys.stderr)
         return 2
-    try:  # now, not after the fit: an output that cannot be written would lose it
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"facefuse fit-landmarks: cannot write {args.out}: {exc.strerror or exc}",
-              file=sys.stderr)
+    if not make_folder(Path(args.out).parent, args.out):  # now, not after the fit
         return 2
     model_path = args.model or shipped_model_path()
     model = FaceModel.from_checkpoint(model_path, "cpu", flip=not args.no_flip)

@@ -4,6 +4,7 @@ name (``2019/IMG_1.jpg`` and ``2020/IMG_1.jpg``) never overwrite each other's re
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,3 +27,14 @@ def annotation_names(paths: Sequence[Path]) -> dict[Path, str]:
     """The file name of each input's annotated image in the ``--annotate`` folder: its
     :func:`output_stems` name plus ``.png``."""
     return {p: f"{stem}.png" for p, stem in output_stems(paths).items()}
+
+
+def make_folder(path: str | Path, what: str) -> bool:
+    """Create the folder ``path`` (and its parents) before a command does any work; where it
+    cannot be made, print one line (``cannot write WHAT: reason``) and return False."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"facefuse: cannot write {what}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True

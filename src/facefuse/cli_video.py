@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from facefuse.cli_outputs import output_stems
+from facefuse.cli_outputs import make_folder, output_stems
 from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report, share
 
 
@@ -97,11 +97,7 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
         report(exc)
         return 2
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"facefuse: cannot write results to {out}: {exc.strerror or exc}",
-              file=sys.stderr)
+    if not make_folder(out, f"results to {out}"):
         return 2
     failures = 0
     stems = output_stems(args.videos)  # a/clip.mp4 and b/clip.mp4: a__clip.mp4, b__clip.mp4
@@ -144,10 +140,7 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
-    try:  # before the clips are analyzed, not after
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"facefuse: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+    if not make_folder(Path(args.out).parent, args.out):  # before the clips are analyzed
         return 2
     feats, notes = _clip_features([r["video"] for r in rows], args, model, detector)
     for n in notes:
