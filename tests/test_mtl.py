@@ -218,7 +218,7 @@ def test_evaluation_reads_only_rows_its_tasks_label_and_scores_them_as_all_rows_
 
 
 def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path: Path,
-                                                       monkeypatch) -> None:
+                                                       monkeypatch, capsys) -> None:
     cfg = write_config(tmp_path, fake_root, "tasks: [age, gender, emotion]\n")
     real = mtl.MTLTrainer.train_epoch
     calls = []
@@ -247,8 +247,26 @@ def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     other = write_config(tmp_path, fake_root, "tasks: [age]\n")
-    with pytest.raises(ValueError, match="another config"):
-        main(["train", str(other), "--quiet"])
+    with pytest.raises(mtl.RunConflict, match="another config"):
+        mtl.train_mtl(load_config(mtl.MTLConfig, other))
+    capsys.readouterr()
+    assert main(["train", str(other), "--quiet"]) == 2  # the command says it in one line
+    assert "belongs to a run with another config" in capsys.readouterr().err
+
+
+def test_one_training_at_a_time_in_a_run_folder(fake_root: Path, tmp_path: Path,
+                                                 capsys) -> None:
+    from facefuse.data.file_lock import exclusive_lock
+
+    cfg = write_config(tmp_path, fake_root, "tasks: [age]\noptim: {epochs: 1}\n")
+    (tmp_path / "run").mkdir()
+    with exclusive_lock(tmp_path / "run" / ".training.lock"):  # another process trains there
+        assert main(["train", str(cfg), "--quiet"]) == 2
+        assert f"another process is training into {tmp_path / 'run'} now" \
+            in capsys.readouterr().err
+        assert not (tmp_path / "run" / "config.yaml").exists()  # nothing of it touched
+    assert main(["train", str(cfg), "--quiet"]) == 0  # free again
+    assert (tmp_path / "run" / "final.safetensors").is_file()
 
 
 def test_ddp_two_cpu_processes_agree_and_rank0_writes(fake_root: Path, tmp_path: Path) -> None:
@@ -263,8 +281,8 @@ def test_ddp_two_cpu_processes_agree_and_rank0_writes(fake_root: Path, tmp_path:
     assert set(sums) == {"0", "1"} and sums["0"] == sums["1"]
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["config.yaml", "final.json", "final.safetensors", "last.json", "last.safetensors",
-         "metrics.json", "state.pt"])
+        [".training.lock", "config.yaml", "final.json", "final.safetensors", "last.json",
+         "last.safetensors", "metrics.json", "state.pt"])  # the lock: rank 0's, for the run
     history = json.loads((run / "metrics.json").read_text())["history"]
     assert history[0]["world_size"] == 2
     assert history[0]["loss"]["steps"] == 3  # 96 draws / 2 ranks / batch 16

@@ -151,7 +151,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from facefuse.config import ConfigError, load_config
-    from facefuse.train.mtl import MTLConfig, train_mtl
+    from facefuse.train.mtl import MTLConfig, RunConflict, train_mtl
 
     overrides = list(args.set or [])
     if args.output:
@@ -174,7 +174,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if not make_folder(cfg.output, f"the run to {cfg.output}"):  # before the data is read
         return 2
-    out = train_mtl(cfg, progress=not args.quiet)
+    try:
+        out = train_mtl(cfg, progress=not args.quiet)
+    except RunConflict as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
+        return 2
     metrics = out / "metrics.json"
     if metrics.is_file() and not args.quiet:
         print(json.dumps(json.loads(metrics.read_text())["test"], indent=1))

@@ -1,7 +1,8 @@
 """An exclusive advisory lock on a file, so that processes on one machine take turns.
 
-Used by :func:`facefuse.data.cache.build_cache`: two trainings started side by side on the
-same data (one process per seed) would otherwise both build the same cache. The lock is
+Used by :func:`facefuse.data.cache.build_cache` (two trainings started side by side on the
+same data, one process per seed, would otherwise both build the same cache) and by
+:func:`facefuse.train.mtl.train_mtl` (one training at a time in a run folder). The lock is
 ``fcntl.flock`` (Linux and macOS); it is released when the holder exits, however it exits,
 so a killed process never leaves a stale lock. Where ``fcntl`` is missing (Windows) the
 context manager does not lock.
@@ -17,8 +18,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+class LockHeld(RuntimeError):
+    """Another process holds the lock, and the caller asked not to wait."""
+
+
 @contextmanager
-def exclusive_lock(path: str | Path, waiting: str = "") -> Iterator[None]:
+def exclusive_lock(path: str | Path, waiting: str = "", wait: bool = True) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
 
     Args:
@@ -26,6 +31,7 @@ def exclusive_lock(path: str | Path, waiting: str = "") -> Iterator[None]:
             waiting process and a new one lock two different files).
         waiting: logged (level WARNING, so a command shows it by default) when another
             process holds the lock and this one waits.
+        wait: False raises :class:`LockHeld` at once where another process holds it.
     """
     try:
         import fcntl
@@ -36,6 +42,8 @@ def exclusive_lock(path: str | Path, waiting: str = "") -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise LockHeld(str(path)) from None
             if waiting:
                 log.warning(waiting)
             fcntl.flock(handle, fcntl.LOCK_EX)

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from facefuse.config import same_config, save_config, to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import TrainingCache
 from facefuse.data.cache_pack import lfw_view2_pairs
+from facefuse.data.file_lock import LockHeld, exclusive_lock
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identity_classes
 from facefuse.devices import resolve_device
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
@@ -76,8 +79,8 @@ log = logging.getLogger(__name__)
 # the config and the data steps live in their own modules; their names stay importable here
 __all__ = ["AGE_HEADS", "IDENTITY_HEADS", "RECIPES", "MTLConfig", "MTLTrainer",
            "identity_embedding", "keep_in_memory", "lfw_verification", "load_data",
-           "model_spec", "open_prebuilt_cache", "sampling_probabilities", "train_mtl",
-           "training_cache"]
+           "model_spec", "open_prebuilt_cache", "RunConflict", "sampling_probabilities",
+           "train_mtl", "training_cache"]
 
 
 def model_spec(cfg: MTLConfig, n_identities: int) -> ModelSpec:
@@ -272,8 +275,8 @@ class MTLTrainer:
             return
         state = torch.load(state_file, map_location=self.device, weights_only=True)
         if not same_config(json.loads(state.get("config") or "null"), self.cfg):
-            raise ValueError(f"{state_file} belongs to a run with another config; use another "
-                             f"output folder or delete it")
+            raise RunConflict(f"{state_file} belongs to a run with another config; use "
+                              f"another output folder or delete it")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -442,6 +445,26 @@ class MTLTrainer:
         return self.out
 
 
+class RunConflict(ValueError):
+    """The run folder belongs to another config, or another process is training into it."""
+
+
 def train_mtl(cfg: MTLConfig, progress: bool = False) -> Path:
-    """Train (or resume) one multi-task model; returns the run folder."""
-    return MTLTrainer(cfg, progress).run()
+    """Train (or resume) one multi-task model; returns the run folder.
+
+    Raises:
+        RunConflict: another process is training into ``cfg.output`` now (its state and
+            checkpoints would be overwritten by turns), or the folder holds a run of
+            another config.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 holds the folder's lock
+        return MTLTrainer(cfg, progress).run()
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as held:
+        try:
+            held.enter_context(exclusive_lock(out / ".training.lock", wait=False))
+        except LockHeld:
+            raise RunConflict(f"another process is training into {out} now; wait for it to "
+                              f"finish or use another output folder") from None
+        return MTLTrainer(cfg, progress).run()
