@@ -188,6 +188,17 @@ def test_many_images_stream_through_in_batches(analyzer, model_path, faces, tmp_
     again = capsys.readouterr()
     assert again.err == "" and [json.loads(x)["source"] for x in again.out.splitlines()] \
         == [str(p) for p in paths]
+    # videos are left out with a word (they are not photos to embed)
+    import cv2
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    writer.write(np.full((64, 64, 3), 90, np.uint8))
+    writer.release()
+    assert main(["embed", str(paths[0]), str(clip), *opts, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "1 video(s) left out" in captured.err and len(captured.out.splitlines()) == 1
+    assert main(["embed", str(clip), *opts, "--quiet"]) == 2
 
 
 def test_bad_analyzer_settings_are_refused_up_front(model_path: Path) -> None:

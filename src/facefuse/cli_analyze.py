@@ -194,7 +194,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from facefuse.inference.analyzer import expand_inputs
+    from facefuse.inference.analyzer import VIDEO_SUFFIXES, expand_inputs
 
     try:
         analyzer = _analyzer(args, tasks=["embedding"])
@@ -202,6 +202,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
+    videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
+    if videos:
+        paths = [p for p in paths if p not in videos]
+        print(f"facefuse: embed takes photos; {len(videos)} video(s) left out (`facefuse "
+              f"video analyze` embeds the faces of videos)", file=sys.stderr)
+        if not paths:
+            return 2
     from tqdm.auto import tqdm
 
     failures = faces = 0
