@@ -204,7 +204,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         return 2
     videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
     if videos:
-        paths = [p for p in paths if p not in videos]
+        paths = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
         print(f"facefuse: embed takes photos; {len(videos)} video(s) left out (`facefuse "
               f"video analyze` embeds the faces of videos)", file=sys.stderr)
         if not paths:
