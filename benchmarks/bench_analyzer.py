@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--model", help="a checkpoint (default: the shipped model)")
     p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="the model in PyTorch or through ONNX Runtime (CPU)")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--batch", type=int, default=32, help="images predicted together (batch_images)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     paths = image_paths(args.paths, args.data, args.limit)
-    ours = Ours(None, None, not args.no_flip, args.model, args.device)
+    ours = Ours(None, None, not args.no_flip, args.model, args.device, backend=args.backend)
     device = ours.analyzer.model.device if hasattr(ours.analyzer.model, "device") \
         else args.device
     name = torch.cuda.get_device_name() if str(device).startswith("cuda") else \
@@ -75,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     stages = [ours.stages(q) for q in paths]
     mean = {k: float(np.mean([s[k] for s in stages])) for k in stages[0]}
     print(f"{len(paths)} images on {name} ({device}), {args.threads} torch thread(s), "
-          f"flip {'off' if args.no_flip else 'on'}; {mean['faces']:.2f} faces an image")
+          f"flip {'off' if args.no_flip else 'on'}, backend {args.backend}; "
+          f"{mean['faces']:.2f} faces an image")
     print("| decode | detect | crop | model | landmark refiner | total ms/image | images/s |")
     print("|---|---|---|---|---|---|---|")
     print("| " + " | ".join(f"{1000 * mean[k]:.1f}" for k in

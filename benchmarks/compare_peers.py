@@ -61,8 +61,8 @@ class Ours:
 
     def __init__(self, detector: str | None, margin: float | None, flip: bool = True,
                  model: str | None = None, device: str = "cpu",
-                 tta_margins: tuple[float, ...] = (), landmark_refiner: str | None = "shipped"
-                 ) -> None:
+                 tta_margins: tuple[float, ...] = (), landmark_refiner: str | None = "shipped",
+                 backend: str = "torch") -> None:
         from facefuse.inference.analyzer import FaceAnalyzer
 
         kwargs: dict[str, Any] = {"detector": detector} if detector else {}
@@ -70,7 +70,8 @@ class Ours:
         kwargs["landmark_refiner"] = landmark_refiner
         if margin is not None:
             kwargs["margin"] = margin
-        self.analyzer = FaceAnalyzer(model=model, device=device, flip=flip, **kwargs)
+        self.analyzer = FaceAnalyzer(model=model, device=device, flip=flip, backend=backend,
+                                     **kwargs)
         self.whole = FaceAnalyzer(model=self.analyzer.model, detector="full_frame",
                                   device=device, tta_margins=tta_margins,
                                   landmark_refiner=self.analyzer.refiner)

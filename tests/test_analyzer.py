@@ -201,6 +201,45 @@ def test_many_images_stream_through_in_batches(analyzer, model_path, faces, tmp_
     assert main(["embed", str(clip), *opts, "--quiet"]) == 2
 
 
+def test_onnxruntime_backend_gives_the_torch_backends_results(model_path, faces, capsys,
+                                                              monkeypatch) -> None:
+    image = canvas(faces[:2])
+    # the model's own points (the refiner's image features jump at pixel edges, so refined
+    # points can move by pixels with a 1e-5 change of its start)
+    torch_run = FaceAnalyzer(model=model_path, device="cpu",
+                             landmark_refiner=None).analyze(image)
+    onnx_run = FaceAnalyzer(model=model_path, device="cpu", backend="onnxruntime",
+                            landmark_refiner=None)
+    assert onnx_run.model.runner is not None
+    got = onnx_run.analyze(image)
+    assert [f.box for f in got.faces] == [f.box for f in torch_run.faces]
+    for a, b in zip(got.faces, torch_run.faces, strict=True):
+        np.testing.assert_allclose(a.predictions["embedding"], b.predictions["embedding"],
+                                   atol=1e-4)
+        assert a.predictions["age"] == pytest.approx(b.predictions["age"], abs=0.05)
+        assert a.predictions["gender"]["label"] == b.predictions["gender"]["label"]
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.11)  # 0.1 px rounding
+    with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
+        FaceAnalyzer(model=model_path, device="cpu", backend="tensorrt")
+    photo = Path(__file__).resolve().parents[1] / "src/facefuse/assets/astronaut.jpg"
+    assert main(["analyze", str(photo), "--model", str(model_path),
+                 "--backend", "onnxruntime"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["faces"]
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    assert main(["analyze", str(photo), "--model", str(model_path),
+                 "--backend", "onnxruntime"]) == 2
+    assert "needs onnxruntime: pip install 'facefuse[onnx]'" in capsys.readouterr().err
+
+
 def test_bad_analyzer_settings_are_refused_up_front(model_path: Path) -> None:
     for kwargs, says in (({"device": "tpu"}, "unknown device 'tpu'; use auto, cpu, cuda"),
                          ({"min_face": -1}, "min_face must be a whole number >= 0, got -1"),

@@ -8,8 +8,9 @@ import math
 import sys
 
 # what building a model, detector or analyzer, or listing inputs, raises for a user's mistake
-# (a missing file, a bad value, an unknown detector, device or task): one line, exit status 2
-SETUP_ERRORS = (FileNotFoundError, ValueError, KeyError)
+# (a missing file, a bad value, an unknown detector, device or task, an optional package not
+# installed): one line, exit status 2
+SETUP_ERRORS = (FileNotFoundError, ValueError, KeyError, ImportError)
 
 
 def report(exc: BaseException) -> None:

@@ -167,6 +167,10 @@ class FaceAnalyzer:
             the photo by this cascade (:mod:`facefuse.inference.landmark_refiner`):
             ``"shipped"`` (the one in the package), a refiner path or instance, or None to
             report the model's points as they are. Alignment uses the refined points.
+        backend: ``torch`` (default) or ``onnxruntime``: the model runs through ONNX
+            Runtime on the CPU, exported in memory when the analyzer is made (a few
+            seconds; ``pip install 'facefuse[onnx]'``; ``docs/SPEED.md`` measures it).
+            Applies when the analyzer loads the model, as ``flip`` does.
     """
 
     def __init__(self, tasks: Sequence[str] | None = None,
@@ -175,8 +179,10 @@ class FaceAnalyzer:
                  margin: float = 0.2, align: bool = False, min_face: int = 24,
                  batch_size: int = 64, max_pixels: int = MAX_PIXELS,
                  flip: bool = True, tta_margins: Sequence[float] = (),
-                 landmark_refiner: str | Path | LandmarkRefiner | None = "shipped") -> None:
-        dev = resolve_device(device)
+                 landmark_refiner: str | Path | LandmarkRefiner | None = "shipped",
+                 backend: str = "torch") -> None:
+        dev = resolve_device("cpu" if backend == "onnxruntime" and device == "auto"
+                             else device)
         for name, value, least in (("min_face", min_face, 0), ("batch_size", batch_size, 1),
                                    ("max_pixels", max_pixels, 1)):
             check_whole(name, value, least)
@@ -185,7 +191,7 @@ class FaceAnalyzer:
 
             model = shipped_model_path()
         self.model = model if isinstance(model, FaceModel) else \
-            FaceModel.from_checkpoint(model, dev, flip=flip)
+            FaceModel.from_checkpoint(model, dev, flip=flip, backend=backend)
         unknown = set(tasks or []) - set(self.model.tasks) - {"embedding"}
         if unknown:
             raise ValueError(f"the model has no {sorted(unknown)} head; it predicts "

@@ -41,11 +41,21 @@ class FaceModel:
             the two (logits, age, attribute scores, trunk features; the mirror's landmarks
             are mirrored back and their left/right points swapped first). About twice the
             model's cost; see ``docs/MODEL_CARD.md`` for what it gains.
+        backend: ``torch``, or ``onnxruntime`` (CPU only; the model is exported in memory
+            when the FaceModel is made, :mod:`facefuse.inference.onnx_runner`, and runs on
+            as many threads as torch is set to use).
     """
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu",
-                 flip: bool = False) -> None:
+                 flip: bool = False, backend: str = "torch") -> None:
+        from facefuse.inference.onnx_runner import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if backend == "onnxruntime" and torch.device(device).type != "cpu":
+            raise ValueError("backend 'onnxruntime' runs on the CPU; use device='cpu'")
         self.flip = flip
+        self.backend = backend
         self.meta = checkpoint.meta
         self.model = checkpoint.model.to(device).eval()
         self.device = torch.device(device)
@@ -59,11 +69,23 @@ class FaceModel:
             if task not in self.tasks:
                 raise ValueError(f"checkpoint calibrates {task!r}, which it has no head for")
             monotone_knots(mapping)
+        self.runner = None
+        if backend == "onnxruntime":
+            from facefuse.inference.onnx_runner import OnnxRunner
+
+            self.runner = OnnxRunner(self.model, self.size, threads=torch.get_num_threads())
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",
-                        flip: bool = False) -> FaceModel:
-        return cls(load_checkpoint(path, device), device, flip)
+                        flip: bool = False, backend: str = "torch") -> FaceModel:
+        return cls(load_checkpoint(path, device), device, flip, backend)
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Trunk features and every head's output for a preprocessed batch."""
+        if self.runner is not None:
+            return self.runner.run(x)
+        features = self.model.forward_features(x)
+        return features, {t: head(features) for t, head in self.model.heads.items()}
 
     @property
     def feature_dim(self) -> int:
@@ -88,14 +110,10 @@ class FaceModel:
         """Trunk features and raw head outputs for a batch of crops."""
         x = self.preprocess(faces)
         if not self.flip:
-            features = self.model.forward_features(x)
-            return features, {t: head(features) for t, head in self.model.heads.items()}
+            return self._forward(x)
         n = len(x)
-        both = self.model.forward_features(torch.cat([x, x.flip(3)]))
-        outputs = {}
-        for t, head in self.model.heads.items():
-            o = head(both)
-            outputs[t] = (o[:n] + unflip_output(t, o[n:])) / 2
+        both, raw = self._forward(torch.cat([x, x.flip(3)]))
+        outputs = {t: (o[:n] + unflip_output(t, o[n:])) / 2 for t, o in raw.items()}
         return (both[:n] + both[n:]) / 2, outputs
 
     @torch.no_grad()
