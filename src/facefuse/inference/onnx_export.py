@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -31,22 +32,30 @@ class _TupleOutputs(nn.Module):
         return (features, *(self.model.heads[n](features) for n in self.names))
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Path:
-    """Write ``out`` (.onnx) and ``out`` with ``.json`` (the checkpoint's metadata)."""
-    ckpt = load_checkpoint(checkpoint)
-    wrapper = _TupleOutputs(ckpt.model).eval()
-    size = int(ckpt.meta.get("input_size") or getattr(ckpt.model.trunk, "image_size", 112))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+def export_graph(model: MultiTaskModel, size: int, target: str | Path | IO[bytes],
+                 opset: int = 17) -> list[str]:
+    """Write ``model``'s ONNX graph (``images`` in; ``features`` and one output per head
+    out, any batch size) to a file path or a binary stream; returns the output names."""
+    wrapper = _TupleOutputs(model).eval()
     names = ["features", *wrapper.names]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(wrapper, (torch.zeros(2, 3, size, size),), str(out),
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (torch.zeros(2, 3, size, size),),
+                          target if not isinstance(target, Path) else str(target),
                           input_names=["images"], output_names=names, opset_version=opset,
                           dynamic_axes={"images": {0: "batch"},
                                         **{n: {0: "batch"} for n in names}},
                           dynamo=False)
-    wrapper.eval()
+    return names
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = 17) -> Path:
+    """Write ``out`` (.onnx) and ``out`` with ``.json`` (the checkpoint's metadata)."""
+    ckpt = load_checkpoint(checkpoint)
+    size = int(ckpt.meta.get("input_size") or getattr(ckpt.model.trunk, "image_size", 112))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    names = export_graph(ckpt.model, size, out, opset)
     out.with_suffix(".json").write_text(json.dumps({**ckpt.meta, "onnx_outputs": names},
                                                    indent=1, default=str))
     return out

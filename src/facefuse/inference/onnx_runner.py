@@ -10,12 +10,11 @@ PyTorch (``docs/SPEED.md``). Needs ``pip install 'facefuse[onnx]'``.
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import torch
 
-from facefuse.inference.onnx_export import _TupleOutputs
+from facefuse.inference.onnx_export import export_graph
 from facefuse.models.multitask import MultiTaskModel
 
 BACKENDS = ("torch", "onnxruntime")
@@ -31,17 +30,9 @@ class OnnxRunner:
         except ImportError as exc:
             raise ImportError("backend 'onnxruntime' needs onnxruntime: pip install "
                               "'facefuse[onnx]'") from exc
-        wrapper = _TupleOutputs(model).eval()
-        self.names = list(wrapper.names)
         buffer = io.BytesIO()
-        outputs = ["features", *self.names]
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, (torch.zeros(2, 3, size, size),), buffer,
-                              input_names=["images"], output_names=outputs, opset_version=17,
-                              dynamic_axes={"images": {0: "batch"},
-                                            **{n: {0: "batch"} for n in outputs}},
-                              dynamo=False)
+        self.names = export_graph(model, size, buffer)[1:]  # after "features"
+        model.eval()
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
