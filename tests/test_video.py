@@ -309,6 +309,11 @@ def test_clip_manifest_cli_fit_and_predict(tiny_model, tmp_path: Path, capsys) -
     assert main(["video", "predict", str(tmp_path / "c0.mp4"), "--model", str(tiny_model),
                  "--detector", "full_frame", "--classifier", str(clf), "--quiet"]) == 0
     assert "fps: fitted with 20.0, now 5.0" in capsys.readouterr().err
+    assert main(["video", "predict", str(tmp_path / "c0.mp4"), "--model", str(tiny_model),
+                 "--detector", "full_frame", "--classifier", str(clf), "--stride", "2",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "fps: fitted with 20.0, now None" in err and "stride: fitted with None, now 2" in err
     # other weights: refused, since the features mean something else
     retrained = build_model(ModelSpec("tiny_cnn", {"image_size": 32},
                                       {"emotion": HeadSpec(7), "age": HeadSpec(1)}))

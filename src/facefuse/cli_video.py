@@ -52,12 +52,16 @@ def feature_settings(args: argparse.Namespace) -> dict:
 def setting_mismatches(fitted: dict, now: dict) -> tuple[list[str], list[str]]:
     """(fatal, warnings): the differences between a classifier's recorded feature settings
     and these; other weights are fatal (the features mean something else), the rest change
-    the features' statistics and are warnings. Settings not recorded are not compared."""
-    fatal, warn = [], []
-    for key, value in now.items():
-        if key not in fitted or key == "model" or fitted[key] == value:
+    the features' statistics and are warnings (sampling by stride instead of fps is one). A
+    classifier that recorded no settings is not compared."""
+    fatal: list[str] = []
+    warn: list[str] = []
+    if not fitted:  # a classifier saved before the settings were recorded
+        return fatal, warn
+    for key in sorted(set(fitted) | set(now) - {"model"}):
+        if key == "model" or fitted.get(key) == now.get(key):
             continue
-        line = f"{key}: fitted with {fitted[key]!r}, now {value!r}"
+        line = f"{key}: fitted with {fitted.get(key)!r}, now {now.get(key)!r}"
         (fatal if key == "weights" else warn).append(line)
     if fatal:
         fatal[0] += f" (it was fitted on {fitted.get('model', '?')}'s features; pass --model)"
