@@ -105,9 +105,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     annotated = annotation_names(paths) if args.annotate else {}
     if args.annotate and not make_folder(args.annotate, f"annotations to {args.annotate}"):
         return 2
+    if args.out and not make_folder(Path(args.out).parent, args.out):
+        return 2
     try:
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         out = open(args.out, "w", newline="") if args.out else sys.stdout
     except OSError as exc:
         print(f"facefuse: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)

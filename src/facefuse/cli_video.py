@@ -27,13 +27,18 @@ def frame_sampling(args: argparse.Namespace) -> dict:
     return {"fps": None, "stride": args.stride} if args.stride else {"fps": args.fps}
 
 
+def _model_path(args: argparse.Namespace) -> str:
+    from facefuse.weights import shipped_model_path
+
+    return args.model or shipped_model_path()
+
+
 def _model_and_detector(args: argparse.Namespace):
     from facefuse.inference.detection import build_detector
     from facefuse.inference.face_model import FaceModel
-    from facefuse.weights import shipped_model_path
 
-    return (FaceModel.from_checkpoint(args.model or shipped_model_path(),
-                                      flip=not args.no_flip, backend=args.backend),
+    return (FaceModel.from_checkpoint(_model_path(args), flip=not args.no_flip,
+                                      backend=args.backend),
             build_detector(args.detector))
 
 
@@ -41,9 +46,8 @@ def feature_settings(args: argparse.Namespace) -> dict:
     """How clip features are made with these options: the model's name and weights
     fingerprint, test-time flip, frame sampling, crop margin and detector."""
     from facefuse.models.checkpoint import checkpoint_paths, weights_fingerprint
-    from facefuse.weights import shipped_model_path
 
-    model = args.model or shipped_model_path()
+    model = _model_path(args)
     return {"model": checkpoint_paths(model)[0].stem, "weights": weights_fingerprint(model),
             "flip": not args.no_flip, **frame_sampling(args), "margin": args.margin,
             "detector": args.detector}

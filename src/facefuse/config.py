@@ -137,15 +137,14 @@ def same_config(saved: Any, config: Any) -> bool:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if f.name in saved:
-            if not same_config(saved[f.name], value):
-                return False
+            recorded = saved[f.name]
         elif f.default is not dataclasses.MISSING:
-            if _plain(to_dict(value)) != _plain(to_dict(f.default)):
-                return False
+            recorded = to_dict(f.default)  # a field added since: the same run at its default
         elif f.default_factory is not dataclasses.MISSING:
-            if _plain(to_dict(value)) != _plain(to_dict(f.default_factory())):
-                return False
+            recorded = to_dict(f.default_factory())
         else:  # a required field the stored run did not record
+            return False
+        if not same_config(recorded, value):
             return False
     return True
 

@@ -258,6 +258,19 @@ class TrainingCache:
         self.images = np.array(self.images)
 
 
+def build_lock(cache: Path) -> Path:
+    """The lock file that builders of the cache folder ``cache`` hold (beside it)."""
+    return cache.parent / f".{cache.name}.lock"
+
+
+BUILDING = ".building-"  # in a build folder's name, between the cache's name and the pid
+
+
+def build_folder(cache: Path, pid: int | str = "*") -> Path:
+    """The temporary folder process ``pid`` builds ``cache`` in (``*``: a glob of all)."""
+    return cache.parent / f".{cache.name}{BUILDING}{pid}"
+
+
 def _normalised_landmarks(table: SampleTable, boxes: np.ndarray) -> np.ndarray:
     pts = table.labels["landmarks"].astype(np.float32).copy()
     x0, y0 = boxes[:, 0, None], boxes[:, 1, None]
@@ -293,16 +306,16 @@ def build_cache(table: SampleTable, cache_root: str | Path, spec: CacheSpec = Ca
         log.info("training cache %s is up to date", final)
         return TrainingCache.open(final)
     root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(root / f".{final.name}.lock",
+    with exclusive_lock(build_lock(final),
                         waiting=f"another process is building {final}; waiting for it"):
         if (final / "meta.json").is_file():  # built by the process this one waited for
             log.info("training cache %s was built by another process", final)
             return TrainingCache.open(final)
         # builders hold the lock, so any unfinished build of this key is a killed one's
-        for orphan in root.glob(f".{final.name}.building-*"):
+        for orphan in root.glob(build_folder(final).name):
             log.info("removing an interrupted build: %s", orphan)
             shutil.rmtree(orphan, ignore_errors=True)
-        tmp = root / f".{final.name}.building-{os.getpid()}"
+        tmp = build_folder(final, os.getpid())
         tmp.mkdir()
         try:
             _write_cache(table, tmp, spec, key, workers, progress, info)

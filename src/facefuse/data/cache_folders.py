@@ -16,9 +16,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facefuse.data.cache import BUILDING, build_lock
 from facefuse.data.file_lock import held_elsewhere
 
-BUILD_FOLDER = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)$")
+# a build folder's name, as data.cache.build_folder makes it
+BUILD_FOLDER = re.compile(rf"^\.(?P<name>.+){re.escape(BUILDING)}(?P<pid>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def cache_folders(root: str | Path) -> list[CacheFolder]:
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
         build = BUILD_FOLDER.match(path.name)
         if build:
-            held = held_elsewhere(root / f".{build['name']}.lock")
+            held = held_elsewhere(build_lock(root / build["name"]))
             state = "interrupted" if held is False else "building"
             found.append(CacheFolder(path, state, _size(path)))
         elif (meta := _cache_meta(path)) is not None:
@@ -94,7 +96,7 @@ def remove_cache_folder(folder: CacheFolder) -> None:
         raise ValueError(f"{folder.name} is being built by a running process; not removed")
     shutil.rmtree(folder.path)
     if folder.state == "complete":  # its build lock goes too, unless a process holds it
-        lock = folder.path.parent / f".{folder.name}.lock"
+        lock = build_lock(folder.path)
         if held_elsewhere(lock) is False and lock.is_file():
             lock.unlink()
 

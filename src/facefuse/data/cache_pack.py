@@ -19,7 +19,6 @@ mean absolute error of about one grey level), not bit-identical.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -32,18 +31,11 @@ from PIL import Image
 
 from facefuse.data.cache import TrainingCache, read_versioned_json
 from facefuse.data.readers.lfw import VerificationPair, read_pairs
+from facefuse.files import file_sha256
 
 PACK_FORMAT = 1
 HEAD_FILES = ("meta.json", "table.npz", "boxes.npy", "valid.npy")
 PAIRS_FILE = "lfw_pairs.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def encode_image(image: np.ndarray, quality: int) -> bytes:
@@ -121,7 +113,7 @@ def pack_cache(cache_dir: str | Path, out_dir: str | Path, max_mib: float = 45.0
         np.savez(path, rows=np.asarray(rows, dtype=np.int64), offsets=offsets,
                  data=np.frombuffer(b"".join(blobs), dtype=np.uint8))
         shards.append({"file": path.name, "rows": len(rows),
-                       "mib": round(path.stat().st_size / 2**20, 2), "sha256": _sha256(path)})
+                       "mib": round(path.stat().st_size / 2**20, 2), "sha256": file_sha256(path)})
         rows, blobs, used = [], [], 0
 
     from tqdm.auto import tqdm
@@ -138,7 +130,7 @@ def pack_cache(cache_dir: str | Path, out_dir: str | Path, max_mib: float = 45.0
         flush()
     manifest = {"format": PACK_FORMAT, "cache": cache.path.name, "samples": len(cache),
                 "size": cache.spec.size, "quality": quality,
-                "head": {"file": "head.zip", "sha256": _sha256(out / "head.zip"),
+                "head": {"file": "head.zip", "sha256": file_sha256(out / "head.zip"),
                          "mib": round((out / "head.zip").stat().st_size / 2**20, 2)},
                 "shards": shards}
     (out / "PACK.json").write_text(json.dumps(manifest, indent=1))
@@ -160,7 +152,7 @@ def unpack_cache(pack_dir: str | Path, cache_root: str | Path,
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: copy every shard the manifest lists "
                                     f"({len(manifest['shards'])} image shards and head.zip)")
-        if _sha256(path) != entry["sha256"]:
+        if file_sha256(path) != entry["sha256"]:
             raise ValueError(f"{path}: checksum differs from the manifest (a broken copy)")
     root = Path(cache_root)
     root.mkdir(parents=True, exist_ok=True)

@@ -57,15 +57,13 @@ def held_elsewhere(path: str | Path) -> bool | None:
     """Whether another process holds the lock on ``path`` now (None where locks are not
     available); False when the file does not exist."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401 (only whether locks exist here)
     except ImportError:  # pragma: no cover - Windows
         return None
     if not Path(path).is_file():
         return False
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    try:
+        with exclusive_lock(path, wait=False):
+            return False
+    except LockHeld:
+        return True

@@ -17,6 +17,7 @@ from facefuse.tasks import TASK_ORDER, TaskKind, get_task
 from facefuse.train.calibration import apply_monotone_map, monotone_knots
 from facefuse.train.loop import regression_scale
 
+BACKENDS = ("torch", "onnxruntime")  # what runs the model (onnxruntime: inference.onnx_runner)
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
@@ -48,8 +49,6 @@ class FaceModel:
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu",
                  flip: bool = False, backend: str = "torch") -> None:
-        from facefuse.inference.onnx_runner import BACKENDS
-
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if backend == "onnxruntime" and torch.device(device).type != "cpu":

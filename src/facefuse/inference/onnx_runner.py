@@ -17,8 +17,6 @@ import torch
 from facefuse.inference.onnx_export import export_graph
 from facefuse.models.multitask import MultiTaskModel
 
-BACKENDS = ("torch", "onnxruntime")
-
 
 class OnnxRunner:
     """``run(images)`` gives the trunk features and each head's raw output, as
@@ -32,7 +30,6 @@ class OnnxRunner:
                               "'facefuse[onnx]'") from exc
         buffer = io.BytesIO()
         self.names = export_graph(model, size, buffer)[1:]  # after "features"
-        model.eval()
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads

@@ -38,14 +38,9 @@ def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
 def weights_fingerprint(path: str | Path) -> str:
     """The first 16 hex digits of the SHA-256 of a checkpoint's weights file: which weights
     made a set of features (a clip classifier records it)."""
-    import hashlib
+    from facefuse.files import file_sha256
 
-    weights, _ = checkpoint_paths(path)
-    digest = hashlib.sha256()
-    with weights.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    return file_sha256(checkpoint_paths(path)[0])[:16]
 
 
 def write_weights_and_json(path: str | Path, write_weights: Callable[[str], None],

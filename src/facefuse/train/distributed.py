@@ -28,6 +28,12 @@ class DistInfo:
         return self.rank == 0
 
 
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of a torchrun launch, or was not launched by torchrun
+    (readable before :func:`init_distributed` joins the group)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group when launched by torchrun; a no-op otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

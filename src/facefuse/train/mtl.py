@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -57,7 +56,13 @@ from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.tasks import TaskKind, get_task
 from facefuse.train.distill import TeacherEmbeddings, distillation_loss
-from facefuse.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from facefuse.train.distributed import (
+    DistInfo,
+    barrier,
+    init_distributed,
+    launched_as_main,
+    shutdown,
+)
 from facefuse.train.loop import (
     evaluate,
     make_optimizer,
@@ -457,7 +462,7 @@ def train_mtl(cfg: MTLConfig, progress: bool = False) -> Path:
             checkpoints would be overwritten by turns), or the folder holds a run of
             another config.
     """
-    if int(os.environ.get("RANK", "0")) != 0:  # DDP: rank 0 holds the folder's lock
+    if not launched_as_main():  # DDP: rank 0 holds the folder's lock
         return MTLTrainer(cfg, progress).run()
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
