@@ -136,6 +136,14 @@ def test_config_takes_the_edge_values() -> None:
     assert cfg.batch_size == 1 and cfg.sampling == {"utkface": 0, "lfw": 1}
 
 
+@pytest.mark.parametrize(("config", "trunk"), [("mtl_efficientnet.yaml", "efficientnet_b0"),
+                                               ("mtl_rexnet.yaml", "rexnet_100")])
+def test_a_trunks_quick_profile_trains_that_trunk(config: str, trunk: str) -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    assert load_config(MTLConfig, root / config).trunk == trunk
+    assert load_config(MTLConfig, root / config, profile="quick").trunk == trunk
+
+
 @pytest.mark.parametrize("profile", ["shipped_cpu", "shipped_gpu"])
 def test_shipped_profile_crops_like_the_analyzer(profile: str) -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
