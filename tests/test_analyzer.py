@@ -520,6 +520,33 @@ def test_cli_output_paths_and_gallery_errors(model_path, tmp_path, capsys) -> No
     assert "gallery: no face found in the 1 photo(s) of blank; blank is left out" in captured.err
     assert "broken.jpg" in captured.err and "cut.jpg" in captured.err
     assert "no photo of broken could be read; broken is left out" in captured.err
+    # queries may be folders: their photos are searched, their videos left out, and --top
+    # lists the nearest people in order of similarity
+    queries = tmp_path / "queries"
+    queries.mkdir()
+    shutil.copy(photo, queries / "a.jpg")
+    shutil.copy(photo, queries / "b.jpg")
+    (queries / "clip.mp4").write_bytes(b"not looked at")
+    shutil.copy(photo, gallery / "also_eileen.jpg")
+    assert main(["search", str(queries), "--model", str(model_path), "--gallery", str(gallery),
+                 "--top", "5", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    answers = [json.loads(x) for x in captured.out.splitlines()]
+    assert [Path(a["query"]).name for a in answers] == ["a.jpg", "b.jpg"]
+    for answer in answers:
+        sims = [t["similarity"] for t in answer["top"]]
+        assert [t["name"] for t in answer["top"]] in (["also_eileen", "eileen"],
+                                                      ["eileen", "also_eileen"])
+        assert sims == sorted(sims, reverse=True) and sims[0] == answer["similarity"]
+    assert "search takes photos; 1 video(s) left out" in captured.err
+    only_video = tmp_path / "only_video"
+    only_video.mkdir()
+    (only_video / "clip.mp4").write_bytes(b"x")
+    assert main(["search", str(only_video), "--model", str(model_path),
+                 "--gallery", str(gallery)]) == 2
+    assert main(["search", str(tmp_path / "missing*.jpg"), "--model", str(model_path),
+                 "--gallery", str(gallery)]) == 2
+    assert "no file matches" in capsys.readouterr().err
 
 
 def test_each_analyzer_command_reports_setup_mistakes_in_one_line(model_path, tmp_path,

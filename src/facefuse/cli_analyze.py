@@ -194,7 +194,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from facefuse.inference.analyzer import VIDEO_SUFFIXES, expand_inputs
+    from facefuse.inference.analyzer import expand_inputs
 
     try:
         analyzer = _analyzer(args, tasks=["embedding"])
@@ -202,13 +202,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
-    videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
-    if videos:
-        paths = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
-        print(f"facefuse: embed takes photos; {len(videos)} video(s) left out (`facefuse "
-              f"video analyze` embeds the faces of videos)", file=sys.stderr)
-        if not paths:
-            return 2
+    paths = _photos_only(paths, "embed")
+    if not paths:
+        return 2
     from tqdm.auto import tqdm
 
     failures = faces = 0
@@ -228,10 +224,25 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 1 if failures else 0  # as analyze: the rest embedded, the failures reported
 
 
-def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
+def _photos_only(paths: list[Path], command: str) -> list[Path]:
+    """``paths`` without videos, saying on standard error how many were left out."""
+    from facefuse.inference.analyzer import VIDEO_SUFFIXES
+
+    videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
+    if videos:
+        print(f"facefuse: {command} takes photos; {len(videos)} video(s) left out (`facefuse "
+              f"video analyze` embeds the faces of videos)", file=sys.stderr)
+    return [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
+
+
+def gallery_embeddings(analyzer, gallery: Path, batch_images: int = 32,
+                       progress: bool = False) -> dict[str, np.ndarray]:
     """Mean unit embedding per identity: ``gallery/<identity>/*`` or ``gallery/<identity>.jpg``
-    (the largest face of each photo, as ``verify`` takes it). Unreadable photos and people
-    with no face found are reported on standard error and left out."""
+    (the largest face of each photo, as ``verify`` takes it). Every photo of the gallery
+    goes through the analyzer in batches of ``batch_images``, whoever it shows; unreadable
+    photos and people with no face found are reported on standard error and left out."""
+    from tqdm.auto import tqdm
+
     from facefuse.data.images import is_image_name
 
     if not gallery.is_dir():
@@ -246,21 +257,27 @@ def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
     if not any(people.values()):
         raise ValueError(f"no photos in the gallery {gallery} (expected <identity>/ "
                          f"subfolders of photos or <identity>.jpg files)")
+    owners = [name for name, files in people.items() for _ in files]
+    photos = [f for files in people.values() for f in files]
+    vectors: dict[str, list[np.ndarray]] = {name: [] for name in people}
+    read = dict.fromkeys(people, 0)
+    results = analyzer.iter_analyze(photos, batch_images=batch_images)
+    bar = tqdm(results, total=len(photos), unit="img", file=sys.stderr, desc="gallery",
+               disable=not progress or len(photos) < 2)
+    for name, r in zip(owners, bar, strict=True):  # one result per photo, in order
+        if r.error:
+            print(f"facefuse: gallery: {r.error}", file=sys.stderr)
+            continue
+        read[name] += 1
+        if r.faces:
+            vectors[name].append(np.asarray(r.largest_face().predictions["embedding"]))
     out = {}
     for name, files in people.items():
-        vecs, read = [], 0
-        for r in analyzer.analyze_many(files):
-            if r.error:
-                print(f"facefuse: gallery: {r.error}", file=sys.stderr)
-                continue
-            read += 1
-            if r.faces:
-                vecs.append(np.asarray(r.largest_face().predictions["embedding"]))
-        if vecs:
-            m = np.mean(vecs, axis=0)
+        if vectors[name]:
+            m = np.mean(vectors[name], axis=0)
             out[name] = m / max(np.linalg.norm(m), 1e-12)
-        elif read:
-            print(f"facefuse: gallery: no face found in the {read} photo(s) of {name}; "
+        elif read[name]:
+            print(f"facefuse: gallery: no face found in the {read[name]} photo(s) of {name}; "
                   f"{name} is left out{_crop_hint(analyzer)}", file=sys.stderr)
         elif files:
             print(f"facefuse: gallery: no photo of {name} could be read; {name} is left out",
@@ -271,9 +288,17 @@ def gallery_embeddings(analyzer, gallery: Path) -> dict[str, np.ndarray]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from facefuse.inference.analyzer import expand_inputs
+
     try:
         analyzer = _analyzer(args, tasks=["embedding"])
-        gallery = gallery_embeddings(analyzer, Path(args.gallery))
+        queries = _photos_only(list(expand_inputs(args.queries)), "search")
+        if not queries:
+            return 2
+        gallery = gallery_embeddings(analyzer, Path(args.gallery), args.batch_images,
+                                     progress=not args.quiet)
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
@@ -281,9 +306,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     matrix = np.stack([gallery[n] for n in names])
     threshold = args.threshold if args.threshold is not None else float(
         analyzer.model.meta.get("verification_threshold", 0.5))
-    failures = 0
-    for query in args.queries:
-        result = analyzer.analyze_many([query])[0]
+    top = min(args.top, len(names))
+    failures = faces = 0
+    results = analyzer.iter_analyze(queries, batch_images=args.batch_images)
+    for result in tqdm(results, total=len(queries), unit="img", file=sys.stderr,
+                       desc="queries", disable=args.quiet or len(queries) < 2):
+        query = result.source
         if result.error:
             failures += 1
             print(f"facefuse: {result.error}", file=sys.stderr)
@@ -291,13 +319,22 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(json.dumps({"query": query, "match": None,
                               "note": result.error or f"no face found{_crop_hint(analyzer)}"}))
             continue
+        faces += len(result.faces)
         for face in result.faces:
             sims = matrix @ np.asarray(face.predictions["embedding"])
-            best = int(sims.argmax())
-            print(json.dumps({"query": query, "face": face.index,
-                              "match": names[best] if sims[best] > threshold else None,
-                              "nearest": names[best], "similarity": round(float(sims[best]), 4),
-                              "threshold": round(threshold, 4)}))
+            order = np.argsort(-sims, kind="stable")[:top]
+            best = int(order[0])
+            answer = {"query": query, "face": face.index,
+                      "match": names[best] if sims[best] > threshold else None,
+                      "nearest": names[best], "similarity": round(float(sims[best]), 4),
+                      "threshold": round(threshold, 4)}
+            if top > 1:
+                answer["top"] = [{"name": names[i], "similarity": round(float(sims[i]), 4)}
+                                 for i in order]
+            print(json.dumps(answer))
+    if not args.quiet:
+        print(f"{len(queries)} query image(s), {faces} face(s), {failures} failed; gallery of "
+              f"{len(names)} people", file=sys.stderr)
     return 1 if failures else 0  # as analyze: the other queries answered, failures reported
 
 
@@ -355,9 +392,15 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     common(e)
     e.set_defaults(func=cmd_embed)
     s = sub.add_parser("search", help="nearest identity in a gallery folder")
-    s.add_argument("queries", nargs="+")
+    s.add_argument("queries", nargs="+", help="photos, folders or globs")
     s.add_argument("--gallery", required=True, help="folder: <identity>/ images or "
                                                     "<identity>.jpg files")
-    s.add_argument("--threshold", type=float, default=None)
+    s.add_argument("--threshold", type=float, default=None,
+                   help="cosine threshold for a match (default: the model's LFW-chosen one)")
+    s.add_argument("--top", type=positive_int, default=1,
+                   help="also list the K nearest people per face, with their similarity")
+    s.add_argument("--batch-images", type=positive_int, default=32,
+                   help="images decoded and predicted together (bounds the memory used)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     common(s)
     s.set_defaults(func=cmd_search)
