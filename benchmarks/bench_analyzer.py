@@ -25,6 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_peers import Ours, _test_split  # noqa: E402  (a sibling script)
 
+from facefuse.inference.backends import BACKENDS  # noqa: E402
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -54,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--model", help="a checkpoint (default: the shipped model)")
     p.add_argument("--no-flip", action="store_true")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                   help="the model in PyTorch or through ONNX Runtime (CPU)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs the model (default: the analyzer's, auto: ONNX Runtime "
+                        "on the CPU, PyTorch on a GPU)")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--batch", type=int, default=32, help="images predicted together (batch_images)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = [ours.stages(q) for q in paths]
     mean = {k: float(np.mean([s[k] for s in stages])) for k in stages[0]}
     print(f"{len(paths)} images on {name} ({device}), {args.threads} torch thread(s), "
-          f"flip {'off' if args.no_flip else 'on'}, backend {args.backend}; "
+          f"flip {'off' if args.no_flip else 'on'}, backend {ours.analyzer.model.backend}; "
           f"{mean['faces']:.2f} faces an image")
     print("| decode | detect | crop | model | landmark refiner | total ms/image | images/s |")
     print("|---|---|---|---|---|---|---|")

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from facefuse.inference.backends import BACKENDS
+
 
 def _test_split(name: str, root: str, limit: int | None):
     from facefuse.data.readers import read_dataset
@@ -62,7 +64,7 @@ class Ours:
     def __init__(self, detector: str | None, margin: float | None, flip: bool = True,
                  model: str | None = None, device: str = "cpu",
                  tta_margins: tuple[float, ...] = (), landmark_refiner: str | None = "shipped",
-                 backend: str = "torch") -> None:
+                 backend: str = "auto") -> None:
         from facefuse.inference.analyzer import FaceAnalyzer
 
         kwargs: dict[str, Any] = {"detector": detector} if detector else {}
@@ -144,6 +146,8 @@ def main() -> None:
     p.add_argument("--landmark-refiner", default="shipped", metavar="shipped|none|PATH",
                    help="refine facefuse's 68 points on the photo (as analyze does; 'none': "
                         "the model's points as they are)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs facefuse's model (default: the analyzer's, auto)")
     p.add_argument("--out", default="reports/peers")
     args = p.parse_args()
     refiner = None if args.landmark_refiner == "none" else args.landmark_refiner
@@ -176,8 +180,10 @@ def main() -> None:
         (out / "peers.json").write_text(json.dumps(peers))
 
     ours = Ours(args.detector, args.margin, not args.no_flip, args.model,
-                tta_margins=tuple(args.tta_margins), landmark_refiner=refiner)
+                tta_margins=tuple(args.tta_margins), landmark_refiner=refiner,
+                backend=args.backend)
     res: dict[str, Any] = {"detector": ours.analyzer.detector.name, "threads": args.threads,
+                           "backend": ours.analyzer.model.backend,
                            "model": args.model or "shipped", "flip": not args.no_flip,
                            "tta_margins": list(args.tta_margins),
                            "landmark_refiner": str(refiner)}

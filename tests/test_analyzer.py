@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -202,15 +203,19 @@ def test_many_images_stream_through_in_batches(analyzer, model_path, faces, tmp_
 
 
 def test_onnxruntime_backend_gives_the_torch_backends_results(model_path, faces, capsys,
-                                                              monkeypatch) -> None:
+                                                              monkeypatch, caplog) -> None:
+    from facefuse.inference import face_model
+
     image = canvas(faces[:2])
     # the model's own points (the refiner's image features jump at pixel edges, so refined
     # points can move by pixels with a 1e-5 change of its start)
-    torch_run = FaceAnalyzer(model=model_path, device="cpu",
-                             landmark_refiner=None).analyze(image)
-    onnx_run = FaceAnalyzer(model=model_path, device="cpu", backend="onnxruntime",
-                            landmark_refiner=None)
-    assert onnx_run.model.runner is not None
+    torch_run = FaceAnalyzer(model=model_path, device="cpu", backend="torch",
+                             landmark_refiner=None)
+    assert torch_run.model.backend == "torch" and torch_run.model.runner is None
+    torch_run = torch_run.analyze(image)
+    onnx_run = FaceAnalyzer(model=model_path, device="cpu", landmark_refiner=None)
+    # auto, the default, runs the model through ONNX Runtime on the CPU
+    assert onnx_run.model.backend == "onnxruntime" and onnx_run.model.runner is not None
     got = onnx_run.analyze(image)
     assert [f.box for f in got.faces] == [f.box for f in torch_run.faces]
     for a, b in zip(got.faces, torch_run.faces, strict=True):
@@ -237,7 +242,20 @@ def test_onnxruntime_backend_gives_the_torch_backends_results(model_path, faces,
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
     assert main(["analyze", str(photo), "--model", str(model_path),
                  "--backend", "onnxruntime"]) == 2
-    assert "needs onnxruntime: pip install 'facefuse[onnx]'" in capsys.readouterr().err
+    assert "needs onnx and onnxruntime (No module named 'onnxruntime'): pip install onnx " \
+           "onnxruntime" in capsys.readouterr().err
+    # auto falls back to PyTorch, saying why, where ONNX Runtime cannot run the model
+    with caplog.at_level(logging.WARNING, logger="facefuse.inference.face_model"):
+        fallback = FaceAnalyzer(model=model_path, device="cpu")
+    assert fallback.model.backend == "torch" and fallback.model.runner is None
+    assert "ONNX Runtime cannot run this model (ImportError" in caplog.text
+    assert main(["analyze", str(photo), "--model", str(model_path), "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["faces"]
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    monkeypatch.setattr(face_model, "onnxruntime_installed", lambda: False)
+    caplog.clear()
+    assert FaceAnalyzer(model=model_path, device="cpu").model.backend == "torch"
+    assert not caplog.text  # not installed: PyTorch without a warning
 
 
 def test_bad_analyzer_settings_are_refused_up_front(model_path: Path) -> None:

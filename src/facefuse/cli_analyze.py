@@ -14,6 +14,7 @@ import numpy as np
 from facefuse.cli_outputs import annotation_names, make_folder
 from facefuse.cli_values import SETUP_ERRORS, non_negative_int, positive_int, report
 from facefuse.cli_video import add_frame_sampling, frame_sampling
+from facefuse.inference.backends import BACKENDS
 
 
 def _analyzer(args: argparse.Namespace, tasks=None):
@@ -350,9 +351,9 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--no-flip", action="store_true",
                        help="no test-time flip (faster; by default each face and its mirror "
                             "image are predicted and averaged)")
-        p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                       help="run the model in PyTorch (default) or, on the CPU, through ONNX "
-                            "Runtime (faster; needs pip install 'facefuse[onnx]')")
+        p.add_argument("--backend", choices=BACKENDS, default="auto",
+                       help="auto (default): ONNX Runtime on the CPU (faster), PyTorch on a "
+                            "GPU; torch or onnxruntime to choose")
 
     a = sub.add_parser("analyze", help="detect faces and predict every task (images, "
                                        "folders, globs, videos)")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from facefuse.cli_outputs import make_folder, output_stems
 from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report, share
+from facefuse.inference.backends import BACKENDS
 
 
 def add_frame_sampling(p: argparse.ArgumentParser) -> None:
@@ -224,9 +225,9 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--no-flip", action="store_true",
                        help="no test-time flip (faster); use the same choice for fit and "
                             "predict, as it changes the clip features")
-        p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
-                       help="run the model in PyTorch (default) or, on the CPU, through ONNX "
-                            "Runtime (faster; needs pip install 'facefuse[onnx]')")
+        p.add_argument("--backend", choices=BACKENDS, default="auto",
+                       help="auto (default): ONNX Runtime on the CPU (faster), PyTorch on a "
+                            "GPU; torch or onnxruntime to choose")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     a = vsub.add_parser("analyze", help="per-track results over time (JSON lines + CSV)")

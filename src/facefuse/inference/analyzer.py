@@ -167,10 +167,12 @@ class FaceAnalyzer:
             the photo by this cascade (:mod:`facefuse.inference.landmark_refiner`):
             ``"shipped"`` (the one in the package), a refiner path or instance, or None to
             report the model's points as they are. Alignment uses the refined points.
-        backend: ``torch`` (default) or ``onnxruntime``: the model runs through ONNX
-            Runtime on the CPU, exported in memory when the analyzer is made (a few
-            seconds; ``pip install 'facefuse[onnx]'``; ``docs/SPEED.md`` measures it).
-            Applies when the analyzer loads the model, as ``flip`` does.
+        backend: ``auto`` (default): the model runs through ONNX Runtime when it runs on
+            the CPU (exported in memory when the analyzer is made, under a second; about
+            twice PyTorch's speed, ``docs/SPEED.md``), in PyTorch on a GPU or where ONNX
+            Runtime cannot run it; ``torch`` or ``onnxruntime`` to choose. Applies when the
+            analyzer loads the model, as ``flip`` does; ``analyzer.model.backend`` says
+            which one runs.
     """
 
     def __init__(self, tasks: Sequence[str] | None = None,
@@ -180,7 +182,7 @@ class FaceAnalyzer:
                  batch_size: int = 64, max_pixels: int = MAX_PIXELS,
                  flip: bool = True, tta_margins: Sequence[float] = (),
                  landmark_refiner: str | Path | LandmarkRefiner | None = "shipped",
-                 backend: str = "torch") -> None:
+                 backend: str = "auto") -> None:
         dev = resolve_device("cpu" if backend == "onnxruntime" and device == "auto"
                              else device)
         for name, value, least in (("min_face", min_face, 0), ("batch_size", batch_size, 1),

@@ -3,6 +3,7 @@ decoded into named predictions, the trunk vector and the identity embedding."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,14 @@ import torch
 from PIL import Image
 
 from facefuse.data.augment import FLIP_68
+from facefuse.inference.backends import BACKENDS, onnxruntime_installed
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint
 from facefuse.tasks import TASK_ORDER, TaskKind, get_task
 from facefuse.train.calibration import apply_monotone_map, monotone_knots
 from facefuse.train.loop import regression_scale
 
-BACKENDS = ("torch", "onnxruntime")  # what runs the model (onnxruntime: inference.onnx_runner)
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+log = logging.getLogger(__name__)
 
 
 def unflip_output(task: str, output: torch.Tensor) -> torch.Tensor:
@@ -42,9 +44,11 @@ class FaceModel:
             the two (logits, age, attribute scores, trunk features; the mirror's landmarks
             are mirrored back and their left/right points swapped first). About twice the
             model's cost; see ``docs/MODEL_CARD.md`` for what it gains.
-        backend: ``torch``, or ``onnxruntime`` (CPU only; the model is exported in memory
+        backend: ``torch``, ``onnxruntime`` (CPU only; the model is exported in memory
             when the FaceModel is made, :mod:`facefuse.inference.onnx_runner`, and runs on
-            as many threads as torch is set to use).
+            as many threads as torch is set to use), or ``auto``: ONNX Runtime on the CPU
+            when onnx and onnxruntime are installed and the model exports, else PyTorch.
+            ``backend`` after construction says which one runs.
     """
 
     def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu",
@@ -54,7 +58,6 @@ class FaceModel:
         if backend == "onnxruntime" and torch.device(device).type != "cpu":
             raise ValueError("backend 'onnxruntime' runs on the CPU; use device='cpu'")
         self.flip = flip
-        self.backend = backend
         self.meta = checkpoint.meta
         self.model = checkpoint.model.to(device).eval()
         self.device = torch.device(device)
@@ -69,10 +72,20 @@ class FaceModel:
                 raise ValueError(f"checkpoint calibrates {task!r}, which it has no head for")
             monotone_knots(mapping)
         self.runner = None
-        if backend == "onnxruntime":
+        self.backend = "torch"
+        if backend == "onnxruntime" or (backend == "auto" and self.device.type == "cpu"
+                                        and onnxruntime_installed()):
             from facefuse.inference.onnx_runner import OnnxRunner
 
-            self.runner = OnnxRunner(self.model, self.size, threads=torch.get_num_threads())
+            try:
+                self.runner = OnnxRunner(self.model, self.size,
+                                         threads=torch.get_num_threads())
+                self.backend = "onnxruntime"
+            except Exception as exc:  # auto: any export or session failure falls back
+                if backend == "onnxruntime":
+                    raise
+                log.warning("ONNX Runtime cannot run this model (%s: %s); running it in "
+                            "PyTorch", type(exc).__name__, exc)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu",

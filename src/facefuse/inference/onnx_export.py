@@ -2,8 +2,8 @@
 
 The exported graph takes ``images`` (N, 3, S, S), normalised as the checkpoint's metadata
 says, and returns one output per task head, named by task (plus ``features``, the trunk's
-vector). ``onnx`` and ``onnxruntime`` are optional dependencies (``pip install
-facefuse[onnx]``).
+vector). ``onnx`` (torch's exporter needs it) and ``onnxruntime`` (the parity check) are
+dependencies of facefuse.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The model is exported in memory (the graph of :mod:`facefuse.inference.onnx_expo
 ``images`` in, ``features`` and one output per head out), so nothing is written or
 downloaded; the export takes a few seconds when the runner is made. On the development CPU,
 ONNX Runtime ran one face of the shipped architecture 4 to 7 times faster than eager
-PyTorch (``docs/SPEED.md``). Needs ``pip install 'facefuse[onnx]'``.
+PyTorch (``docs/SPEED.md``). Needs onnx and onnxruntime (dependencies of facefuse).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ class OnnxRunner:
 
     def __init__(self, model: MultiTaskModel, size: int, threads: int | None = None) -> None:
         try:
+            import onnx  # noqa: F401  (torch's exporter needs it)
             import onnxruntime as ort
         except ImportError as exc:
-            raise ImportError("backend 'onnxruntime' needs onnxruntime: pip install "
-                              "'facefuse[onnx]'") from exc
+            raise ImportError(f"backend 'onnxruntime' needs onnx and onnxruntime ({exc}): "
+                              f"pip install onnx onnxruntime") from exc
         buffer = io.BytesIO()
         self.names = export_graph(model, size, buffer)[1:]  # after "features"
         options = ort.SessionOptions()
