@@ -23,6 +23,7 @@ import torch
 
 from facefuse.config import load_config
 from facefuse.data.cache import TrainingCache
+from facefuse.evaluation.metrics import accuracy, mae
 from facefuse.inference.face_model import FaceModel
 from facefuse.train.mtl import MTLConfig, training_cache
 
@@ -48,9 +49,7 @@ def features_and_heads(model: FaceModel, cache: TrainingCache, split: str,
 
 def score(task: str, predicted: np.ndarray, true: np.ndarray) -> float:
     """Age: mean absolute error in years; classes: accuracy in %."""
-    if task == "age":
-        return float(np.abs(predicted - true).mean())
-    return float((predicted == true).mean() * 100)
+    return mae(predicted, true) if task == "age" else accuracy(predicted, true) * 100
 
 
 def main() -> None:

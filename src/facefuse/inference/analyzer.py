@@ -168,7 +168,7 @@ class FaceAnalyzer:
             ``"shipped"`` (the one in the package), a refiner path or instance, or None to
             report the model's points as they are. Alignment uses the refined points.
         backend: ``auto`` (default): the model runs through ONNX Runtime when it runs on
-            the CPU (exported in memory when the analyzer is made, under a second; about
+            the CPU (exported in memory when the analyzer is made, about a second; about
             twice PyTorch's speed, ``docs/SPEED.md``), in PyTorch on a GPU or where ONNX
             Runtime cannot run it; ``torch`` or ``onnxruntime`` to choose. Applies when the
             analyzer loads the model, as ``flip`` does; ``analyzer.model.backend`` says

@@ -2,9 +2,9 @@
 
 The model is exported in memory (the graph of :mod:`facefuse.inference.onnx_export`:
 ``images`` in, ``features`` and one output per head out), so nothing is written or
-downloaded; the export takes a few seconds when the runner is made. On the development CPU,
-ONNX Runtime ran one face of the shipped architecture 4 to 7 times faster than eager
-PyTorch (``docs/SPEED.md``). Needs onnx and onnxruntime (dependencies of facefuse).
+downloaded; the export takes about a second when the runner is made. On the development
+CPU, ONNX Runtime ran one face of the shipped architecture 4 to 7 times faster than eager
+PyTorch (``docs/SPEED.md`` has both figures). Needs onnx and onnxruntime (dependencies of facefuse).
 """
 
 from __future__ import annotations
