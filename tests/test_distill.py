@@ -126,7 +126,7 @@ def test_training_pulls_the_identity_embedding_to_the_teacher(fake_root: Path,
     base = write_config(tmp_path, fake_root, "tasks: [identity, age]\n")
     teacher, rows = _teacher_for(base, tmp_path, 8)
     cfg_path = write_config(tmp_path, fake_root, f"tasks: [identity, age]\n"
-                            f"identity_teacher: {teacher}\nteacher_weight: 5.0\n"
+                            f"identity_teacher: {teacher}\nteacher_weight: 20.0\n"
                             f"augment: false\nepoch_size: 400\n"
                             f"optim: {{epochs: 4, lr: 0.01}}\n")
     cfg = load_config(mtl.MTLConfig, cfg_path)
@@ -134,7 +134,10 @@ def test_training_pulls_the_identity_embedding_to_the_teacher(fake_root: Path,
     before = _cosine_to_teacher(trainer, rows)
     trainer.run()
     after = _cosine_to_teacher(trainer, rows)
-    assert after > before + 0.3, (before, after)
+    # at teacher_weight 20 the cosine rose by 0.62 to 0.95 over training seeds 0-3 (at 5 it
+    # rose by 0.24 to 0.41, and by 0.285 on one machine's numerics, too close to 0.3); a
+    # run without the teacher moved it by -0.06 to +0.30: the bar sits between the two
+    assert after > before + 0.45, (before, after)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     losses = [h["loss"]["identity_teacher"] for h in metrics["history"]]
     assert losses[-1] < losses[0]
