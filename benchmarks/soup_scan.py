@@ -55,7 +55,7 @@ def main() -> None:
     args = p.parse_args()
     try:
         cfg = load_config(MTLConfig, args.config, profile=args.profile)
-        cache, _ = training_cache(cfg)
+        cache, _ = training_cache(cfg, progress=True)
         tasks = [t for t in cfg.tasks if t != "identity"]
         rows = scan(args.a, args.b, cache, tasks, args.alphas)
     except (FileNotFoundError, ValueError) as exc:
