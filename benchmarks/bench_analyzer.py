@@ -82,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(paths)} images on {name} ({device}), {args.threads} torch thread(s), "
           f"flip {'off' if args.no_flip else 'on'}, backend {ours.analyzer.model.backend}; "
           f"{mean['faces']:.2f} faces an image")
-    print("| decode | detect | crop | model | landmark refiner | total ms/image | images/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| decode | detect | crop | model | landmark refiner | identity networks | "
+          "total ms/image | images/s |")
+    print("|---|---|---|---|---|---|---|---|")
     print("| " + " | ".join(f"{1000 * mean[k]:.1f}" for k in
-                            ("decode", "detect", "crop", "model", "refine", "total"))
+                            ("decode", "detect", "crop", "model", "refine", "identity",
+                             "total"))
           + f" | {1 / mean['total']:.1f} |")
     ours.analyzer.analyze_many(paths[:args.batch], batch_images=args.batch)  # warm-up
     t = time.perf_counter()

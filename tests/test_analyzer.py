@@ -67,7 +67,7 @@ def test_real_faces_get_every_prediction(analyzer: FaceAnalyzer, faces) -> None:
                                                             "x1", "y1", "score"]
     assert list(frame["gender"]) == [row["gender"] for row in rows]
     assert frame["age"].dtype.kind == "f" and frame["face"].tolist() == [0, 1]
-    empty = analyzer.analyze(np.full((80, 80, 3), 128, np.uint8)).to_dataframe()
+    empty = analyzer.analyze(np.full((200, 200, 3), 128, np.uint8)).to_dataframe()
     assert empty.empty and list(empty.columns) == list(frame.columns[:7])
     # frames of many images stack into one table
     both = pd.concat([frame, empty], ignore_index=True)
@@ -373,7 +373,7 @@ def test_verify_and_search_on_lfw(model_path, shared_data: Path, tmp_path, capsy
     emb = json.loads(capsys.readouterr().out.strip())
     assert len(emb["embedding"]) == 8
     blank = tmp_path / "blank.png"
-    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(blank)
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)  # not a small crop
     capsys.readouterr()
     assert main(["verify", str(blank), str(a), "--model", str(model_path)]) == 2
     assert "blank.png: no face found (for photos that are already face crops, use " \
@@ -525,7 +525,7 @@ def test_cli_output_paths_and_gallery_errors(model_path, tmp_path, capsys) -> No
     # a gallery person whose photos show no face, or a photo that cannot be read, is named
     gallery = tmp_path / "people"
     (gallery / "blank").mkdir(parents=True)
-    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(gallery / "blank" / "1.png")
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(gallery / "blank" / "1.png")
     shutil.copy(photo, gallery / "eileen.jpg")
     (gallery / "broken.jpg").write_text("not a photo")
     cut = tmp_path / "cut.jpg"

@@ -42,7 +42,50 @@ def test_predictions_on_the_demo_photo_are_stable() -> None:
     assert p["age"] == pytest.approx(expected["age"], abs=0.5)
     for task in ("gender", "race", "emotion"):
         assert p[task]["label"] == expected[task]
+    # the embedding of the shipped identity networks, fused (256-d), and the model's own
+    assert len(p["embedding"]) == expected["embedding_dim"]
     np.testing.assert_allclose(p["embedding"][:8], expected["embedding_head"], atol=2e-3)
+    own = FaceAnalyzer(device="cpu", identity=None).analyze(demo_image_path()).faces[0]
+    np.testing.assert_allclose(own.predictions["embedding"][:8],
+                               expected["model_embedding_head"], atol=2e-3)
+
+
+def test_shipped_identity_networks_are_small_licensed_and_explain_themselves() -> None:
+    from facefuse.inference.identity import FusedIdentity
+    from facefuse.weights import shipped_identity_path
+
+    fusion = FusedIdentity.read(shipped_identity_path())
+    folder = shipped_identity_path().parent
+    weights = sum(f.stat().st_size for f in folder.glob("*.onnx"))
+    weights += sum(f.stat().st_size for f in shipped_model_path().parent.rglob("*")
+                   if f.suffix in (".safetensors", ".onnx") and f.parent != folder)
+    assert weights <= 40 * 2**20  # every weight file in the package
+    assert [p.network for p in fusion.parts] == ["dlib_resnet", "sface"]
+    assert 0 < fusion.threshold < 1 and fusion.meta["training_data"]["identities"] > 200
+    for net in fusion.networks:
+        meta = net.spec.meta
+        assert meta["licence"] in ("CC0-1.0", "Apache-2.0") and meta["provenance"]["sha256"]
+        assert meta["parity_with_module"]["random"]["min_cosine"] > 0.9999
+        for name in meta["licence_files"]:
+            assert (folder / name).stat().st_size > 500, name
+    assert "Apache License" in (folder / "LICENSE-sface.txt").read_text()
+    assert "CC0" in (folder / "LICENSE-dlib_resnet.txt").read_text()
+
+
+def test_shipped_identity_tells_lfw_people_apart(shared_data: Path) -> None:
+    """Two photos each of four LFW people, through the default analyzer: every same-person
+    pair above the shipped threshold, every other pair below it."""
+    lfw = shared_data / "lfw" / "lfw"
+    people = ["Colin_Powell", "Tony_Blair", "Serena_Williams", "Jennifer_Aniston"]
+    analyzer = FaceAnalyzer(device="cpu", tasks=["embedding"])
+    photos = [lfw / p / f"{p}_{k:04d}.jpg" for p in people for k in (1, 2)]
+    emb = np.array([r.largest_face().predictions["embedding"]
+                    for r in analyzer.analyze_many(photos)])
+    sims = emb @ emb.T
+    same = np.equal.outer(np.repeat(np.arange(4), 2), np.repeat(np.arange(4), 2))
+    off = ~np.eye(8, dtype=bool)
+    t = analyzer.verification_threshold
+    assert (sims[same & off] > t).all() and (sims[~same] < t).all(), (t, sims.round(3))
 
 
 def test_shipped_age_goes_through_its_calibration_map() -> None:

@@ -157,7 +157,7 @@ def test_analyze_writes_photos_and_videos_in_one_table(real_face, tiny_model, tm
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
     blank = tmp_path / "blank.png"
-    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(blank)
+    Image.fromarray(np.full((120, 200, 3), 128, np.uint8)).save(blank)  # not a small crop
     opts = ["--model", str(tiny_model), "--detector", "haar", "--quiet", "--stride", "3"]
     table = tmp_path / "faces.csv"
     assert main(["analyze", str(bad), str(blank), str(photo), str(video), *opts,

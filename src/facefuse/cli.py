@@ -289,11 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from facefuse.cli_analyze import add_analyze_parsers
     from facefuse.cli_landmarks import add_landmarks_parser
+    from facefuse.cli_model import add_model_parser
     from facefuse.cli_video import add_video_parser
 
     add_analyze_parsers(sub)
     add_landmarks_parser(sub)
     add_video_parser(sub)
+    add_model_parser(sub)
     return parser
 
 

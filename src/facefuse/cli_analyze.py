@@ -28,7 +28,8 @@ def _analyzer(args: argparse.Namespace, tasks=None):
                         tta_margins=getattr(args, "tta_margins", None) or (),
                         # verify, embed and search report no landmarks: nothing to refine
                         landmark_refiner=None if getattr(args, "landmark_refiner", "none")
-                        == "none" else args.landmark_refiner)
+                        == "none" else args.landmark_refiner,
+                        identity=None if args.identity == "none" else args.identity)
 
 
 def annotate(rgb: np.ndarray, result, out: Path) -> None:
@@ -170,11 +171,11 @@ def _crop_hint(analyzer) -> str:
     return "" if isinstance(analyzer.detector, FullFrameDetector) else CROP_HINT
 
 
-def _largest_face_embedding(analyzer, path: str) -> np.ndarray:
+def _largest_face(analyzer, path: str):
     face = analyzer.analyze(path).largest_face()
     if face is None:
         raise ValueError(f"{path}: no face found{_crop_hint(analyzer)}")
-    return np.asarray(face.predictions["embedding"])
+    return face
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -182,15 +183,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     try:
         analyzer = _analyzer(args, tasks=["embedding"])
-        a, b = (_largest_face_embedding(analyzer, p) for p in (args.a, args.b))
+        fa, fb = (_largest_face(analyzer, p) for p in (args.a, args.b))
     except (*SETUP_ERRORS, ImageError) as exc:
         report(exc)
         return 2
-    threshold = args.threshold if args.threshold is not None else float(
-        analyzer.model.meta.get("verification_threshold", 0.5))
-    score = float(a @ b)
+    threshold = args.threshold if args.threshold is not None \
+        else analyzer.verification_threshold
+    score = float(np.asarray(fa.predictions["embedding"]) @ np.asarray(
+        fb.predictions["embedding"]))
     print(json.dumps({"a": args.a, "b": args.b, "similarity": round(score, 4),
-                      "threshold": round(threshold, 4), "same_person": score > threshold}))
+                      "threshold": round(threshold, 4), "same_person": score > threshold,
+                      "found_by": [fa.found_by, fb.found_by]}))
     return 0
 
 
@@ -305,8 +308,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 2
     names = list(gallery)
     matrix = np.stack([gallery[n] for n in names])
-    threshold = args.threshold if args.threshold is not None else float(
-        analyzer.model.meta.get("verification_threshold", 0.5))
+    threshold = args.threshold if args.threshold is not None \
+        else analyzer.verification_threshold
     top = min(args.top, len(names))
     failures = faces = 0
     results = analyzer.iter_analyze(queries, batch_images=args.batch_images)
@@ -354,6 +357,11 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="auto (default): ONNX Runtime on the CPU (faster), PyTorch on a "
                             "GPU; torch or onnxruntime to choose")
+        p.add_argument("--identity", default="auto", metavar="auto|shipped|none|PATH",
+                       help="where identity embeddings come from: shipped, the fused "
+                            "identity networks in the package; none, the model's own identity "
+                            "head; a fused identity JSON; auto (default): shipped, unless "
+                            "--model has an identity head of its own (docs/MODEL_CARD.md)")
 
     a = sub.add_parser("analyze", help="detect faces and predict every task (images, "
                                        "folders, globs, videos)")
@@ -382,7 +390,8 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     v.add_argument("a")
     v.add_argument("b")
     v.add_argument("--threshold", type=float, default=None,
-                   help="cosine threshold (default: the model's LFW-chosen one)")
+                   help="cosine threshold (default: the identity embedding's own, fitted on "
+                        "training identities)")
     common(v)
     v.set_defaults(func=cmd_verify)
     e = sub.add_parser("embed", help="identity embeddings of every face (JSON lines)")
@@ -397,7 +406,7 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gallery", required=True, help="folder: <identity>/ images or "
                                                     "<identity>.jpg files")
     s.add_argument("--threshold", type=float, default=None,
-                   help="cosine threshold for a match (default: the model's LFW-chosen one)")
+                   help="cosine threshold for a match (default: the identity embedding's own)")
     s.add_argument("--top", type=positive_int, default=1,
                    help="also list the K nearest people per face, with their similarity")
     s.add_argument("--batch-images", type=positive_int, default=32,

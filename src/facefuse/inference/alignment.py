@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from facefuse.identity_format import ARCFACE_TEMPLATE_112
+
 #: Eye (image left), eye (image right), nose tip, mouth corners, in a 112x112 crop.
-TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                         [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+TEMPLATE_112 = ARCFACE_TEMPLATE_112
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

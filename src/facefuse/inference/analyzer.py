@@ -22,11 +22,14 @@ from facefuse.inference.alignment import align_face
 from facefuse.inference.detection import (
     Detection,
     FaceDetector,
+    FullFrameDetector,
     build_detector,
+    landmark_box,
     square_around,
     square_crop,
 )
 from facefuse.inference.face_model import FaceModel
+from facefuse.inference.identity import FusedIdentity
 from facefuse.inference.landmark_refiner import LandmarkRefiner
 from facefuse.tasks import five_points_from_68
 
@@ -35,6 +38,14 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 #: images decoded and predicted together by analyze_many / iter_analyze
 BATCH_IMAGES = 32
+#: images whose longer side is at most this are treated as possible face crops when the
+#: detector finds nothing in them (see FaceAnalyzer's ``small_image_side``)
+SMALL_IMAGE_SIDE = 160
+#: a small image is searched again enlarged to this longer side, with a replicated border
+ENLARGED_SIDE = 320
+ENLARGE_BORDER = 0.25
+#: ... and, failing that, taken whole as the face when its sides differ by at most this ratio
+WHOLE_IMAGE_ASPECT = 1.5
 
 
 # the first columns of ImageResult.rows(), before each task's
@@ -68,10 +79,11 @@ class FaceResult:
     score: float
     predictions: dict[str, Any] = field(compare=False)
     landmarks: tuple[tuple[float, float], ...] | None = field(default=None, compare=False)
+    found_by: str = "detector"
 
     def to_dict(self) -> dict[str, Any]:
         return {"face": self.index, "box": [round(v, 1) for v in self.box],
-                "score": round(self.score, 4),
+                "score": round(self.score, 4), "found_by": self.found_by,
                 "landmarks": None if self.landmarks is None else [list(p) for p in
                                                                   self.landmarks],
                 **self.predictions}
@@ -140,6 +152,17 @@ def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
             yield path
 
 
+def _load_plugin(spec: Any, kind: type, what: str, shipped: Any, load: Any) -> Any:
+    """A plug-in given as None, an instance of ``kind``, ``"shipped"`` (``shipped()`` gives
+    its path) or a path (read by ``load``)."""
+    if spec is None or isinstance(spec, kind):
+        return spec
+    if not isinstance(spec, (str, Path)):
+        raise TypeError(f"{what} must be 'shipped', a path, a {kind.__name__} or None, got "
+                        f"{type(spec).__name__}")
+    return load(shipped() if str(spec) == "shipped" else spec)
+
+
 class FaceAnalyzer:
     """Detect, crop or align, and predict every task of a checkpoint.
 
@@ -173,6 +196,21 @@ class FaceAnalyzer:
             Runtime cannot run it; ``torch`` or ``onnxruntime`` to choose. Applies when the
             analyzer loads the model, as ``flip`` does; ``analyzer.model.backend`` says
             which one runs.
+        identity: where each face's identity embedding (``predictions["embedding"]``) comes
+            from: ``"shipped"``, the fused embedding of the identity networks shipped in the
+            package (:mod:`facefuse.inference.identity`), aligned on the detector's five
+            points or, for a detector without them, on five points from the model's
+            landmarks; a fused identity JSON path or :class:`FusedIdentity`; None for the
+            multi-task model's own identity head; or ``"auto"`` (default): the shipped
+            networks, unless ``model`` is a checkpoint of your own with an identity head,
+            whose embedding is then kept. Loaded only when the embedding is asked for (the
+            ``identity`` or ``embedding`` task); :attr:`verification_threshold` is the
+            matching decision threshold.
+        small_image_side: an image whose longer side is at most this many pixels may itself
+            be a face crop (a 48x48 FER2013 face, a 90x90 LFW crop): when the detector finds
+            no face in it, it is searched again enlarged with a replicated border, and
+            failing that an about square image is taken whole as the face (``found_by``
+            ``"whole_image"`` in its result). 0 turns this off.
     """
 
     def __init__(self, tasks: Sequence[str] | None = None,
@@ -182,12 +220,16 @@ class FaceAnalyzer:
                  batch_size: int = 64, max_pixels: int = MAX_PIXELS,
                  flip: bool = True, tta_margins: Sequence[float] = (),
                  landmark_refiner: str | Path | LandmarkRefiner | None = "shipped",
-                 backend: str = "auto") -> None:
+                 backend: str = "auto",
+                 identity: str | Path | FusedIdentity | None = "auto",
+                 small_image_side: int = SMALL_IMAGE_SIDE) -> None:
         dev = resolve_device("cpu" if backend == "onnxruntime" and device == "auto"
                              else device)
         for name, value, least in (("min_face", min_face, 0), ("batch_size", batch_size, 1),
-                                   ("max_pixels", max_pixels, 1)):
+                                   ("max_pixels", max_pixels, 1),
+                                   ("small_image_side", small_image_side, 0)):
             check_whole(name, value, least)
+        own_model = model is not None
         if model is None:
             from facefuse.weights import shipped_model_path
 
@@ -215,22 +257,41 @@ class FaceAnalyzer:
             raise ValueError("tta_margins averages unaligned crops; it cannot be combined "
                              "with align")
         self.min_face, self.batch_size = min_face, batch_size
+        self.small_image_side = small_image_side
         self.max_pixels = max_pixels
         self.refiner = self._load_refiner(landmark_refiner) \
             if "landmarks" in self.model.tasks else None
+        wants_embedding = "identity" in self.tasks or "embedding" in self.tasks
+        if identity == "auto":
+            identity = None if own_model and "identity" in self.model.tasks else "shipped"
+        self.identity = self._load_identity(identity) if wants_embedding else None
+        if self.identity is not None and "landmarks" not in self.model.tasks \
+                and not self.detector.gives_five_points:
+            raise ValueError(f"the identity networks align faces on five points: the "
+                             f"{self.detector.name} detector gives none and the model has no "
+                             f"landmark head (use the mtcnn detector, or identity=None)")
+
+    @staticmethod
+    def _load_identity(spec: str | Path | FusedIdentity | None) -> FusedIdentity | None:
+        from facefuse.weights import shipped_identity_path
+
+        return _load_plugin(spec, FusedIdentity, "identity", shipped_identity_path,
+                            FusedIdentity.read)
+
+    @property
+    def verification_threshold(self) -> float:
+        """The cosine above which two embeddings of this analyzer are the same person: the
+        fused identity's, else the model's (chosen on LFW), else 0.5."""
+        if self.identity is not None:
+            return self.identity.threshold
+        return float(self.model.meta.get("verification_threshold", 0.5))
 
     @staticmethod
     def _load_refiner(spec: str | Path | LandmarkRefiner | None) -> LandmarkRefiner | None:
-        if spec is None or isinstance(spec, LandmarkRefiner):
-            return spec
-        if not isinstance(spec, (str, Path)):
-            raise TypeError(f"landmark_refiner must be 'shipped', a path, a LandmarkRefiner or "
-                            f"None, got {type(spec).__name__}")
-        if str(spec) == "shipped":
-            from facefuse.weights import shipped_refiner_path
+        from facefuse.weights import shipped_refiner_path
 
-            spec = shipped_refiner_path()
-        return LandmarkRefiner.load(spec)
+        return _load_plugin(spec, LandmarkRefiner, "landmark_refiner", shipped_refiner_path,
+                            LandmarkRefiner.load)
 
     # -- one image ------------------------------------------------------------------------
     def analyze(self, image: str | Path | np.ndarray) -> ImageResult:
@@ -291,7 +352,8 @@ class FaceAnalyzer:
         per_image: list[list[FaceResult]] = [[] for _ in loaded]
         for (i, det), (pred, landmarks) in zip(owners, preds, strict=True):
             faces = per_image[i]
-            faces.append(FaceResult(len(faces), det.box, det.score, pred, landmarks))
+            faces.append(FaceResult(len(faces), det.box, det.score, pred, landmarks,
+                                    det.found_by))
         return [ImageResult(name, 0 if rgb is None else rgb.shape[1],
                             0 if rgb is None else rgb.shape[0], tuple(per_image[i]), err)
                 for i, (name, rgb, err) in enumerate(loaded)]
@@ -352,6 +414,8 @@ class FaceAnalyzer:
                 preds = self.model.predict(aligned)
                 for p, lm in zip(preds, keep_landmarks, strict=True):
                     p["landmarks"] = lm
+            if self.identity is not None:
+                self._embed_identity(who, preds, loaded)
             for p in preds:
                 landmarks = None
                 if "landmarks" in p:
@@ -363,9 +427,61 @@ class FaceAnalyzer:
                 out.append((kept, landmarks))
         return out
 
+    def _embed_identity(self, who: list[tuple[int, Detection]], preds: list[dict[str, Any]],
+                        loaded: list) -> None:
+        """Replace each face's embedding by the fused identity networks' (aligned on the
+        detector's five points, else on five of the model's landmarks, in image pixels)."""
+        assert self.identity is not None
+        images, points = [], []
+        for (i, det), p in zip(who, preds, strict=True):
+            images.append(loaded[i][1])
+            points.append(det.landmarks if det.landmarks is not None
+                          else five_points_from_68(np.asarray(p["landmarks"])))
+        for p, emb in zip(preds, self.identity.embed(images, points), strict=True):
+            p["embedding"] = emb.round(6).tolist()
+
     def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """The detector's faces in an RGB image, those under ``min_face`` pixels left out."""
+        """The detector's faces in an RGB image, those under ``min_face`` pixels left out.
+
+        A small image (longer side at most ``small_image_side``) in which the detector finds
+        no face is searched again enlarged, with a replicated border (a tight face crop has
+        no margin for the detector to see); if that finds none either, the whole image is
+        taken as the face, marked ``found_by="whole_image"``, when it is about square (sides
+        within :data:`WHOLE_IMAGE_ASPECT`) and no smaller than ``min_face``."""
+        dets = self._detect_sized(rgb)
+        h, w = rgb.shape[:2]
+        if dets or isinstance(self.detector, FullFrameDetector) \
+                or not 0 < max(h, w) <= self.small_image_side:
+            return dets
+        border = int(round(ENLARGE_BORDER * max(h, w)))
+        scale = ENLARGED_SIDE / (max(h, w) + 2 * border)
+        padded = np.pad(rgb, ((border, border), (border, border), (0, 0)), mode="edge")
+        size = (max(1, round(padded.shape[1] * scale)), max(1, round(padded.shape[0] * scale)))
+        import cv2
+
+        big = cv2.resize(padded, size, interpolation=cv2.INTER_LINEAR)
+        sx, sy = size[0] / padded.shape[1], size[1] / padded.shape[0]
+        found = []
+        for d in self.detector.detect(big):
+            x0, y0, x1, y1 = d.box
+            box = (x0 / sx - border, y0 / sy - border, x1 / sx - border, y1 / sy - border)
+            points = None if d.landmarks is None else \
+                (np.asarray(d.landmarks) / np.array([sx, sy]) - border).astype(np.float32)
+            found.append(Detection(box, d.score, points))
+        found = [d for d in found if min(d.width, d.height) >= self.min_face]
+        if found or max(h, w) > WHOLE_IMAGE_ASPECT * min(h, w) or min(h, w) < self.min_face:
+            return found  # a face crop is about square, and no smaller than min_face
+        return [Detection((0.0, 0.0, float(w), float(h)), 0.0, None, "whole_image")]
+
+    def _detect_sized(self, rgb: np.ndarray) -> list[Detection]:
         return [d for d in self.detector.detect(rgb) if min(d.width, d.height) >= self.min_face]
+
+    def face_box(self, det: Detection) -> tuple[float, float, float, float]:
+        """The 68-landmark box that ``det`` stands for: by the detector's calibration, or,
+        for a whole-image face, as the ``full_frame`` detector places it."""
+        if det.found_by == "whole_image":
+            return landmark_box(det.box, FullFrameDetector.box_calibration)
+        return self.detector.face_box(det)
 
     def crops(self, rgb: np.ndarray, dets: Sequence[Detection],
               margin: float | None = None) -> list[np.ndarray]:
@@ -373,8 +489,7 @@ class FaceAnalyzer:
         box (as the detector's calibration places it), widened by the margin (the
         analyzer's unless given)."""
         margin = self.margin if margin is None else margin
-        return [square_crop(rgb, self.detector.face_box(d), margin, self.model.size)
-                for d in dets]
+        return [square_crop(rgb, self.face_box(d), margin, self.model.size) for d in dets]
 
     def crop_views(self, rgb: np.ndarray, dets: Sequence[Detection]) -> list[list[np.ndarray]]:
         """:meth:`crops`, then one list of crops per ``tta_margins`` entry (the views
@@ -391,6 +506,6 @@ class FaceAnalyzer:
 
     def _to_image(self, crop_points: np.ndarray, det: Detection) -> np.ndarray:
         """Crop-pixel landmarks (crop of ``model.size``) back to image pixels."""
-        cx, cy, side = square_around(self.detector.face_box(det), self.margin)
+        cx, cy, side = square_around(self.face_box(det), self.margin)
         scale = side / self.model.size
         return crop_points * scale + np.array([cx - side / 2, cy - side / 2])

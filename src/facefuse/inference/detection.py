@@ -23,14 +23,20 @@ from PIL import Image
 
 from facefuse.registry import Registry
 
+#: how a face was found: by the detector (on the image, or on an enlarged copy of a small
+#: one), or taken as the whole image when the detector found none in a small image
+FOUND_BY = ("detector", "whole_image")
+
 
 @dataclass(frozen=True)
 class Detection:
-    """One face: box ``(x0, y0, x1, y1)`` in pixels, a confidence, optional 5 points."""
+    """One face: box ``(x0, y0, x1, y1)`` in pixels, a confidence, optional 5 points, and how
+    it was found (:data:`FOUND_BY`)."""
 
     box: tuple[float, float, float, float]
     score: float
     landmarks: np.ndarray | None = field(default=None, compare=False)
+    found_by: str = "detector"
 
     @property
     def width(self) -> float:
@@ -42,7 +48,8 @@ class Detection:
 
     def to_dict(self) -> dict[str, object]:
         return {"box": [round(v, 1) for v in self.box], "score": round(self.score, 4),
-                "landmarks": None if self.landmarks is None else self.landmarks.tolist()}
+                "landmarks": None if self.landmarks is None else self.landmarks.tolist(),
+                "found_by": self.found_by}
 
 
 def landmark_box(box: tuple[float, float, float, float],
@@ -70,6 +77,8 @@ class FaceDetector(abc.ABC):
 
     name: str
     box_calibration: tuple[float, float, float, float] = (1.0, 1.0, 0.0, 0.0)
+    #: whether every Detection carries five points (eyes, nose tip, mouth corners)
+    gives_five_points: bool = False
 
     def face_box(self, det: Detection) -> tuple[float, float, float, float]:
         """The 68-landmark box this detector's ``det`` stands for (see the class doc)."""
@@ -131,6 +140,7 @@ class MTCNNDetector(FaceDetector):
 
     name = "mtcnn"
     box_calibration = (0.962, 1.285, -0.023, -0.176)  # benchmarks/compare_detectors.py
+    gives_five_points = True
 
     def __init__(self, min_size: int = 20, min_score: float = 0.9,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),

@@ -5,7 +5,14 @@ Trunk families register themselves on import; to add one, copy ``compact_cnn.py`
 it below.
 """
 
-from facefuse.models import compact_cnn, margin, paper_cnn, timm_trunks  # noqa: F401  (registers)
+from facefuse.models import (  # noqa: F401  (registers)
+    compact_cnn,
+    dlib_resnet,
+    margin,
+    paper_cnn,
+    sface,
+    timm_trunks,
+)
 from facefuse.models.multitask import ModelSpec, MultiTaskModel, build_model
 from facefuse.models.trunks import TRUNKS
 

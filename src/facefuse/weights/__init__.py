@@ -8,6 +8,8 @@ from pathlib import Path
 
 SHIPPED_MODEL = "facefuse-mtl-small"
 SHIPPED_REFINER = "facefuse-landmark-refiner"
+#: the identity networks and their fusion (docs/MODEL_CARD.md, "Identity")
+SHIPPED_IDENTITY = Path(__file__).parent / "identity" / "facefuse-identity.json"
 
 
 def _shipped(name: str, what: str, instead: str) -> Path:
@@ -29,3 +31,12 @@ def shipped_refiner_path() -> Path:
     return _shipped(SHIPPED_REFINER, "landmark refiner",
                     "pass landmark_refiner=None (--landmark-refiner none) or a refiner "
                     "fitted with `facefuse fit-landmarks`")
+
+
+def shipped_identity_path() -> Path:
+    """The fused identity description shipped in the package (its networks beside it)."""
+    if not SHIPPED_IDENTITY.is_file():
+        raise FileNotFoundError(f"the shipped identity networks ({SHIPPED_IDENTITY}) are "
+                                f"missing from this installation; pass identity=None "
+                                f"(--identity none) to use the model's own embedding")
+    return SHIPPED_IDENTITY
