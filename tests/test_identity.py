@@ -271,6 +271,11 @@ def test_identity_networks_need_five_points_from_somewhere(tmp_path: Path, fusio
                      detector="full_frame", tasks=["embedding"])
     with pytest.raises(TypeError, match="identity must be"):
         FaceAnalyzer(model=tmp_path / "nolm", device="cpu", identity=3, tasks=["embedding"])
+    # MTCNN gives points, but not for a small image taken whole: the box's ArcFace layout
+    a = FaceAnalyzer(model=tmp_path / "nolm", device="cpu", identity=fusion_file,
+                     tasks=["embedding"])
+    face = a.analyze(np.full((90, 90, 3), 128, np.uint8)).faces[0]
+    assert face.found_by == "whole_image" and len(face.predictions["embedding"]) == 2 * DIM + 1
 
 
 def test_a_small_image_without_a_detected_face_is_taken_whole(tiny_model: Path) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from facefuse.config import check_whole
 from facefuse.data.images import MAX_PIXELS, ImageError, is_image_name, load_rgb, to_rgb_uint8
 from facefuse.devices import resolve_device
+from facefuse.identity_format import ARCFACE_TEMPLATE_112
 from facefuse.inference.alignment import align_face
 from facefuse.inference.detection import (
     Detection,
@@ -430,13 +431,20 @@ class FaceAnalyzer:
     def _embed_identity(self, who: list[tuple[int, Detection]], preds: list[dict[str, Any]],
                         loaded: list) -> None:
         """Replace each face's embedding by the fused identity networks' (aligned on the
-        detector's five points, else on five of the model's landmarks, in image pixels)."""
+        detector's five points, else on five of the model's landmarks, in image pixels, else,
+        for a whole-image face of a model without landmarks, on the ArcFace layout of its
+        box)."""
         assert self.identity is not None
         images, points = [], []
         for (i, det), p in zip(who, preds, strict=True):
             images.append(loaded[i][1])
-            points.append(det.landmarks if det.landmarks is not None
-                          else five_points_from_68(np.asarray(p["landmarks"])))
+            if det.landmarks is not None:
+                points.append(det.landmarks)
+            elif "landmarks" in p:
+                points.append(five_points_from_68(np.asarray(p["landmarks"])))
+            else:
+                x0, y0, x1, y1 = det.box
+                points.append(ARCFACE_TEMPLATE_112 / 112.0 * [x1 - x0, y1 - y0] + [x0, y0])
         for p, emb in zip(preds, self.identity.embed(images, points), strict=True):
             p["embedding"] = emb.round(6).tolist()
 
