@@ -930,7 +930,13 @@ def main() -> None:
                       f"min ({st['seconds'] / max(st['images'], 1) * 1000:.0f} ms an image: "
                       + ", ".join(f"{s} {v:.0f}" for s, v in zip(stage, per, strict=True))
                       + " ms)")
-    timing.append(f"- head fitting, every task and feature set: {fit_seconds / 60:.1f} min")
+    fitted = {(task, e["features"]): e["fit_seconds"] for task, r in results.items()
+              for e in r["entries"] if e["features"] in FEATURE_SETS}
+    timing.append(f"- head fitting, every task and feature set (ridge, logistic, age MLP "
+                  f"over {len(args.seeds)} seeds): {sum(fitted.values()) / 60:.1f} min of "
+                  f"fits, plus the refits for the fusion and the train/val/test table; "
+                  f"this run {fit_seconds / 60:.1f} min (fits kept in "
+                  f"`{Path(args.cache) / 'fits'}` by earlier runs are reused)")
     fer_note = (f"FER2013's training rows subsampled to {args.fer_train_max} of 21,693 "
                 f"(seed 0); its validation and test rows all kept."
                 if args.fer_train_max else "All FER2013 training rows.")
