@@ -27,6 +27,7 @@ import logging
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,9 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     centre = max(fits, key=lambda c: pair_accuracy(fits[c], names, *val_set))
     fit = fits[centre]
     threshold = balanced_threshold(fit, [train_set, val_set], names)
-    fit = type(fit)(fit.networks, fit.weights, fit.centres, threshold, pair_accuracy(
-        fit, names, *train_set, threshold=threshold), fit.pairs, fit.dropped,
-        fit.coefficients)
+    fit = replace(fit, threshold=threshold,
+                  train_accuracy=pair_accuracy(fit, names, *train_set, threshold=threshold))
     val_accuracy = pair_accuracy(fit, names, *val_set)
     print(f"kept centred={centre}; balanced threshold {threshold:.4f}: CelebA pairs "
           f"{100 * fit.train_accuracy:.2f} %, LFW outside View-2 {100 * val_accuracy:.2f} %")

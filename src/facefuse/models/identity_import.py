@@ -22,7 +22,6 @@ without importing it; nothing is downloaded.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import logging
@@ -30,11 +29,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 from torch import nn
 
+from facefuse.files import file_sha256
 from facefuse.identity_format import ARCFACE_TEMPLATE_112, NETWORK_FORMAT, write_json_atomic
 from facefuse.registry import Registry
 
@@ -89,16 +90,8 @@ def package_file(package: str, relative: str, install: str) -> Path:
     raise FileNotFoundError(f"{package} is installed but has no {relative}")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _provenance(path: Path, package: str, version_hint: str, origin: str) -> dict:
-    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size,
+    return {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
             "package": package, "package_version_seen": version_hint, "origin": origin}
 
 
@@ -148,18 +141,30 @@ def import_network(name: str, source: str | Path | None = None) -> ImportedNetwo
     return IMPORTERS.get(name)(Path(source) if source else None)
 
 
-def export_onnx(module: nn.Module, size: int, opset: int = 17) -> bytes:
-    """``module`` (eval mode) as ONNX: ``images`` (N, 3, size, size) -> ``features``."""
+def export_features(module: nn.Module, size: int, target: str | Path | IO[bytes],
+                    opset: int = 17) -> None:
+    """Write ``module`` (in eval mode; its mode is restored) as ONNX to ``target``:
+    ``images`` (N, 3, size, size) -> ``features``, any batch size."""
     import warnings
 
+    was_training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros(2, 3, size, size),),
+                              str(target) if isinstance(target, Path) else target,
+                              input_names=["images"], output_names=["features"],
+                              opset_version=opset, dynamo=False,
+                              dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+    finally:
+        module.train(was_training)
+
+
+def export_onnx(module: nn.Module, size: int, opset: int = 17) -> bytes:
+    """:func:`export_features` into memory: the graph's bytes."""
     buffer = io.BytesIO()
-    module = module.eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(2, 3, size, size),), buffer,
-                          input_names=["images"], output_names=["features"],
-                          opset_version=opset, dynamo=False,
-                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+    export_features(module, size, buffer, opset)
     return buffer.getvalue()
 
 

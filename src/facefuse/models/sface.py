@@ -18,7 +18,6 @@ Unlike the graph, the module holds no pixel normalisation: feed RGB 112x112 imag
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import IO
@@ -171,16 +170,6 @@ class SFaceNet(nn.Module):
 def export_sface(net: SFaceNet, target: str | Path | IO[bytes], opset: int = 17) -> None:
     """Write ``net`` (in eval mode) as an ONNX graph: ``images`` (N, 3, 112, 112), normalised
     as :data:`SFACE_NORMALISATION`, -> ``features`` (N, 128), any batch size."""
-    was_training = net.training
-    net.eval()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(net, (torch.zeros(2, 3, net.image_size, net.image_size),),
-                              str(target) if isinstance(target, Path) else target,
-                              input_names=["images"], output_names=["features"],
-                              opset_version=opset,
-                              dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                              dynamo=False)
-    finally:
-        net.train(was_training)
+    from facefuse.models.identity_import import export_features
+
+    export_features(net, net.image_size, target, opset)
