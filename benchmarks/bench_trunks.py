@@ -102,7 +102,7 @@ def cpu_rates(trunk: str, size: int, batch: int, repeats: int) -> dict[str, floa
     try:
         import onnxruntime as ort
 
-        from facefuse.inference.onnx_export import export_onnx
+        from facefuse.models.onnx_export import export_onnx
     except ImportError:
         return out
     with tempfile.TemporaryDirectory() as tmp:

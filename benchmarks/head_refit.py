@@ -40,10 +40,10 @@ def features_and_heads(model: FaceModel, cache: TrainingCache, split: str,
     feats, preds = [], {t: [] for t in TASKS}
     for s in range(0, len(rows), batch):
         f, heads = model.raw([np.asarray(cache.images[i]) for i in rows[s:s + batch]])
-        feats.append(f.float().numpy())
+        feats.append(np.asarray(f, np.float32))
         for t in TASKS:
             preds[t].append(model.regression_values(t, heads[t], calibrated=False)
-                            if t == "age" else heads[t].argmax(1).numpy())
+                            if t == "age" else np.asarray(heads[t]).argmax(1))
     return np.concatenate(feats), {t: np.concatenate(v) for t, v in preds.items()}, rows
 
 

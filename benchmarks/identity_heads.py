@@ -209,7 +209,7 @@ class Extractor:
         import torch
 
         from facefuse.data.images import load_rgb
-        from facefuse.inference.face_model import unflip_output
+        from facefuse.runtime.decoding import unflip_output
         from facefuse.tasks import five_points_from_68
 
         n = len(paths)
@@ -237,12 +237,12 @@ class Extractor:
             part = crops[s:s + batch]
             k = len(part)
             feats, heads = self.model.raw(part + [c[:, ::-1].copy() for c in part])
-            feats = feats.float().numpy()
+            feats = np.asarray(feats, np.float32)
             out.setdefault("mtl_feat", []).append((feats[:k] + feats[k:]) / 2)
             out.setdefault("mtl_feat_noflip", []).append(feats[:k])
             for task in MTL_HEADS:
-                o = heads[task].float()
-                both = ((o[:k] + unflip_output(task, o[k:])) / 2).numpy()
+                o = np.asarray(heads[task], np.float32)
+                both = (o[:k] + unflip_output(task, o[k:])) / 2
                 out.setdefault(f"head_{task}", []).append(both)
                 if task != "landmarks":
                     out.setdefault(f"head_{task}_noflip", []).append(o[:k].numpy())

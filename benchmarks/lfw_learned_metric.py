@@ -45,7 +45,7 @@ def main() -> None:
     with torch.inference_mode():
         for i in range(0, len(paths), 256):
             f, _ = model.raw([load_rgb(q) for q in paths[i:i + 256]])
-            feats.append(f.float().numpy())
+            feats.append(np.asarray(f, np.float32))
             embs.append(model.embedding_from(f))
     print(f"{len(paths)} images in {time.perf_counter() - t0:.0f} s")
     row = {str(q): i for i, q in enumerate(paths)}

@@ -24,7 +24,7 @@ from facefuse.config import load_config
 from facefuse.data.loader import CacheLoader
 from facefuse.evaluation.groups import demographic_groups
 from facefuse.models.checkpoint import load_checkpoint
-from facefuse.train.calibration import apply_monotone_map
+from facefuse.runtime.calibration import apply_monotone_map
 from facefuse.train.loop import predict, score
 from facefuse.train.mtl import MTLConfig, lfw_verification, training_cache
 

@@ -96,8 +96,8 @@ def collect(split: str, data: str, analyzer, sizes: list[int] | None,
                 _, o = fm.raw([view_crop(rgb, box, m, dx, dy, r, size)
                                for _, m, dx, dy, r in VIEWS])
                 per["age"].append(fm.regression_values("age", o["age"], calibrated=False))
-                per["gender"].append(o["gender"].float().numpy())
-                per["race"].append(o["race"].float().numpy())
+                per["gender"].append(np.asarray(o["gender"], np.float32))
+                per["race"].append(np.asarray(o["race"], np.float32))
             for k in out:
                 out[k].append(np.stack(per[k]))
             if (j + 1) % 200 == 0:
@@ -113,7 +113,7 @@ def collect(split: str, data: str, analyzer, sizes: list[int] | None,
 def score(views: dict[str, np.ndarray], combo: list[str], size_index: int,
           calibration: dict | None) -> dict[str, float]:
     """Age MAE (raw, calibrated), gender and race accuracy of the mean over ``combo``."""
-    from facefuse.train.calibration import apply_monotone_map
+    from facefuse.runtime.calibration import apply_monotone_map
 
     names = [v[0] for v in VIEWS]
     idx = [names.index(c) for c in combo]

@@ -88,7 +88,7 @@ def test_fine_tune_onto_a_distribution_head_keeps_the_rest(fake_root: Path,
     trainer.run()
     # the trained checkpoint loads with its head and predicts ages in years
     model = FaceModel.from_checkpoint(tmp_path / "run" / "final", flip=True)
-    assert model.model.spec.heads["age"].kind == "distribution"
+    assert model.meta["spec"]["heads"]["age"]["kind"] == "distribution"
     faces = [np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)
              for i in range(3)]
     ages = [p["age"] for p in model.predict(faces)]
@@ -98,7 +98,7 @@ def test_fine_tune_onto_a_distribution_head_keeps_the_rest(fake_root: Path,
     np.testing.assert_allclose(ages, model.regression_values("age", outputs["age"]), atol=0.01)
     # ONNX: the same (N, 1 + bins) output, to float tolerance
     pytest.importorskip("onnxruntime")
-    from facefuse.inference.onnx_export import export_onnx, onnx_parity
+    from facefuse.models.onnx_export import export_onnx, onnx_parity
 
     export_onnx(tmp_path / "run" / "final", tmp_path / "m.onnx")
     diffs = onnx_parity(tmp_path / "run" / "final", tmp_path / "m.onnx", batch=3)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from fakes import face_points, truncate, write_300w, write_image, write_utkface
 
-from facefuse.data.augment import FLIP_68, AugmentSpec, augment_batch
+from facefuse.data.augment import AugmentSpec, augment_batch
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache, crop_box
 from facefuse.data.images import load_rgb
 from facefuse.data.loader import CacheLoader, identity_classes
 from facefuse.data.readers import find_datasets, read_dataset
 from facefuse.data.table import SampleTable
 from facefuse.inference.detection import build_detector
-from facefuse.tasks import get_task
+from facefuse.tasks import FLIP_68, get_task
 
 
 def utk_table(root: Path, n: int = 12) -> SampleTable:

@@ -16,7 +16,8 @@ from tests.test_mtl import write_config
 import facefuse.train.mtl as mtl
 from facefuse.config import load_config
 from facefuse.inference.face_model import FaceModel
-from facefuse.train.calibration import apply_monotone_map, fit_monotone_map
+from facefuse.runtime.calibration import apply_monotone_map
+from facefuse.train.calibration import fit_monotone_map
 
 tool = load_script("tools/calibrate_model.py")
 effect = load_script("benchmarks/calibration_effect.py")
@@ -158,7 +159,7 @@ def test_tool_reports_a_missing_checkpoint_or_cache_in_one_line(tmp_path: Path,
     age_only_run(tmp_path, 40)
     cache = next((tmp_path / "cache").iterdir())
     ckpt = tmp_path / "run" / "final"
-    for argv, error in (([str(tmp_path / "nope"), "--cache", str(cache)], "checkpoint file"),
+    for argv, error in (([str(tmp_path / "nope"), "--cache", str(cache)], "no model at"),
                         ([str(ckpt), "--cache", str(tmp_path)], "not a complete")):
         monkeypatch.setattr(sys, "argv", ["calibrate_model.py", *argv])
         with pytest.raises(SystemExit, match=f"calibrate_model: .*{error}"):

@@ -153,10 +153,12 @@ def test_shipped_profile_crops_like_the_analyzer(profile: str) -> None:
     import inspect
 
     from facefuse.inference.analyzer import FaceAnalyzer
+    from facefuse.inference.face_model import DEFAULT_CROP_MARGIN
 
     defaults = inspect.signature(FaceAnalyzer).parameters
     assert spec.detector == defaults["detector"].default
-    assert spec.landmark_margin == defaults["margin"].default
+    assert spec.landmark_margin == DEFAULT_CROP_MARGIN  # what the analyzer uses by default
+    assert defaults["margin"].default is None  # None: the model's crop_margin, else this
     assert MTLConfig().cache_spec().detector_crop == ()
 
 
@@ -238,8 +240,7 @@ def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path
         return real(self, epoch)
 
     monkeypatch.setattr(mtl.MTLTrainer, "train_epoch", crash_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        main(["train", str(cfg), "--quiet"])
+    assert main(["train", str(cfg), "--quiet"]) == 130  # Ctrl-C: one line, the shell's code
     monkeypatch.setattr(mtl.MTLTrainer, "train_epoch", lambda self, e: (calls.append(e),
                                                                          real(self, e))[1])
     # a state saved by a version before two fields existed (both at their defaults now)
@@ -298,7 +299,7 @@ def test_ddp_two_cpu_processes_agree_and_rank0_writes(fake_root: Path, tmp_path:
 
 def test_onnx_export_matches_pytorch(fake_root: Path, tmp_path: Path, capsys) -> None:
     pytest.importorskip("onnxruntime")
-    from facefuse.inference.onnx_export import onnx_parity
+    from facefuse.models.onnx_export import onnx_parity
 
     cfg = write_config(tmp_path, fake_root, "tasks: [gender, age, landmarks]\n"
                                             "optim: {epochs: 1}\n")
@@ -307,10 +308,19 @@ def test_onnx_export_matches_pytorch(fake_root: Path, tmp_path: Path, capsys) ->
     assert main(["export-onnx", str(ckpt), str(tmp_path / "m.onnx")]) == 0
     assert "max |onnxruntime - torch|" in capsys.readouterr().out
     diffs = onnx_parity(ckpt, tmp_path / "m.onnx", batch=3)
-    assert set(diffs) == {"features", "gender", "age", "landmarks"}
+    assert set(diffs) == {"features", "embedding", "gender", "age", "landmarks"}
     assert max(diffs.values()) < 1e-4
     meta = json.loads((tmp_path / "m.json").read_text())
-    assert meta["onnx_outputs"] == ["features", "gender", "age", "landmarks"]
+    assert meta["onnx_outputs"] == ["features", "embedding", "gender", "age", "landmarks"]
+    # the exported graph is a model the core runs as it is, with the checkpoint's results
+    from facefuse.inference.face_model import FaceModel
+
+    graph, torch_model = FaceModel.load(tmp_path / "m"), FaceModel.load(ckpt, backend="torch")
+    assert (graph.backend, torch_model.backend) == ("onnxruntime", "torch")
+    faces = [np.random.default_rng(i).integers(0, 255, (50, 50, 3), np.uint8) for i in range(2)]
+    for a, b in zip(graph.predict(faces), torch_model.predict(faces), strict=True):
+        assert a["gender"]["label"] == b["gender"]["label"]
+        assert a["age"] == pytest.approx(b["age"], abs=0.01)
     assert main(["export-onnx", str(tmp_path / "missing"), str(tmp_path / "x.onnx")]) == 2
     # a tolerance the differences exceed fails, and says so
     assert main(["export-onnx", str(ckpt), str(tmp_path / "m.onnx"), "--tolerance",

@@ -19,12 +19,16 @@ EXPECTED = Path(__file__).parent / "data" / "shipped_expected.json"
 
 def test_shipped_model_is_small_and_explains_itself() -> None:
     base = shipped_model_path()
-    size_mb = base.with_suffix(".safetensors").stat().st_size / 2**20
+    size_mb = base.with_suffix(".onnx").stat().st_size / 2**20
     assert size_mb <= 20
+    assert not base.with_suffix(".safetensors").exists()  # the core runs the graph alone
     meta = json.loads(base.with_suffix(".json").read_text())
     for key in ("spec", "tasks", "input_size", "normalisation", "training_data",
-                "verification_threshold", "licence"):
+                "verification_threshold", "licence", "crop_margin", "onnx_outputs"):
         assert key in meta, key
+    # written by the ship step, which measured the graph against PyTorch
+    assert max(meta["onnx_parity_max_abs"].values()) < 0.02
+    assert meta["onnx_outputs"][:2] == ["features", "embedding"]
 
 
 def test_readme_first_command_analyzes_the_embedded_photo(capsys) -> None:
@@ -92,16 +96,15 @@ def test_shipped_age_goes_through_its_calibration_map() -> None:
     """The shipped checkpoint carries an age map fitted on validation faces, and the age the
     model decodes (the analyzer's) is the head's raw estimate sent through it."""
     from facefuse.inference.face_model import FaceModel
-    from facefuse.tasks import get_task
-    from facefuse.train.calibration import apply_monotone_map
-    from facefuse.train.loop import regression_scale
+    from facefuse.runtime.calibration import apply_monotone_map
+    from facefuse.tasks import get_task, regression_scale
 
     model = FaceModel.from_checkpoint(shipped_model_path(), flip=True)
     mapping = model.calibration["age"]
     assert mapping["split"] == "val" and len(mapping["x"]) >= 2
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(3)]
-    raw = model.raw(faces)[1]["age"].float().numpy().reshape(-1) * regression_scale(
+    raw = model.raw(faces)[1]["age"].reshape(-1) * regression_scale(
         get_task("age"))
     got = [p["age"] for p in model.predict(faces)]
     np.testing.assert_allclose(got, apply_monotone_map(raw, mapping), atol=0.01)

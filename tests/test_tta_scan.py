@@ -41,7 +41,7 @@ def test_scan_scores_match_the_analyzer(shared_data: Path, tmp_path: Path) -> No
     assert views["gender"].shape == (6, 1, len(scan.VIEWS), 2)
     from facefuse.data.readers import read_dataset
     from facefuse.inference.analyzer import FaceAnalyzer
-    from facefuse.models.checkpoint import load_checkpoint
+    from facefuse.runtime.model_files import read_model_meta
     from facefuse.weights import shipped_model_path
 
     table = read_dataset("utkface", str(shared_data)).table
@@ -52,7 +52,7 @@ def test_scan_scores_match_the_analyzer(shared_data: Path, tmp_path: Path) -> No
         assert faces  # these photos hold a face; the scan's fallback is not exercised here
         ages.append(max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
                     .predictions["age"])
-    calibration = load_checkpoint(shipped_model_path()).meta["calibration"]["age"]
+    calibration = read_model_meta(shipped_model_path())["calibration"]["age"]
     own = scan.score(views, ["m0.20"], 0, calibration)
     assert own["age_mae_calibrated"] == pytest.approx(
         np.abs(np.asarray(ages) - views["age_true"]).mean(), abs=0.01)

@@ -14,7 +14,8 @@ import argparse
 from pathlib import Path
 
 from facefuse.models.averaging import average_weights
-from facefuse.models.checkpoint import checkpoint_paths, save_checkpoint
+from facefuse.models.checkpoint import save_checkpoint
+from facefuse.runtime.model_files import checkpoint_paths
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ import numpy as np
 
 from facefuse.data.cache import TrainingCache
 from facefuse.inference.face_model import FaceModel
-from facefuse.train.calibration import apply_monotone_map, fit_monotone_map, raw_predictions
+from facefuse.runtime.calibration import apply_monotone_map
+from facefuse.train.calibration import fit_monotone_map, raw_predictions
 
 
 def calibrate(checkpoint: str | Path, cache_dir: str | Path, task: str = "age",

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facefuse import __version__
+from facefuse.cli_options import examples
 from facefuse.cli_outputs import make_folder
 from facefuse.cli_values import positive_float, positive_int
+from facefuse.extras import missing_extra_message, require_training_extra
 
 DEFAULT_DATA_ROOTS = (Path("../shared/data"), Path("shared/data"))
 
@@ -187,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from facefuse.inference.onnx_export import export_onnx, onnx_parity
+    from facefuse.models.onnx_export import export_onnx, onnx_parity
 
     if not make_folder(Path(args.out).parent, args.out):
         return 2
@@ -228,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="inspect datasets and build training caches")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     summary = data_sub.add_parser("summary", help="counts, label distributions and skipped "
-                                                   "files of every dataset found under ROOT")
+                                                   "files of every dataset found under ROOT",
+        **examples("facefuse data summary ../shared/data",
+                   "facefuse data summary --json > summary.json"))
     summary.add_argument("root", nargs="?", help="data root (default: ../shared/data)")
     summary.add_argument("--json", action="store_true", help="machine-readable output")
     summary.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
@@ -237,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.set_defaults(func=cmd_data_summary)
 
     cache = data_sub.add_parser("cache", help="decode, crop and resize datasets into a "
-                                              "memory-mapped training cache")
+                                              "memory-mapped training cache",
+        **examples("facefuse data cache --dataset utkface --dataset fer2013 --size 96"))
     cache.add_argument("root", nargs="?", help="data root (default: ../shared/data)")
     cache.add_argument("--dataset", action="append", required=True,
                        help="dataset reader name (repeat to mix datasets)")
@@ -254,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     cache.set_defaults(func=cmd_data_cache)
 
     caches = data_sub.add_parser("caches", help="list the training caches in a folder (size, "
-                                                 "contents, unfinished builds); remove some")
+                                                 "contents, unfinished builds); remove some",
+        **examples("facefuse data caches",
+                   "facefuse data caches --remove-unfinished"))
     caches.add_argument("folder", nargs="?", default=".facefuse-cache",
                         help="cache folder (default .facefuse-cache)")
     caches.add_argument("--remove", action="append", metavar="NAME",
@@ -265,27 +272,33 @@ def build_parser() -> argparse.ArgumentParser:
     caches.set_defaults(func=cmd_data_caches)
 
     exp = sub.add_parser("experiment", help="run an experiment protocol from a YAML config "
-                                            "and write its report folder")
+                                            "and write its report folder",
+        **examples("facefuse experiment configs/li_zhu.yaml --quick",
+                   "facefuse experiment configs/dmm_cnn.yaml --set 'seeds=[0]'"))
     exp.add_argument("config", help="YAML config (its 'kind' names the protocol)")
     add_run_options(exp, "report folder")
-    exp.set_defaults(func=cmd_experiment)
+    exp.set_defaults(needs_training=True, func=cmd_experiment)
 
     train = sub.add_parser("train", help="train one multi-task model across datasets "
-                                         "(runs unchanged under torchrun)")
+                                         "(runs unchanged under torchrun)",
+        **examples("facefuse train configs/mtl_mobilenet.yaml --quick",
+                   "torchrun --nproc_per_node 2 -m facefuse train configs/mtl_mobilenet.yaml"))
     train.add_argument("config", help="YAML config (see configs/mtl_*.yaml)")
     add_run_options(train, "run folder")
     train.add_argument("--cache-only", action="store_true",
                        help="only build the training cache and print its folder (to pack it "
                             "for another machine: tools/pack_for_device.py --cache FOLDER)")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(needs_training=True, func=cmd_train)
 
     onnx = sub.add_parser("export-onnx", help="export a checkpoint to ONNX and check it "
-                                              "against PyTorch")
+                                              "against PyTorch",
+        **examples("facefuse export-onnx runs/mtl/final model.onnx",
+                   "facefuse analyze --model model.onnx   # the exported graph, no torch"))
     onnx.add_argument("checkpoint", help="checkpoint (NAME.safetensors with NAME.json)")
     onnx.add_argument("out", help="output .onnx file")
     onnx.add_argument("--tolerance", type=positive_float, default=1e-3,
                       help="largest accepted difference (default 1e-3)")
-    onnx.set_defaults(func=cmd_export_onnx)
+    onnx.set_defaults(needs_training=True, func=cmd_export_onnx)
 
     from facefuse.cli_analyze import add_analyze_parsers
     from facefuse.cli_landmarks import add_landmarks_parser
@@ -305,7 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = [logging.ERROR, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("facefuse").setLevel(level)
+    command = f"facefuse {args.command}"
     try:
+        if getattr(args, "needs_training", False):
+            require_training_extra(command)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
         return code
@@ -313,6 +329,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
         return 141  # 128 + SIGPIPE, as a shell reports a command a pipe closed on
+    except KeyboardInterrupt:  # Ctrl-C: what was written stays whole; say how much, and where
+        written = getattr(args, "written", None)
+        sys.stdout.flush()
+        print(f"facefuse: interrupted{'; ' + written.line() if written else ''}",
+              file=sys.stderr)
+        return 130  # 128 + SIGINT
+    except ImportError as exc:  # a module of an extra that is not installed: one line
+        message = missing_extra_message(exc, command)
+        if message is None:
+            raise
+        print(f"facefuse: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

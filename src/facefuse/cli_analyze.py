@@ -11,44 +11,60 @@ from pathlib import Path
 
 import numpy as np
 
-from facefuse.cli_outputs import annotation_names, make_folder
-from facefuse.cli_values import SETUP_ERRORS, non_negative_int, positive_int, report
+from facefuse.cli_options import add_analyzer_options, build_analyzer, examples
+from facefuse.cli_outputs import Written, annotation_names, counted, make_folder
+from facefuse.cli_values import SETUP_ERRORS, positive_int, report
 from facefuse.cli_video import add_frame_sampling, frame_sampling
-from facefuse.inference.backends import BACKENDS
 
 
 def _analyzer(args: argparse.Namespace, tasks=None):
-    from facefuse.inference.analyzer import FaceAnalyzer
+    # verify, embed and search report no landmarks: nothing to refine
+    refiner = getattr(args, "landmark_refiner", "none")
+    return build_analyzer(args, tasks, None if refiner == "none" else refiner)
 
-    return FaceAnalyzer(tasks=tasks or (args.tasks.split(",") if getattr(args, "tasks", None)
-                                        else None),
-                        model=args.model, detector=args.detector, device=args.device,
-                        align=getattr(args, "align", False), min_face=args.min_face,
-                        flip=not args.no_flip, backend=args.backend,
-                        tta_margins=getattr(args, "tta_margins", None) or (),
-                        # verify, embed and search report no landmarks: nothing to refine
-                        landmark_refiner=None if getattr(args, "landmark_refiner", "none")
-                        == "none" else args.landmark_refiner,
-                        identity=None if args.identity == "none" else args.identity)
+
+def label_font_size(box: tuple[float, float, float, float]) -> int:
+    """Text height for a face's label: a fifth of its box's width, at least 10 px."""
+    return max(10, int(round((box[2] - box[0]) / 5)))
+
+
+def label_position(text_size: tuple[int, int], box: tuple[float, float, float, float],
+                   image_size: tuple[int, int]) -> tuple[int, int]:
+    """Where a label of ``text_size`` (w, h) goes: just above the face's box, or below it
+    when there is no room above, moved left or right to stay inside the image."""
+    (tw, th), (w, h) = text_size, image_size
+    x = min(max(0, int(box[0])), max(0, w - tw))
+    y = int(box[1]) - th - 2
+    if y < 0:
+        y = min(int(box[3]) + 2, max(0, h - th))
+    return x, y
 
 
 def annotate(rgb: np.ndarray, result, out: Path) -> None:
-    """Draw boxes, landmarks and the main labels."""
-    from PIL import Image, ImageDraw
+    """Draw boxes, landmarks and the main labels, each label sized to its face and kept
+    inside the image on a dark backing."""
+    from PIL import Image, ImageDraw, ImageFont
 
     im = Image.fromarray(rgb)
     draw = ImageDraw.Draw(im)
     for face in result.faces:
-        draw.rectangle(face.box, outline=(0, 255, 0), width=max(1, im.width // 300))
+        side = face.box[2] - face.box[0]
+        draw.rectangle(face.box, outline=(0, 255, 0), width=max(1, int(side / 60)))
         if face.landmarks:
-            r = max(1, im.width // 400)
+            r = max(1.0, side / 120)
             for x, y in face.landmarks:
                 draw.ellipse((x - r, y - r, x + r, y + r), fill=(255, 0, 0))
         p = face.predictions
         parts = [f"{p['age']:.0f}y" if "age" in p else "",
                  *(p[t]["label"] for t in ("gender", "race", "emotion") if t in p)]
-        draw.text((face.box[0], max(0, face.box[1] - 12)), " ".join(x for x in parts if x),
-                  fill=(255, 255, 0))
+        text = " ".join(x for x in parts if x)
+        if not text:
+            continue
+        font = ImageFont.load_default(size=label_font_size(face.box))
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x, y = label_position((right - left, bottom - top), face.box, im.size)
+        draw.rectangle((x, y, x + right - left, y + bottom - top), fill=(0, 0, 0))
+        draw.text((x - left, y - top), text, fill=(255, 255, 0), font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     im.save(out)
 
@@ -115,10 +131,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"facefuse: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     failures = faces = 0
+    images = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
+    videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
+    writer = FaceRowWriter(out, with_video=bool(videos)) if args.format == "csv" else None
+    args.written = written = Written(args.out or "standard output", "photo result")
     try:
-        images = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
-        videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
-        writer = FaceRowWriter(out, with_video=bool(videos)) if args.format == "csv" else None
         bar = tqdm(total=len(images), unit="img", disable=args.quiet or len(images) < 2,
                    file=sys.stderr)
         results = analyzer.iter_analyze(images, batch_images=args.batch_images)
@@ -132,28 +149,31 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                     writer.write({**row, "error": result.error})
             else:
                 out.write(json.dumps(result.to_dict()) + "\n")
+            written.add()
             if args.annotate and not result.error:
                 annotate(load_rgb(path), result, Path(args.annotate) / annotated[path])
             bar.update(1)
         bar.close()
-        if videos and analyzer.tta_margins:
-            print("facefuse: --tta-margins applies to photos; videos use the main crop only",
-                  file=sys.stderr)
+        written.what = "result"  # photos, then the faces of video frames
+
+        def write_row(row: dict) -> None:
+            writer.write(row)
+            written.add()
+
         for video in videos:
             try:
-                r = analyze_video(video, analyzer.model, analyzer.detector,
-                                  **frame_sampling(args), margin=analyzer.margin,
-                                  records=None if writer else out,
-                                  on_face=writer.write if writer else None)
+                r = analyze_video(video, analyzer, **frame_sampling(args),
+                                  records=None if writer else counted(out, written),
+                                  on_face=write_row if writer else None)
                 faces += r.faces
                 print(f"{video}: {r.frames_sampled} frames, {r.faces} faces, "
                       f"{len(r.tracks)} tracks", file=sys.stderr)
             except VideoError as exc:
                 failures += 1
                 print(f"facefuse: {exc}", file=sys.stderr)
+    finally:  # also on Ctrl-C: what was written stays a valid file
         if writer is not None:
             writer.close()
-    finally:
         if args.out:
             out.close()
     if not args.quiet:
@@ -212,6 +232,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     failures = faces = 0
+    args.written = written = Written("standard output", "embedding")
     results = analyzer.iter_analyze(paths, batch_images=args.batch_images)
     for result in tqdm(results, total=len(paths), unit="img", file=sys.stderr,
                        disable=args.quiet or len(paths) < 2):
@@ -219,6 +240,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             print(json.dumps({"source": result.source, "face": face.index,
                               "box": [round(v, 1) for v in face.box],
                               "embedding": face.predictions["embedding"]}))
+            written.add()
         faces += len(result.faces)
         if result.error:
             failures += 1
@@ -312,6 +334,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         else analyzer.verification_threshold
     top = min(args.top, len(names))
     failures = faces = 0
+    args.written = written = Written("standard output", "answer")
     results = analyzer.iter_analyze(queries, batch_images=args.batch_images)
     for result in tqdm(results, total=len(queries), unit="img", file=sys.stderr,
                        desc="queries", disable=args.quiet or len(queries) < 2):
@@ -322,6 +345,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if result.error or not result.faces:
             print(json.dumps({"query": query, "match": None,
                               "note": result.error or f"no face found{_crop_hint(analyzer)}"}))
+            written.add()
             continue
         faces += len(result.faces)
         for face in result.faces:
@@ -336,6 +360,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 answer["top"] = [{"name": names[i], "similarity": round(float(sims[i]), 4)}
                                  for i in order]
             print(json.dumps(answer))
+            written.add()
     if not args.quiet:
         print(f"{len(queries)} query image(s), {faces} face(s), {failures} failed; gallery of "
               f"{len(names)} people", file=sys.stderr)
@@ -343,39 +368,22 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
-        p.add_argument("--detector", default="mtcnn",
-                       help="face detector: mtcnn (default), haar, dlib_hog (needs dlib-bin), "
-                            "full_frame (the image is the face)")
-        p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-        p.add_argument("--min-face", type=non_negative_int, default=24,
-                       help="smallest face side in px")
-        p.add_argument("--no-flip", action="store_true",
-                       help="no test-time flip (faster; by default each face and its mirror "
-                            "image are predicted and averaged)")
-        p.add_argument("--backend", choices=BACKENDS, default="auto",
-                       help="auto (default): ONNX Runtime on the CPU (faster), PyTorch on a "
-                            "GPU; torch or onnxruntime to choose")
-        p.add_argument("--identity", default="auto", metavar="auto|shipped|none|PATH",
-                       help="where identity embeddings come from: shipped, the fused "
-                            "identity networks in the package; none, the model's own identity "
-                            "head; a fused identity JSON; auto (default): shipped, unless "
-                            "--model has an identity head of its own (docs/MODEL_CARD.md)")
-
     a = sub.add_parser("analyze", help="detect faces and predict every task (images, "
-                                       "folders, globs, videos)")
+                                       "folders, globs, videos)",
+        **examples("facefuse analyze                 # the embedded demo photo",
+                   "facefuse analyze photos/ clip.mp4 --out faces.jsonl --annotate out/",
+                   "facefuse analyze 'photos/*.jpg' --format csv --out f.csv --tasks age,gender"))
     a.add_argument("paths", nargs="*", help="default: the embedded demo photo")
-    a.add_argument("--tasks", default=None, help="comma-separated tasks (default: all)")
-    a.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    a.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                   help="jsonl (default): a JSON line per photo and per video frame face; "
+                        "csv: a row per face under one header")
     a.add_argument("--out", default=None, help="output file (default: standard output)")
     a.add_argument("--annotate", default=None, help="folder for annotated images")
     a.add_argument("--align", action="store_true", help="align faces by their landmarks")
     a.add_argument("--tta-margins", type=float, nargs="+", default=None, metavar="M",
-                   help="also crop each face with these margins (the default crop's is 0.2) "
+                   help="also crop each face with these margins (besides --margin) "
                         "and average every prediction but the landmarks over the crops: "
-                        "a model pass more per margin; e.g. 0.15 0.25 (photos only, not "
-                        "videos; see docs/MODEL_CARD.md)")
+                        "a model pass more per margin; e.g. 0.15 0.25 (docs/MODEL_CARD.md)")
     a.add_argument("--landmark-refiner", default="shipped", metavar="shipped|none|PATH",
                    help="refine the model's 68 points on the photo with this cascade "
                         "(default: the shipped one; none: the model's points as they are; "
@@ -383,25 +391,29 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     add_frame_sampling(a)
     a.add_argument("--batch-images", type=positive_int, default=32,
                    help="images decoded and predicted together (bounds the memory used)")
-    a.add_argument("--quiet", action="store_true")
-    common(a)
+    a.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    add_analyzer_options(a, tasks=True)
     a.set_defaults(func=cmd_analyze)
-    v = sub.add_parser("verify", help="are two photos the same person?")
-    v.add_argument("a")
-    v.add_argument("b")
+    v = sub.add_parser("verify", help="are two photos the same person?",
+        **examples("facefuse verify a.jpg b.jpg"))
+    v.add_argument("a", help="a photo (its largest face is compared)")
+    v.add_argument("b", help="the other photo")
     v.add_argument("--threshold", type=float, default=None,
                    help="cosine threshold (default: the identity embedding's own, fitted on "
                         "training identities)")
-    common(v)
+    add_analyzer_options(v)
     v.set_defaults(func=cmd_verify)
-    e = sub.add_parser("embed", help="identity embeddings of every face (JSON lines)")
-    e.add_argument("paths", nargs="+")
+    e = sub.add_parser("embed", help="identity embeddings of every face (JSON lines)",
+        **examples("facefuse embed photos/ > embeddings.jsonl"))
+    e.add_argument("paths", nargs="+", help="photos, folders (recursive) or globs")
     e.add_argument("--batch-images", type=positive_int, default=32,
                    help="images decoded and predicted together (bounds the memory used)")
     e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    common(e)
+    add_analyzer_options(e)
     e.set_defaults(func=cmd_embed)
-    s = sub.add_parser("search", help="nearest identity in a gallery folder")
+    s = sub.add_parser("search", help="nearest identity in a gallery folder",
+        **examples("facefuse search query.jpg --gallery people/      # people/<name>/*.jpg",
+                   "facefuse search queries/ --gallery people/ --top 3"))
     s.add_argument("queries", nargs="+", help="photos, folders or globs")
     s.add_argument("--gallery", required=True, help="folder: <identity>/ images or "
                                                     "<identity>.jpg files")
@@ -412,5 +424,5 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-images", type=positive_int, default=32,
                    help="images decoded and predicted together (bounds the memory used)")
     s.add_argument("--quiet", action="store_true", help="no progress bars or summary")
-    common(s)
+    add_analyzer_options(s)
     s.set_defaults(func=cmd_search)

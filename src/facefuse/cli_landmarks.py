@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facefuse.cli_options import examples
 from facefuse.cli_outputs import make_folder
 
 
@@ -102,7 +103,8 @@ def add_landmarks_parser(sub: argparse._SubParsersAction) -> None:
 
     d = RefinerConfig()
     p = sub.add_parser("fit-landmarks", help="fit the cascaded landmark refiner on 300-W "
-                                             "from a model's own landmark predictions")
+                                             "from a model's own landmark predictions",
+        **examples("facefuse fit-landmarks ../shared/data --out my-refiner"))
     p.add_argument("root", nargs="?", help="data root holding 300w/ (default: ../shared/data)")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--out", required=True, help="refiner path (NAME: writes NAME.safetensors "

@@ -77,4 +77,4 @@ def add_model_parser(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--tolerance", type=positive_float, default=1e-3,
                      help="fail when the graph's cosine to the module's descriptor falls "
                           "below 1 - TOLERANCE on the check images (default 1e-3)")
-    imp.set_defaults(func=cmd_model_import)
+    imp.set_defaults(needs_training=True, func=cmd_model_import)

@@ -7,7 +7,9 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 
 def output_stems(paths: Sequence[str | Path]) -> dict[str | Path, str]:
@@ -38,3 +40,32 @@ def make_folder(path: str | Path, what: str) -> bool:
         print(f"facefuse: cannot write {what}: {exc.strerror or exc}", file=sys.stderr)
         return False
     return True
+
+
+@dataclass
+class Written:
+    """What a command has written so far, for the line it prints when interrupted
+    (``facefuse: interrupted; 12 image results written to out.jsonl``)."""
+
+    where: str
+    what: str = "result"
+    count: int = 0
+
+    def add(self, n: int = 1) -> None:
+        self.count += n
+
+    def line(self) -> str:
+        return f"{self.count} {self.what}{'' if self.count == 1 else 's'} written to " \
+               f"{self.where}"
+
+
+class counted:  # noqa: N801  (used like a function: counted(out, written))
+    """A text stream whose ``write`` of a whole line adds one to ``written``."""
+
+    def __init__(self, stream: TextIO, written: Written) -> None:
+        self.stream, self.written = stream, written
+
+    def write(self, text: str) -> int:
+        n = self.stream.write(text)
+        self.written.add(text.count("\n"))
+        return n

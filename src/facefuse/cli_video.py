@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from facefuse.cli_outputs import make_folder, output_stems
-from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report, share
-from facefuse.inference.backends import BACKENDS
+from facefuse.cli_options import add_analyzer_options, examples
+from facefuse.cli_outputs import Written, counted, make_folder, output_stems
+from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report
 
 
 def add_frame_sampling(p: argparse.ArgumentParser) -> None:
@@ -34,23 +34,29 @@ def _model_path(args: argparse.Namespace) -> str:
     return args.model or shipped_model_path()
 
 
-def _model_and_detector(args: argparse.Namespace):
-    from facefuse.inference.detection import build_detector
-    from facefuse.inference.face_model import FaceModel
-
-    return (FaceModel.from_checkpoint(_model_path(args), flip=not args.no_flip,
-                                      backend=args.backend),
-            build_detector(args.detector))
+#: what a video's faces are analyzed for by default: every task of the model but identity
+#: (the clip feature is the model's trunk vector; no identity networks are needed)
+VIDEO_TASKS_SKIPPED = ("identity",)
 
 
-def feature_settings(args: argparse.Namespace) -> dict:
+def _analyzer(args: argparse.Namespace):
+    from facefuse.cli_options import build_analyzer
+
+    analyzer = build_analyzer(args, landmark_refiner="shipped" if args.refine_landmarks
+                              else None)
+    if not getattr(args, "tasks", None):
+        analyzer.tasks = [t for t in analyzer.tasks if t not in VIDEO_TASKS_SKIPPED]
+    return analyzer
+
+
+def feature_settings(args: argparse.Namespace, analyzer) -> dict:
     """How clip features are made with these options: the model's name and weights
     fingerprint, test-time flip, frame sampling, crop margin and detector."""
-    from facefuse.models.checkpoint import checkpoint_paths, weights_fingerprint
+    from facefuse.runtime.model_files import model_base, weights_fingerprint
 
     model = _model_path(args)
-    return {"model": checkpoint_paths(model)[0].stem, "weights": weights_fingerprint(model),
-            "flip": not args.no_flip, **frame_sampling(args), "margin": args.margin,
+    return {"model": model_base(model).name, "weights": weights_fingerprint(model),
+            "flip": not args.no_flip, **frame_sampling(args), "margin": analyzer.margin,
             "detector": args.detector}
 
 
@@ -73,7 +79,7 @@ def setting_mismatches(fitted: dict, now: dict) -> tuple[list[str], list[str]]:
     return fatal, warn
 
 
-def _clip_features(paths: list[str], args: argparse.Namespace, model, detector
+def _clip_features(paths: list[str], args: argparse.Namespace, analyzer
                    ) -> tuple[list, list[str | None]]:
     """Each clip's feature vector (None where there is none) and, per clip, why not."""
     from tqdm.auto import tqdm
@@ -84,8 +90,7 @@ def _clip_features(paths: list[str], args: argparse.Namespace, model, detector
     notes: list[str | None] = []
     for p in tqdm(paths, desc="clips", unit="clip", disable=args.quiet):
         try:
-            r = analyze_video(p, model, detector, **frame_sampling(args),
-                              margin=args.margin)
+            r = analyze_video(p, analyzer, **frame_sampling(args))
         except VideoError as exc:
             r = None
             notes.append(str(exc))
@@ -101,7 +106,7 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
     from facefuse.inference.video import VideoError, analyze_video
 
     try:
-        model, detector = _model_and_detector(args)
+        analyzer = _analyzer(args)
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
@@ -109,6 +114,7 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
     if not make_folder(out, f"results to {out}"):
         return 2
     failures = 0
+    args.written = written = Written(str(out), "frame face record")
     stems = output_stems(args.videos)  # a/clip.mp4 and b/clip.mp4: a__clip.mp4, b__clip.mp4
     for video in args.videos:
         stem = stems[video]
@@ -116,8 +122,8 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
         frames_file = out / f"{stem}.frames.jsonl"
         try:
             with frames_file.open("w") as records:
-                result = analyze_video(video, model, detector, **frame_sampling(args),
-                                       margin=args.margin, records=records,
+                result = analyze_video(video, analyzer, **frame_sampling(args),
+                                       records=counted(records, written),
                                        on_frame=lambda _: bar.update(1))  # noqa: B023 (called now)
         except VideoError as exc:
             print(f"facefuse: {exc}", file=sys.stderr)
@@ -145,13 +151,13 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
 
     try:
         rows = read_clip_manifest(args.manifest)
-        model, detector = _model_and_detector(args)
+        analyzer = _analyzer(args)
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
     if not make_folder(Path(args.out).parent, args.out):  # before the clips are analyzed
         return 2
-    feats, notes = _clip_features([r["video"] for r in rows], args, model, detector)
+    feats, notes = _clip_features([r["video"] for r in rows], args, analyzer)
     for n in notes:
         if n is not None:
             print(f"skipped: {n}", file=sys.stderr)
@@ -162,7 +168,7 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
         print("facefuse: no clip with a face to train on", file=sys.stderr)
         return 1
     clf = ClipClassifier.fit(np.stack([f for f, _ in train]), [r["label"] for _, r in train])
-    clf.features = feature_settings(args)
+    clf.features = feature_settings(args, analyzer)
     try:
         clf.save(args.out)
     except OSError as exc:
@@ -181,11 +187,11 @@ def cmd_video_predict(args: argparse.Namespace) -> int:
 
     try:
         clf = ClipClassifier.load(args.classifier)
-        model, detector = _model_and_detector(args)
+        analyzer = _analyzer(args)
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
-    fatal, warn = setting_mismatches(clf.features, feature_settings(args))
+    fatal, warn = setting_mismatches(clf.features, feature_settings(args, analyzer))
     if fatal:
         print(f"facefuse: {args.classifier}: clip features made with other weights: "
               f"{'; '.join(fatal)}", file=sys.stderr)
@@ -193,7 +199,7 @@ def cmd_video_predict(args: argparse.Namespace) -> int:
     if warn:
         print(f"facefuse: warning: {args.classifier} was fitted on clip features made "
               f"otherwise ({'; '.join(warn)}); its predictions may suffer", file=sys.stderr)
-    feats, notes = _clip_features(args.videos, args, model, detector)
+    feats, notes = _clip_features(args.videos, args, analyzer)
     for video, f, note in zip(args.videos, feats, notes, strict=True):
         if f is None:
             print(json.dumps({"video": video, "label": None, "note": note}))
@@ -214,34 +220,30 @@ def add_video_parser(sub: argparse._SubParsersAction) -> None:
     vsub = video.add_subparsers(dest="video_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", help="checkpoint (NAME.safetensors/.json); default: the "
-                       "shipped model")
-        p.add_argument("--detector", default="mtcnn",
-                       help="face detector: mtcnn (default), haar, dlib_hog (needs dlib-bin), "
-                            "full_frame (the image is the face)")
+        add_analyzer_options(p, tasks=True, identity_default="none")
         add_frame_sampling(p)
-        p.add_argument("--margin", type=share, default=0.2,
-                       help="crop margin around the face's landmark box (training used 0.2)")
-        p.add_argument("--no-flip", action="store_true",
-                       help="no test-time flip (faster); use the same choice for fit and "
-                            "predict, as it changes the clip features")
-        p.add_argument("--backend", choices=BACKENDS, default="auto",
-                       help="auto (default): ONNX Runtime on the CPU (faster), PyTorch on a "
-                            "GPU; torch or onnxruntime to choose")
+        p.add_argument("--refine-landmarks", action="store_true",
+                       help="refine each face's 68 points with the shipped cascade (slower)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    a = vsub.add_parser("analyze", help="per-track results over time (JSON lines + CSV)")
-    a.add_argument("videos", nargs="+")
+    a = vsub.add_parser("analyze", help="per-track results over time (JSON lines + CSV)",
+        **examples("facefuse video analyze clip.mp4 --out results/",
+                   "facefuse video analyze clips/*.mp4 --stride 1 --tasks emotion"))
+    a.add_argument("videos", nargs="+", help="video files (MP4, AVI, MOV, MKV, WebM, M4V)")
     a.add_argument("--out", default="video_results", help="output folder")
     common(a)
     a.set_defaults(func=cmd_video_analyze)
-    f = vsub.add_parser("fit", help="train a clip classifier from a manifest video,label[,split]")
-    f.add_argument("manifest")
-    f.add_argument("--out", default="clip_classifier.json")
+    f = vsub.add_parser("fit", help="train a clip classifier from a manifest video,label[,split]",
+        **examples("facefuse video fit clips.csv --out clf.json   # rows: video,label[,split]"))
+    f.add_argument("manifest", help="CSV with a header: video,label[,split] (split 'test' "
+                                    "rows are held out and scored)")
+    f.add_argument("--out", default="clip_classifier.json",
+                   help="where the classifier is written (JSON; default clip_classifier.json)")
     common(f)
-    f.set_defaults(func=cmd_video_fit)
-    p = vsub.add_parser("predict", help="classify clips with a fitted clip classifier")
-    p.add_argument("videos", nargs="+")
-    p.add_argument("--classifier", required=True)
+    f.set_defaults(needs_training=True, func=cmd_video_fit)
+    p = vsub.add_parser("predict", help="classify clips with a fitted clip classifier",
+        **examples("facefuse video predict new/*.mp4 --classifier clf.json"))
+    p.add_argument("videos", nargs="+", help="video files to classify")
+    p.add_argument("--classifier", required=True, help="a classifier `video fit` wrote")
     common(p)
     p.set_defaults(func=cmd_video_predict)

@@ -1,14 +1,20 @@
-"""Which torch device a run or the analyzer uses, from a name a user typed."""
+"""Which torch device a run uses, from a name a user typed (torch is imported when called:
+the inference path checks device names without it, :mod:`facefuse.runtime.graph`)."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when available, else the CPU; ``cpu``, ``cuda`` and ``cuda:N``
     (or any other torch device name) are checked here, so a typo or a missing GPU is a
     ValueError that says so, not an error from deep inside the first model call."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -171,6 +171,14 @@ def get_task(name: str) -> Task:
     return TASKS.get(name)
 
 
+def regression_scale(task: Task | str) -> float:
+    """What a regression head's output is multiplied by to give the task's units (the top of
+    its value range, e.g. 116 years for age; 1 without a range). Training divides targets by
+    it; decoding multiplies outputs by it."""
+    task = task if isinstance(task, Task) else get_task(task)
+    return float(task.value_range[1]) if task.value_range else 1.0
+
+
 def all_tasks() -> list[Task]:
     """Every registered task, in registration order."""
     return [TASKS.get(n) for n in TASK_ORDER]
@@ -188,6 +196,19 @@ FIVE_POINT_GROUPS_68: tuple[tuple[int, ...], ...] = (
     (30,),  # nose tip
     (48,),  # mouth corner, image left
     (54,),  # mouth corner, image right
+)
+
+
+#: For each of the 68 iBUG points, the index of its mirror image under a horizontal flip.
+FLIP_68: tuple[int, ...] = (
+    tuple(range(16, -1, -1))  # jaw
+    + tuple(range(26, 21, -1)) + tuple(range(21, 16, -1))  # brows swap
+    + (27, 28, 29, 30)  # nose bridge
+    + (35, 34, 33, 32, 31)  # nose base
+    + (45, 44, 43, 42, 47, 46)  # right eye <- left eye
+    + (39, 38, 37, 36, 41, 40)  # left eye <- right eye
+    + (54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55)  # outer lip
+    + (64, 63, 62, 61, 60, 67, 66, 65)  # inner lip
 )
 
 

@@ -12,17 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-#: For each of the 68 iBUG points, the index of its mirror image under a horizontal flip.
-FLIP_68: tuple[int, ...] = (
-    tuple(range(16, -1, -1))  # jaw
-    + tuple(range(26, 21, -1)) + tuple(range(21, 16, -1))  # brows swap
-    + (27, 28, 29, 30)  # nose bridge
-    + (35, 34, 33, 32, 31)  # nose base
-    + (45, 44, 43, 42, 47, 46)  # right eye <- left eye
-    + (39, 38, 37, 36, 41, 40)  # left eye <- right eye
-    + (54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55)  # outer lip
-    + (64, 63, 62, 61, 60, 67, 66, 65)  # inner lip
-)
+from facefuse.tasks import FLIP_68
 
 
 @dataclass(frozen=True)

@@ -104,10 +104,8 @@ def write_report(out: Path, cfg, cells: list[dict], targets: dict, counts: list[
     plt.close(fig)
 
     # ---- fusion table ----
-    from facefuse.experiments.li_zhu import fusion_rows
-
     fusion = _by_seed(cells, "fusion")
-    row_names = [r for r, _, _ in fusion_rows(cfg, cfg.targets[0])]
+    row_names = [r for r, _, _ in cfg.fusion_rows(cfg.targets[0])]
     csv_rows, md_rows, gain_rows = [], [], []
     for row in row_names:
         md_row, gain_row = [_row_label(row)], [_row_label(row)]

@@ -120,6 +120,16 @@ class LiZhuConfig:
     def own(self, target: str) -> str:
         return self.own_source.get(target, target)
 
+    def fusion_rows(self, target: str) -> list[tuple[str, list[str], str]]:
+        """(row name, sources, method) of the fusion table for one target."""
+        own = self.own(target)
+        others = [s for s in self.sources if s != own]
+        rows = [("own", [own], "concat"), ("other", others, "concat"),
+                ("all", list(self.sources), "concat")]
+        rows += [(f"all:{m}", list(self.sources), m) for m in self.fusion_methods
+                 if m != "concat"]
+        return rows
+
 
 @dataclass
 class Target:
@@ -275,16 +285,6 @@ def probe_cell(cfg: LiZhuConfig, target: Target, features: dict[str, FeatureSet]
             "n": {s: len(ys[s]) for s in SPLITS}}
 
 
-def fusion_rows(cfg: LiZhuConfig, target: str) -> list[tuple[str, list[str], str]]:
-    """(row name, sources, method) of the fusion table for one target."""
-    own = cfg.own(target)
-    others = [s for s in cfg.sources if s != own]
-    rows = [("own", [own], "concat"), ("other", others, "concat"),
-            ("all", list(cfg.sources), "concat")]
-    rows += [(f"all:{m}", list(cfg.sources), m) for m in cfg.fusion_methods if m != "concat"]
-    return rows
-
-
 def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
     """Run the whole protocol; returns the report folder."""
     from tqdm.auto import tqdm
@@ -305,7 +305,7 @@ def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
     timings["data_and_cache"] = time.perf_counter() - t0
 
     jobs = len(cfg.seeds) * len(cfg.sources) * (1 + len(cfg.targets)) + len(cfg.seeds) * sum(
-        len(fusion_rows(cfg, t)) for t in cfg.targets)
+        len(cfg.fusion_rows(t)) for t in cfg.targets)
     bar = tqdm(total=jobs, desc="li_zhu", unit="step", disable=not progress)
     cells: list[dict] = []
     t_extract = t_probe = 0.0
@@ -332,7 +332,7 @@ def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
                                         "concat", seed, cache))
                 cells.append({"table": "cross", "row": source, **cell})
                 bar.update(1)
-            for row, sources, method in fusion_rows(cfg, target):
+            for row, sources, method in cfg.fusion_rows(target):
                 safe = row.replace(":", "-")
                 cell = run_cell(out / "cells" / "fusion" / f"{safe}__{target}__seed{seed}.json",
                                 partial(probe_cell, cfg, targets[target], features, sources,

@@ -17,7 +17,6 @@ import numpy as np
 
 from facefuse.config import check_whole
 from facefuse.data.images import MAX_PIXELS, ImageError, is_image_name, load_rgb, to_rgb_uint8
-from facefuse.devices import resolve_device
 from facefuse.identity_format import ARCFACE_TEMPLATE_112
 from facefuse.inference.alignment import align_face
 from facefuse.inference.detection import (
@@ -32,6 +31,7 @@ from facefuse.inference.detection import (
 from facefuse.inference.face_model import FaceModel
 from facefuse.inference.identity import FusedIdentity
 from facefuse.inference.landmark_refiner import LandmarkRefiner
+from facefuse.runtime.graph import check_device_name
 from facefuse.tasks import five_points_from_68
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,9 @@ def face_row(source: str, index: int, box: Sequence[float], score: float,
 @dataclass(frozen=True)
 class FaceResult:
     """One face: its box and score, landmarks (68 points, image pixels, when the model has a
-    landmark head), and every task's prediction."""
+    landmark head), every task's prediction, and the model's trunk feature vector
+    (``features``: what video clip statistics and feature studies use; not in
+    :meth:`to_dict`)."""
 
     index: int
     box: tuple[float, float, float, float]
@@ -81,6 +83,7 @@ class FaceResult:
     predictions: dict[str, Any] = field(compare=False)
     landmarks: tuple[tuple[float, float], ...] | None = field(default=None, compare=False)
     found_by: str = "detector"
+    features: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"face": self.index, "box": [round(v, 1) for v in self.box],
@@ -172,9 +175,11 @@ class FaceAnalyzer:
         tasks: tasks to report (default: every head of the model).
         detector: a detector name (``mtcnn``, ``haar``, ``dlib_hog``, ``full_frame``) or
             instance.
-        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        device: ``auto`` (CUDA when available to what runs the model), ``cpu``, ``cuda`` or
+            ``cuda:N``.
         margin: crop margin around the face's landmark box as the detector places it (share
-            of the box side, each side); 0.2 is what training used.
+            of the box side, each side); None (default): the margin the model was trained
+            with, from its metadata (``crop_margin``; 0.2 when it does not say).
         align: when the model has a landmark head, warp each face so its five points meet
             a canonical template before predicting (a second pass on the aligned crop).
         min_face: faces smaller than this many pixels are skipped.
@@ -191,11 +196,11 @@ class FaceAnalyzer:
             the photo by this cascade (:mod:`facefuse.inference.landmark_refiner`):
             ``"shipped"`` (the one in the package), a refiner path or instance, or None to
             report the model's points as they are. Alignment uses the refined points.
-        backend: ``auto`` (default): the model runs through ONNX Runtime when it runs on
-            the CPU (exported in memory when the analyzer is made, about a second; about
-            twice PyTorch's speed, ``docs/SPEED.md``), in PyTorch on a GPU or where ONNX
-            Runtime cannot run it; ``torch`` or ``onnxruntime`` to choose. Applies when the
-            analyzer loads the model, as ``flip`` does; ``analyzer.model.backend`` says
+        backend: ``auto`` (default): a model's ONNX graph runs in ONNX Runtime (the shipped
+            model is one; no torch needed); a PyTorch checkpoint is exported to ONNX Runtime
+            in memory on the CPU (about a second) or run by PyTorch on a GPU
+            (:meth:`FaceModel.load`); ``torch`` or ``onnxruntime`` to choose. Applies when
+            the analyzer loads the model, as ``flip`` does; ``analyzer.model.backend`` says
             which one runs.
         identity: where each face's identity embedding (``predictions["embedding"]``) comes
             from: ``"shipped"``, the fused embedding of the identity networks shipped in the
@@ -217,15 +222,14 @@ class FaceAnalyzer:
     def __init__(self, tasks: Sequence[str] | None = None,
                  model: str | Path | FaceModel | None = None,
                  detector: str | FaceDetector = "mtcnn", device: str = "auto",
-                 margin: float = 0.2, align: bool = False, min_face: int = 24,
+                 margin: float | None = None, align: bool = False, min_face: int = 24,
                  batch_size: int = 64, max_pixels: int = MAX_PIXELS,
                  flip: bool = True, tta_margins: Sequence[float] = (),
                  landmark_refiner: str | Path | LandmarkRefiner | None = "shipped",
                  backend: str = "auto",
                  identity: str | Path | FusedIdentity | None = "auto",
                  small_image_side: int = SMALL_IMAGE_SIDE) -> None:
-        dev = resolve_device("cpu" if backend == "onnxruntime" and device == "auto"
-                             else device)
+        check_device_name(device)
         for name, value, least in (("min_face", min_face, 0), ("batch_size", batch_size, 1),
                                    ("max_pixels", max_pixels, 1),
                                    ("small_image_side", small_image_side, 0)):
@@ -236,7 +240,7 @@ class FaceAnalyzer:
 
             model = shipped_model_path()
         self.model = model if isinstance(model, FaceModel) else \
-            FaceModel.from_checkpoint(model, dev, flip=flip, backend=backend)
+            FaceModel.load(model, device, flip=flip, backend=backend)
         unknown = set(tasks or []) - set(self.model.tasks) - {"embedding"}
         if unknown:
             raise ValueError(f"the model has no {sorted(unknown)} head; it predicts "
@@ -245,6 +249,7 @@ class FaceAnalyzer:
         self.detector = detector if isinstance(detector, FaceDetector) else \
             build_detector(detector, **({"min_size": max(min_face, 12)}
                                         if detector in ("haar", "mtcnn") else {}))
+        margin = self.model.crop_margin if margin is None else float(margin)
         self.margin, self.align = margin, align
         self.tta_margins = tuple(float(m) for m in tta_margins)
         for m in (margin, *self.tta_margins):
@@ -351,10 +356,10 @@ class FaceAnalyzer:
             owners.extend((i, det) for det in dets)
         preds = self._predict(views, owners, loaded)
         per_image: list[list[FaceResult]] = [[] for _ in loaded]
-        for (i, det), (pred, landmarks) in zip(owners, preds, strict=True):
+        for (i, det), (pred, landmarks, features) in zip(owners, preds, strict=True):
             faces = per_image[i]
             faces.append(FaceResult(len(faces), det.box, det.score, pred, landmarks,
-                                    det.found_by))
+                                    det.found_by, features))
         return [ImageResult(name, 0 if rgb is None else rgb.shape[1],
                             0 if rgb is None else rgb.shape[0], tuple(per_image[i]), err)
                 for i, (name, rgb, err) in enumerate(loaded)]
@@ -396,13 +401,14 @@ class FaceAnalyzer:
         return load_rgb(item, max_pixels=max_pixels)
 
     def _predict(self, views: list[list[np.ndarray]], owners: list[tuple[int, Detection]],
-                 loaded: list) -> list[tuple[dict[str, Any], tuple | None]]:
+                 loaded: list) -> list[tuple[dict[str, Any], tuple | None, np.ndarray]]:
         """Predictions per face from its crops (``views[k][j]``: view ``k`` of face ``j``, as
         :meth:`crop_views` cuts them), ``batch_size`` faces a model batch."""
-        out: list[tuple[dict[str, Any], tuple | None]] = []
+        out: list[tuple[dict[str, Any], tuple | None, np.ndarray]] = []
         for start in range(0, len(owners), self.batch_size):
             who = owners[start:start + self.batch_size]
-            preds = self.model.predict_views([v[start:start + self.batch_size] for v in views])
+            preds, features = self.model.predict_views_and_features(
+                [v[start:start + self.batch_size] for v in views])
             for (i, det), p in zip(who, preds, strict=True):
                 if "landmarks" in p:  # image pixels, refined on the photo
                     p["landmarks"] = self.image_landmarks(np.asarray(p["landmarks"]), det,
@@ -412,12 +418,12 @@ class FaceAnalyzer:
                                       self.model.size, zoom=0.8)
                            for (i, _), p in zip(who, preds, strict=True)]
                 keep_landmarks = [p["landmarks"] for p in preds]
-                preds = self.model.predict(aligned)
+                preds, features = self.model.predict_views_and_features([aligned])
                 for p, lm in zip(preds, keep_landmarks, strict=True):
                     p["landmarks"] = lm
             if self.identity is not None:
                 self._embed_identity(who, preds, loaded)
-            for p in preds:
+            for p, f in zip(preds, features, strict=True):
                 landmarks = None
                 if "landmarks" in p:
                     landmarks = tuple((round(float(x), 1), round(float(y), 1))
@@ -425,7 +431,7 @@ class FaceAnalyzer:
                 kept = {k: v for k, v in p.items() if k.split("_scores")[0] in self.tasks
                         or (k == "embedding" and ("identity" in self.tasks
                                                   or "embedding" in self.tasks))}
-                out.append((kept, landmarks))
+                out.append((kept, landmarks, f))
         return out
 
     def _embed_identity(self, who: list[tuple[int, Detection]], preds: list[dict[str, Any]],

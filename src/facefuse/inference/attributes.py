@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import torch
 
-from facefuse.inference.face_model import FaceModel
-from facefuse.models.checkpoint import Checkpoint, load_checkpoint
+from facefuse.inference.face_model import FaceModel, ModelForward
+from facefuse.runtime.decoding import sigmoid
 
 
 @dataclass(frozen=True)
@@ -34,31 +32,25 @@ class AttributeLandmarkModel(FaceModel):
     """Predicts the attributes (with the checkpoint's thresholds) and, if the checkpoint
     has a landmark head, the 68 landmarks in the crop's pixel coordinates."""
 
-    def __init__(self, checkpoint: Checkpoint, device: str | torch.device = "cpu") -> None:
-        if "attributes" not in checkpoint.model.heads:
+    def __init__(self, meta: dict, forward: ModelForward, flip: bool = False) -> None:
+        super().__init__(meta, forward, flip)
+        if "attributes" not in self.tasks:
             raise ValueError("this checkpoint has no attribute head")
-        super().__init__(checkpoint, device)
         self.names: list[str] = list(self.meta["tasks"]["attributes"])
         self.thresholds = np.asarray(self.meta.get("thresholds", [0.5] * len(self.names)),
                                      dtype=np.float32)
         if len(self.thresholds) != len(self.names):
             raise ValueError(f"checkpoint has {len(self.thresholds)} thresholds for "
                              f"{len(self.names)} attributes")
-        self.has_landmarks = "landmarks" in self.model.heads
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu"
-                        ) -> AttributeLandmarkModel:
-        return cls(load_checkpoint(path, device), device)
+        self.has_landmarks = "landmarks" in self.tasks
 
     def predict_attributes(self, faces: Sequence[np.ndarray]) -> list[AttributePrediction]:
         """Predict for face crops (HxWx3 uint8 RGB, any size), batched."""
         if len(faces) == 0:
             return []
         _, out = self.raw(faces)
-        probs = torch.sigmoid(out["attributes"].float()).cpu().numpy()
-        points = out["landmarks"].float().cpu().numpy().reshape(len(faces), -1, 2) \
-            if self.has_landmarks else None
+        probs = sigmoid(out["attributes"])
+        points = out["landmarks"].reshape(len(faces), -1, 2) if self.has_landmarks else None
         results = []
         for i, face in enumerate(faces):
             h, w = np.asarray(face).shape[:2]

@@ -27,11 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from facefuse.config import from_dict
-from facefuse.models.checkpoint import checkpoint_paths, write_weights_and_json
+from facefuse.runtime.model_files import checkpoint_paths, write_weights_and_json
 
 FORMAT = "facefuse-landmark-refiner-1"
 N_POINTS = 68
@@ -118,6 +117,8 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
+    import cv2
+
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] in (3, 4):
@@ -132,6 +133,8 @@ def shape_descriptor(image: np.ndarray, points: np.ndarray, mean_shape: np.ndarr
 
     Returns the descriptor (``config.descriptor_size``), the image-to-frame transform and the
     points in the frame."""
+    import cv2  # imported here: the CLI builds its parser from this module's config
+
     to_frame = similarity_to(points, mean_shape)
     side = config.frame
     frame = cv2.warpAffine(_grey(image), to_frame, (side, side), flags=cv2.INTER_LINEAR,

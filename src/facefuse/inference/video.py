@@ -1,4 +1,5 @@
-"""Video: decode and sample frames (OpenCV), detect faces, track them, embed every face.
+"""Video: decode and sample frames (OpenCV), analyze them with the face analyzer (the one
+path from pixels to results, as for photos), track the faces.
 
 Frames stream one at a time and each track keeps running statistics (count, sum, sum of
 squares, min, max of its embeddings), so memory stays constant however long the video is.
@@ -9,16 +10,16 @@ the statistics (mean, std, min, max) of its main track's frame embeddings (Savch
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import numpy as np
 
-from facefuse.inference.analyzer import face_row
-from facefuse.inference.detection import Detection, FaceDetector, iou, square_crop
-from facefuse.inference.face_model import FaceModel
+from facefuse.inference.analyzer import FaceAnalyzer, face_row
+from facefuse.inference.detection import iou
 
 
 class VideoError(ValueError):
@@ -128,6 +129,10 @@ class Track:
                 "label_counts": self.label_counts}
 
 
+class HasBox(Protocol):
+    box: tuple[float, float, float, float]
+
+
 class IoUTracker:
     """Greedy IoU matching of detections to live tracks; a track ends after
     ``max_missing`` sampled frames without a match."""
@@ -139,8 +144,8 @@ class IoUTracker:
         self._next = 0
         self._step = 0
 
-    def update(self, detections: list[Detection], time_s: float) -> list[int]:
-        """Track id per detection (in order)."""
+    def update(self, detections: Sequence[HasBox], time_s: float) -> list[int]:
+        """Track id per detection or face (anything with a ``box``; in order)."""
         self._step += 1
         pairs = sorted(((iou(t.box, d.box), tid, di) for tid, t in self.tracks.items()
                         for di, d in enumerate(detections)), reverse=True)
@@ -187,58 +192,70 @@ class VideoResult:
                 else int(len(self.clip_feature))}
 
 
-def analyze_video(path: str | Path, model: FaceModel, detector: FaceDetector,
-                  fps: float | None = 5.0, stride: int | None = None, margin: float = 0.2,
-                  max_faces: int = 8, records: TextIO | None = None,
+def analyze_video(path: str | Path, analyzer: FaceAnalyzer, fps: float | None = 5.0,
+                  stride: int | None = None, max_faces: int = 8,
+                  records: TextIO | None = None,
                   on_frame: Callable[[int], None] | None = None,
-                  on_face: Callable[[dict[str, Any]], None] | None = None) -> VideoResult:
-    """Detect, track and embed every sampled frame; per-frame records go to ``records``
-    (JSON lines: the video, frame, time, track, face index, box and predictions) as they
-    are made, and ``on_face`` receives each face as a flat table row (the video as
-    ``source``, frame, time and track, then the columns of
-    :func:`facefuse.inference.analyzer.face_row`). A video with no frames or no face gives a
-    result with a note and no clip feature, not an error.
+                  on_face: Callable[[dict[str, Any]], None] | None = None,
+                  batch_frames: int = 16) -> VideoResult:
+    """Analyze every sampled frame with ``analyzer`` (its detector, ``min_face``, model,
+    tasks, landmark refiner and identity networks, as for a photo; the faces of
+    ``batch_frames`` frames share model batches; a small frame is never taken whole as a
+    face), track the ``max_faces`` most confident faces of each frame, and keep each track's
+    statistics of the model's trunk features (the clip feature).
+
+    Per-face records go to ``records`` as they are made (JSON lines: the video as
+    ``source``, frame, time, track, then the face as a photo's result gives it, without the
+    embedding and attribute scores; ``landmarks`` are the same 68 points in image pixels),
+    and ``on_face`` receives each face as a flat table row (``source``, frame, time and
+    track, then the columns of :func:`facefuse.inference.analyzer.face_row`). A video with
+    no frames or no face gives a result with a note and no clip feature, not an error.
 
     Raises:
         VideoError: the file is missing or OpenCV cannot open it.
-        ValueError: ``fps`` not positive, ``stride`` below 1 or ``margin`` outside [0, 1].
+        ValueError: ``fps`` not positive, ``stride`` or ``max_faces`` below 1.
     """
     check_sampling(fps, stride)
-    if not 0 <= margin <= 1:
-        raise ValueError(f"margin must be within [0, 1] (share of the face box), got {margin}")
-    tracker = IoUTracker(model.feature_dim)
+    if max_faces < 1:
+        raise ValueError(f"max_faces must be at least 1, got {max_faces}")
+    tracker: IoUTracker | None = None
     n_frames = n_faces = 0
-    for frame in iter_frames(path, fps=fps, stride=stride):
+    pending: deque[Frame] = deque()
+
+    def frames() -> Iterator[np.ndarray]:
+        for frame in iter_frames(path, fps=fps, stride=stride):
+            pending.append(frame)
+            yield frame.rgb
+
+    for result in analyzer.iter_analyze(frames(), raise_errors=True, batch_images=batch_frames):
+        frame = pending.popleft()
         n_frames += 1
-        detections = detector.detect(frame.rgb)[:max_faces]
-        ids = tracker.update(detections, frame.time)
-        if detections:
-            crops = [square_crop(frame.rgb, detector.face_box(d), margin, model.size)
-                     for d in detections]
-            features, outputs = model.raw(crops)
-            feats = features.float().cpu().numpy()
-            preds = model.decode(crops, features, outputs)
-            for k, (d, tid, f, p) in enumerate(zip(detections, ids, feats, preds,
-                                                    strict=True)):
-                track = tracker.tracks[tid]
-                track.stats.add(f)
-                for task, value in p.items():
-                    if isinstance(value, dict) and "label" in value:
-                        counts = track.label_counts.setdefault(task, {})
-                        counts[value["label"]] = counts.get(value["label"], 0) + 1
-                where = {"source": str(path), "frame": frame.index,
-                         "time_s": round(frame.time, 3), "track": tid}
-                if records is not None:
-                    slim = {t: v for t, v in p.items() if t not in ("embedding", "landmarks",
-                                                                    "attributes_scores")}
-                    records.write(json.dumps({**where, "face": k, **d.to_dict(), **slim})
-                                  + "\n")
-                if on_face is not None:
-                    on_face({**where, **face_row(str(path), k, d.box, d.score, p)})
-            n_faces += len(detections)
+        # a frame is not a face crop: the small-image fallback's whole frame is no face here
+        faces = sorted((f for f in result.faces if f.found_by != "whole_image"),
+                       key=lambda f: -f.score)[:max_faces]
+        if faces and tracker is None:
+            tracker = IoUTracker(len(faces[0].features))
+        ids = tracker.update(faces, frame.time) if tracker is not None else []
+        for k, (face, tid) in enumerate(zip(faces, ids, strict=True)):
+            track = tracker.tracks[tid]
+            track.stats.add(face.features)
+            p = face.predictions
+            for task, value in p.items():
+                if isinstance(value, dict) and "label" in value:
+                    counts = track.label_counts.setdefault(task, {})
+                    counts[value["label"]] = counts.get(value["label"], 0) + 1
+            where = {"source": str(path), "frame": frame.index,
+                     "time_s": round(frame.time, 3), "track": tid}
+            if records is not None:
+                slim = {key: v for key, v in face.to_dict().items()
+                        if key not in ("embedding", "attributes_scores")}
+                records.write(json.dumps({**where, **slim, "face": k}) + "\n")
+            if on_face is not None:
+                on_face({**where, **face_row(str(path), k, face.box, face.score, p)})
+        n_faces += len(faces)
         if on_frame is not None:
             on_frame(frame.index)
-    tracks = tracker.all_tracks()
+    tracks = tracker.all_tracks() if tracker is not None else []
     note = "" if n_frames else "no frames could be decoded"
     if n_frames and not n_faces:
         note = "no face found in any sampled frame"

@@ -23,13 +23,11 @@ without importing it; nothing is downloaded.
 from __future__ import annotations
 
 import importlib.util
-import io
 import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
@@ -37,6 +35,7 @@ from torch import nn
 
 from facefuse.files import file_sha256
 from facefuse.identity_format import ARCFACE_TEMPLATE_112, NETWORK_FORMAT, write_json_atomic
+from facefuse.models.onnx_export import features_graph
 from facefuse.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -141,33 +140,6 @@ def import_network(name: str, source: str | Path | None = None) -> ImportedNetwo
     return IMPORTERS.get(name)(Path(source) if source else None)
 
 
-def export_features(module: nn.Module, size: int, target: str | Path | IO[bytes],
-                    opset: int = 17) -> None:
-    """Write ``module`` (in eval mode; its mode is restored) as ONNX to ``target``:
-    ``images`` (N, 3, size, size) -> ``features``, any batch size."""
-    import warnings
-
-    was_training = module.training
-    module.eval()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.zeros(2, 3, size, size),),
-                              str(target) if isinstance(target, Path) else target,
-                              input_names=["images"], output_names=["features"],
-                              opset_version=opset, dynamo=False,
-                              dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
-    finally:
-        module.train(was_training)
-
-
-def export_onnx(module: nn.Module, size: int, opset: int = 17) -> bytes:
-    """:func:`export_features` into memory: the graph's bytes."""
-    buffer = io.BytesIO()
-    export_features(module, size, buffer, opset)
-    return buffer.getvalue()
-
-
 def graph_parity(module: nn.Module, graph: bytes, size: int, inputs: np.ndarray | None = None,
                  seed: int = 0) -> dict[str, float]:
     """The largest absolute difference and the smallest cosine between ``module`` and
@@ -229,7 +201,7 @@ def write_network(net: ImportedNetwork, out: str | Path, compression: str | None
                          f"float32")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = export_onnx(net.module, net.input_size)
+    raw = features_graph(net.module, net.input_size)
     model = onnx.load_from_string(raw)
     report = None
     if compression != "float32":

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefuse.models.heads import HEADS
-from facefuse.train.losses import masked_mean
+from facefuse.models.masked import masked_mean
 
 MARGIN_TYPES = ("arcface", "cosface")
 

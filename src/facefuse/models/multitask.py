@@ -64,6 +64,17 @@ class MultiTaskModel(nn.Module):
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.trunk.forward_features(images)
 
+    def identity_vector(self, features: torch.Tensor) -> torch.Tensor:
+        """The identity embedding before normalisation, from trunk ``features``: the
+        identity head's embedding (cosine and margin heads), else its last hidden layer,
+        else the trunk vector itself. What ``verify`` and ``search`` compare (unit length)."""
+        head = self.heads["identity"] if "identity" in self.heads else None
+        if head is not None and hasattr(head, "embedding"):
+            return head.embedding(features)
+        if head is not None and hasattr(head, "net") and len(head.net) > 1:
+            return head.net[:-1](features)
+        return features
+
     def forward(self, images: torch.Tensor, with_embedding: bool = False
                 ) -> dict[str, torch.Tensor]:
         """Every head's output; with ``with_embedding`` also ``"identity_embedding"``, the

@@ -170,6 +170,6 @@ class SFaceNet(nn.Module):
 def export_sface(net: SFaceNet, target: str | Path | IO[bytes], opset: int = 17) -> None:
     """Write ``net`` (in eval mode) as an ONNX graph: ``images`` (N, 3, 112, 112), normalised
     as :data:`SFACE_NORMALISATION`, -> ``features`` (N, 128), any batch size."""
-    from facefuse.models.identity_import import export_features
+    from facefuse.models.onnx_export import export_features
 
     export_features(net, net.image_size, target, opset)

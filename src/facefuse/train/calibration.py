@@ -19,14 +19,13 @@ that depends on the true value (a group whose ages are under-estimated, as peopl
 are by the shipped model, can even get a larger error: docs/MODEL_CARD.md has the figures).
 
 The map is stored in the checkpoint's JSON metadata under ``calibration`` (task -> map) and
-applied by :class:`facefuse.inference.face_model.FaceModel` when it decodes that head, so
+applied by :mod:`facefuse.runtime.calibration` when a model's outputs are decoded, so
 the analyzer, the CLI and the peer comparison all see calibrated values.
 ``tools/calibrate_model.py`` fits it for a checkpoint from its training run's cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -85,37 +84,6 @@ def pool_adjacent_violators(values: np.ndarray) -> np.ndarray:
             blocks[-1][0] += total
             blocks[-1][1] += count
     return np.concatenate([np.full(int(c), t / c) for t, c in blocks])
-
-
-def monotone_knots(mapping: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """The knots ``(x, y)`` of a map from :func:`fit_monotone_map`, checked.
-
-    Raises:
-        ValueError: when ``mapping`` is not such a map.
-    """
-    if mapping.get("kind") != "monotone":
-        raise ValueError(f"unknown calibration kind {mapping.get('kind')!r}")
-    if "x" not in mapping or "y" not in mapping:
-        raise ValueError("a monotone calibration needs its knots, x and y")
-    x, y = np.asarray(mapping["x"], np.float64), np.asarray(mapping["y"], np.float64)
-    if x.ndim != 1 or x.shape != y.shape or len(x) < 1 or (np.diff(x) <= 0).any() \
-            or (np.diff(y) < 0).any():
-        raise ValueError("a monotone calibration needs increasing x and non-decreasing y "
-                         "knots of the same length")
-    return x, y
-
-
-def apply_monotone_map(values: np.ndarray, mapping: Mapping[str, Any]) -> np.ndarray:
-    """``values`` through a map from :func:`fit_monotone_map` (same shape as ``values``).
-
-    Raises:
-        ValueError: when ``mapping`` is not such a map.
-    """
-    x, y = monotone_knots(mapping)
-    v = np.asarray(values, dtype=np.float64)
-    out = np.interp(v, x, y)
-    out = np.where(v < x[0], v + (y[0] - x[0]), out)
-    return np.where(v > x[-1], v + (y[-1] - x[-1]), out)
 
 
 def raw_predictions(model: FaceModel, cache: TrainingCache, task: str, split: str,

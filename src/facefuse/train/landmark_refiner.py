@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from facefuse.data.augment import FLIP_68
 from facefuse.inference.landmark_refiner import (
     EYE_CORNERS,
     N_POINTS,
@@ -28,6 +27,7 @@ from facefuse.inference.landmark_refiner import (
     shape_descriptor,
     similarity_to,
 )
+from facefuse.tasks import FLIP_68
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from facefuse.data.loader import Batch
 from facefuse.evaluation.metrics import METRICS
-from facefuse.tasks import Task, TaskKind, get_task
+from facefuse.tasks import Task, TaskKind, get_task, regression_scale
 from facefuse.train.losses import LOSSES
 
 log = logging.getLogger(__name__)
@@ -71,11 +71,6 @@ def resolve_tasks(tasks: Sequence[TaskLike] | Mapping[str, Task]) -> dict[str, T
     if isinstance(tasks, Mapping):
         return dict(tasks)
     return {as_task(t).name: as_task(t) for t in tasks}
-
-
-def regression_scale(task: TaskLike) -> float:
-    task = as_task(task)
-    return float(task.value_range[1]) if task.value_range else 1.0
 
 
 def task_loss(task: TaskLike, output: torch.Tensor, target: torch.Tensor,

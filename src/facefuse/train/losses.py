@@ -11,18 +11,11 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from facefuse.models.masked import masked_mean
 from facefuse.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 LOSSES: Registry[LossFn] = Registry("loss")
-
-
-def masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the entries where ``weights`` is 1; an exact zero, still
-    attached to the graph, where there are none. No boolean indexing and no ``.any()``: the
-    result never waits for the GPU (a host sync per task and step would)."""
-    weights = weights.to(values.dtype)
-    return (values * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 @LOSSES.register("cross_entropy")

@@ -54,7 +54,7 @@ from facefuse.evaluation.verification import pair_scores, verification_accuracy
 from facefuse.models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
-from facefuse.tasks import TaskKind, get_task
+from facefuse.tasks import TaskKind, get_task, regression_scale
 from facefuse.train.distill import TeacherEmbeddings, distillation_loss
 from facefuse.train.distributed import (
     DistInfo,
@@ -66,7 +66,6 @@ from facefuse.train.distributed import (
 from facefuse.train.loop import (
     evaluate,
     make_optimizer,
-    regression_scale,
     task_loss,
 )
 from facefuse.train.mtl_config import AGE_HEADS, IDENTITY_HEADS, RECIPES, MTLConfig

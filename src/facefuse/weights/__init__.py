@@ -1,5 +1,6 @@
-"""The model shipped inside the package (safetensors + JSON metadata, see docs/MODEL_CARD.md),
-and the landmark refiner shipped beside it.
+"""The models shipped inside the package (docs/MODEL_CARD.md): the multi-task model (an ONNX
+graph with its JSON metadata), the landmark refiner (safetensors + JSON, numpy) and the
+identity networks (ONNX graphs, their JSON descriptions and their fusion).
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ SHIPPED_REFINER = "facefuse-landmark-refiner"
 SHIPPED_IDENTITY = Path(__file__).parent / "identity" / "facefuse-identity.json"
 
 
-def _shipped(name: str, what: str, instead: str) -> Path:
+def _shipped(name: str, what: str, instead: str, weights: str = ".safetensors") -> Path:
     base = Path(__file__).parent / name
-    if not base.with_suffix(".safetensors").is_file() or not base.with_suffix(".json").is_file():
-        raise FileNotFoundError(f"the shipped {what} {base}.safetensors/.json is missing from "
+    if not base.with_suffix(weights).is_file() or not base.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"the shipped {what} {base}{weights}/.json is missing from "
                                 f"this installation; {instead}")
     return base
 
 
 def shipped_model_path() -> Path:
-    """Path (without suffix) of the shipped multi-task model."""
+    """Path (without suffix) of the shipped multi-task model (its ``.onnx`` and ``.json``)."""
     return _shipped(SHIPPED_MODEL, "model",
-                    "pass --model CHECKPOINT (train one with `facefuse train`)")
+                    "pass --model CHECKPOINT (train one with `facefuse train`)", ".onnx")
 
 
 def shipped_refiner_path() -> Path:

@@ -1,0 +1,7 @@
+"""``python -m facefuse``: the ``facefuse`` command."""
+
+import sys
+
+from facefuse.cli import main
+
+sys.exit(main())

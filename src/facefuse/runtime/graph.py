@@ -1,0 +1,108 @@
+"""An ONNX graph run by ONNX Runtime: a shipped or exported model, from a file or bytes.
+
+Only ONNX Runtime is needed (imported when a graph is opened, not before). ``device`` names
+where it runs, as elsewhere in facefuse: ``auto`` (CUDA when this onnxruntime has the CUDA
+provider, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` (needs ``onnxruntime-gpu``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def check_device_name(device: str) -> str:
+    """``device`` if it is one facefuse knows (``auto``, ``cpu``, ``cuda``, ``cuda:N``).
+
+    Raises:
+        ValueError: any other name.
+    """
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def onnxruntime():
+    """The ``onnxruntime`` module (imported on first use).
+
+    Raises:
+        ImportError: it is not installed, with the command that installs it.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ImportError(f"running a model needs ONNX Runtime, a dependency of facefuse "
+                          f"({exc}): pip install onnxruntime") from None
+    return ort
+
+
+def providers_for(device: str) -> list:
+    """The ONNX Runtime execution providers that run a graph on ``device``.
+
+    Raises:
+        ValueError: an unknown device, or CUDA asked for where this onnxruntime has no CUDA
+            provider.
+    """
+    ort = onnxruntime()
+
+    check_device_name(device)
+    available = ort.get_available_providers()
+    if device == "auto":
+        device = "cuda" if CUDA_PROVIDER in available else "cpu"
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if CUDA_PROVIDER not in available:
+        raise ValueError(f"device {device!r}: this onnxruntime ({ort.__version__}) has no CUDA "
+                         f"provider (pip install onnxruntime-gpu), or use device 'cpu'")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    return [(CUDA_PROVIDER, {"device_id": index}), "CPUExecutionProvider"]
+
+
+class OnnxGraph:
+    """An ONNX model (a file path or its bytes) in an ONNX Runtime session.
+
+    Args:
+        model: the ``.onnx`` file, or the serialised graph.
+        device: see the module's docstring.
+        threads: intra-op threads (None: ONNX Runtime's default, one per core).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a graph ONNX Runtime can load, or the device is refused.
+    """
+
+    def __init__(self, model: str | Path | bytes, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        ort = onnxruntime()
+        if not isinstance(model, bytes):
+            if not Path(model).is_file():
+                raise FileNotFoundError(f"ONNX graph {model} does not exist")
+            model = str(model)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        providers = providers_for(device)
+        try:
+            self.session = ort.InferenceSession(model, options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            what = "the graph" if isinstance(model, bytes) else model
+            raise ValueError(f"{what}: ONNX Runtime cannot load it ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.providers = self.session.get_providers()
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.providers[0] == CUDA_PROVIDER
+
+    def run(self, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output, by name, for one float32 input batch."""
+        arrays = self.session.run(None, {self.input_name: np.ascontiguousarray(
+            inputs, dtype=np.float32)})
+        return dict(zip(self.output_names, arrays, strict=True))

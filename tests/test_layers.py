@@ -1,0 +1,140 @@
+"""The layering contract, checked by a machine (issue 32): the inference path and the model
+runtime import nothing from training or experiment code, the core install runs every
+inference command without torch, and no two modules of the package import each other."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "facefuse"
+
+#: layer -> what it must never import (package-relative module prefixes)
+FORBIDDEN = {
+    "runtime": ("facefuse.inference", "facefuse.train", "facefuse.experiments",
+                "facefuse.models", "facefuse.data", "facefuse.features",
+                "facefuse.evaluation", "facefuse.cli"),
+    "inference": ("facefuse.train", "facefuse.experiments", "facefuse.data.augment",
+                  "facefuse.features", "facefuse.evaluation", "facefuse.cli"),
+    "models": ("facefuse.train", "facefuse.experiments", "facefuse.inference",
+               "facefuse.cli"),
+}
+#: the packages of the training extra, which the core must run without
+TRAINING_PACKAGES = ("torch", "torchvision", "timm", "sklearn", "matplotlib", "onnx")
+#: modules that hold the training side of an inference feature, imported only on demand
+TRAINING_SIDE = {"facefuse.inference.torch_forward"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every facefuse module ``path`` imports, at the top or inside a function."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {m for m in found if m.startswith("facefuse")}
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from facefuse.train.loop import evaluate\n")
+    assert "facefuse.train.loop" in imports_of(bad)
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_imports_nothing_above_it(layer: str) -> None:
+    broken = []
+    for name, path in all_modules().items():
+        if not name.startswith(f"facefuse.{layer}"):
+            continue
+        for target in sorted(imports_of(path)):
+            if any(target == f or target.startswith(f + ".") for f in FORBIDDEN[layer]):
+                broken.append(f"{name} imports {target}")
+    assert not broken, "\n".join(broken)
+
+
+def test_no_two_modules_import_each_other() -> None:
+    modules = all_modules()
+    graph = {name: {t for t in imports_of(path) if t in modules and t != name}
+             for name, path in modules.items()}
+    cycles = sorted({tuple(sorted((a, b))) for a, targets in graph.items() for b in targets
+                     if a in graph.get(b, set()) and not a.startswith(b + ".")
+                     and not b.startswith(a + ".")})
+    assert not cycles, cycles
+
+
+CORE_RUN = textwrap.dedent("""
+    import importlib, importlib.abc, json, pkgutil, sys
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+
+    sys.meta_path.insert(0, Blocker())
+    import facefuse.inference, facefuse.runtime
+    names = ["facefuse", "facefuse.cli", "facefuse.cli_analyze", "facefuse.cli_video",
+             "facefuse.tasks", "facefuse.weights", "facefuse.inference.landmark_refiner"]
+    for package in (facefuse.inference, facefuse.runtime):
+        names += [m.name for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
+                  if m.name not in SKIP]
+    for name in names:
+        importlib.import_module(name)
+    from facefuse.cli import main
+    codes = {c: main(c.split()) for c in COMMANDS}
+    print(json.dumps({"codes": codes, "loaded": sorted(
+        m for m in sys.modules if m.split(".")[0] in BLOCKED)}))
+""")
+
+
+def run_core(commands: list[str], cwd: Path) -> dict:
+    """Import the core modules and run ``commands`` in a fresh interpreter where the
+    training extra's packages cannot be imported."""
+    script = f"BLOCKED = {set(TRAINING_PACKAGES)!r}\nSKIP = {TRAINING_SIDE!r}\n" \
+             f"COMMANDS = {commands!r}\n" + CORE_RUN
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "stderr": done.stderr}
+
+
+def test_inference_commands_run_without_the_training_extra(tmp_path: Path) -> None:
+    from facefuse.assets import demo_image_path
+
+    photo = str(demo_image_path())
+    out = run_core([f"analyze --quiet --out {tmp_path / 'a.jsonl'} {photo}",
+                    f"verify {photo} {photo}", f"embed --quiet {photo}",
+                    f"search --quiet {photo} --gallery {photo.rsplit('/', 1)[0]}"], tmp_path)
+    assert set(out["codes"].values()) == {0}, out
+    assert out["loaded"] == []
+    result = json.loads((tmp_path / "a.jsonl").read_text().splitlines()[0])
+    assert len(result["faces"]) == 1 and result["faces"][0]["age"] > 0
+
+
+def test_a_training_command_without_the_extra_says_so_in_one_line(tmp_path: Path) -> None:
+    out = run_core(["train nothing.yaml", "export-onnx a b.onnx"], tmp_path)
+    assert out["codes"] == {"train nothing.yaml": 2, "export-onnx a b.onnx": 2}
+    lines = [ln for ln in out["stderr"].splitlines() if ln.strip()]
+    assert lines == [
+        "facefuse: facefuse train needs the training extra (torch, torchvision, timm, "
+        "sklearn, matplotlib, onnx missing): pip install 'facefuse[train]'",
+        "facefuse: facefuse export-onnx needs the training extra (torch, torchvision, timm, "
+        "sklearn, matplotlib, onnx missing): pip install 'facefuse[train]'"]
