@@ -4,7 +4,6 @@ line."""
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from facefuse.cli_options import add_analyzer_options, build_analyzer, examples
 from facefuse.cli_outputs import Written, annotation_names, counted, make_folder
 from facefuse.cli_values import SETUP_ERRORS, positive_int, report
 from facefuse.cli_video import add_frame_sampling, frame_sampling
+from facefuse.inference.rows import FaceRowWriter
 
 
 def _analyzer(args: argparse.Namespace, tasks=None):
@@ -67,43 +67,6 @@ def annotate(rgb: np.ndarray, result, out: Path) -> None:
         draw.text((x - left, y - top), text, fill=(255, 255, 0), font=font)
     out.parent.mkdir(parents=True, exist_ok=True)
     im.save(out)
-
-
-class FaceRowWriter:
-    """CSV rows of photos' faces and videos' frame faces under one header: the columns of the
-    first row with a face, with a video's ``frame``, ``time_s`` and ``track`` after
-    ``source`` when videos are among the inputs (empty for photos), and ``error`` last.
-    Rows without a face (a failed or face-free photo) that come first wait for that header;
-    :meth:`close` writes them if no face ever comes."""
-
-    VIDEO_COLUMNS = ("frame", "time_s", "track")
-
-    def __init__(self, out, with_video: bool) -> None:
-        self.out, self.with_video = out, with_video
-        self.writer: csv.DictWriter | None = None
-        self.waiting: list[dict] = []
-
-    def write(self, row: dict) -> None:
-        if self.writer is None and row.get("face") is None:
-            self.waiting.append(row)
-            return
-        if self.writer is None:
-            self._start(row)
-        self.writer.writerow(row)
-
-    def close(self) -> None:
-        if self.writer is None and self.waiting:
-            self._start(self.waiting[0])
-
-    def _start(self, row: dict) -> None:
-        names = [c for c in row if c not in (*self.VIDEO_COLUMNS, "error")]
-        if self.with_video:
-            names[1:1] = self.VIDEO_COLUMNS
-        self.writer = csv.DictWriter(self.out, fieldnames=[*names, "error"],
-                                     extrasaction="ignore")
-        self.writer.writeheader()
-        self.writer.writerows(self.waiting)
-        self.waiting = []
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -261,78 +224,30 @@ def _photos_only(paths: list[Path], command: str) -> list[Path]:
     return [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
 
 
-def gallery_embeddings(analyzer, gallery: Path, batch_images: int = 32,
-                       progress: bool = False) -> dict[str, np.ndarray]:
-    """Mean unit embedding per identity: ``gallery/<identity>/*`` or ``gallery/<identity>.jpg``
-    (the largest face of each photo, as ``verify`` takes it). Every photo of the gallery
-    goes through the analyzer in batches of ``batch_images``, whoever it shows; unreadable
-    photos and people with no face found are reported on standard error and left out."""
-    from tqdm.auto import tqdm
-
-    from facefuse.data.images import is_image_name
-
-    if not gallery.is_dir():
-        raise FileNotFoundError(f"gallery {gallery} is not a folder (expected <identity>/ "
-                                f"subfolders of photos or <identity>.jpg files)")
-    people: dict[str, list[Path]] = {}
-    for p in sorted(gallery.iterdir()):
-        if p.is_dir():
-            people[p.name] = sorted(q for q in p.iterdir() if is_image_name(q))
-        elif is_image_name(p):
-            people.setdefault(p.stem, []).append(p)
-    if not any(people.values()):
-        raise ValueError(f"no photos in the gallery {gallery} (expected <identity>/ "
-                         f"subfolders of photos or <identity>.jpg files)")
-    owners = [name for name, files in people.items() for _ in files]
-    photos = [f for files in people.values() for f in files]
-    vectors: dict[str, list[np.ndarray]] = {name: [] for name in people}
-    read = dict.fromkeys(people, 0)
-    results = analyzer.iter_analyze(photos, batch_images=batch_images)
-    bar = tqdm(results, total=len(photos), unit="img", file=sys.stderr, desc="gallery",
-               disable=not progress or len(photos) < 2)
-    for name, r in zip(owners, bar, strict=True):  # one result per photo, in order
-        if r.error:
-            print(f"facefuse: gallery: {r.error}", file=sys.stderr)
-            continue
-        read[name] += 1
-        if r.faces:
-            vectors[name].append(np.asarray(r.largest_face().predictions["embedding"]))
-    out = {}
-    for name, files in people.items():
-        if vectors[name]:
-            m = np.mean(vectors[name], axis=0)
-            out[name] = m / max(np.linalg.norm(m), 1e-12)
-        elif read[name]:
-            print(f"facefuse: gallery: no face found in the {read[name]} photo(s) of {name}; "
-                  f"{name} is left out{_crop_hint(analyzer)}", file=sys.stderr)
-        elif files:
-            print(f"facefuse: gallery: no photo of {name} could be read; {name} is left out",
-                  file=sys.stderr)
-    if not out:
-        raise ValueError(f"no face found in the gallery {gallery}{_crop_hint(analyzer)}")
-    return out
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from facefuse.inference.analyzer import expand_inputs
+    from facefuse.inference.gallery import Gallery
 
     try:
         analyzer = _analyzer(args, tasks=["embedding"])
         queries = _photos_only(list(expand_inputs(args.queries)), "search")
         if not queries:
             return 2
-        gallery = gallery_embeddings(analyzer, Path(args.gallery), args.batch_images,
-                                     progress=not args.quiet)
+        with tqdm(unit="img", file=sys.stderr, desc="gallery", disable=args.quiet) as bar:
+            gallery = Gallery.from_folder(analyzer, args.gallery, args.batch_images,
+                                          on_photo=lambda: bar.update(1))
     except SETUP_ERRORS as exc:
-        report(exc)
+        hint = _crop_hint(analyzer) if "no face found" in str(exc) else ""
+        print(f"facefuse: {exc.args[0] if exc.args else exc}{hint}", file=sys.stderr)
         return 2
-    names = list(gallery)
-    matrix = np.stack([gallery[n] for n in names])
+    for note in gallery.notes:
+        hint = _crop_hint(analyzer) if "no face found" in note else ""
+        print(f"facefuse: gallery: {note}{hint}", file=sys.stderr)
     threshold = args.threshold if args.threshold is not None \
         else analyzer.verification_threshold
-    top = min(args.top, len(names))
+    top = min(args.top, len(gallery.names))
     failures = faces = 0
     args.written = written = Written("standard output", "answer")
     results = analyzer.iter_analyze(queries, batch_images=args.batch_images)
@@ -349,21 +264,20 @@ def cmd_search(args: argparse.Namespace) -> int:
             continue
         faces += len(result.faces)
         for face in result.faces:
-            sims = matrix @ np.asarray(face.predictions["embedding"])
-            order = np.argsort(-sims, kind="stable")[:top]
-            best = int(order[0])
+            ranked = gallery.rank(face.predictions["embedding"], top)
+            best = ranked[0]
             answer = {"query": query, "face": face.index,
-                      "match": names[best] if sims[best] > threshold else None,
-                      "nearest": names[best], "similarity": round(float(sims[best]), 4),
+                      "match": best.name if best.similarity > threshold else None,
+                      "nearest": best.name, "similarity": round(best.similarity, 4),
                       "threshold": round(threshold, 4)}
             if top > 1:
-                answer["top"] = [{"name": names[i], "similarity": round(float(sims[i]), 4)}
-                                 for i in order]
+                answer["top"] = [{"name": m.name, "similarity": round(m.similarity, 4)}
+                                 for m in ranked]
             print(json.dumps(answer))
             written.add()
     if not args.quiet:
         print(f"{len(queries)} query image(s), {faces} face(s), {failures} failed; gallery of "
-              f"{len(names)} people", file=sys.stderr)
+              f"{len(gallery.names)} people", file=sys.stderr)
     return 1 if failures else 0  # as analyze: the other queries answered, failures reported
 
 

@@ -81,23 +81,14 @@ def setting_mismatches(fitted: dict, now: dict) -> tuple[list[str], list[str]]:
 
 def _clip_features(paths: list[str], args: argparse.Namespace, analyzer
                    ) -> tuple[list, list[str | None]]:
-    """Each clip's feature vector (None where there is none) and, per clip, why not."""
+    """:func:`facefuse.inference.video.clip_features` with a progress bar."""
     from tqdm.auto import tqdm
 
-    from facefuse.inference.video import VideoError, analyze_video
+    from facefuse.inference.video import clip_features
 
-    feats: list = []
-    notes: list[str | None] = []
-    for p in tqdm(paths, desc="clips", unit="clip", disable=args.quiet):
-        try:
-            r = analyze_video(p, analyzer, **frame_sampling(args))
-        except VideoError as exc:
-            r = None
-            notes.append(str(exc))
-        else:
-            notes.append(None if r.clip_feature is not None else f"{p}: {r.note}")
-        feats.append(None if r is None else r.clip_feature)
-    return feats, notes
+    with tqdm(total=len(paths), desc="clips", unit="clip", disable=args.quiet) as bar:
+        return clip_features(paths, analyzer, **frame_sampling(args),
+                             on_clip=lambda: bar.update(1))
 
 
 def cmd_video_analyze(args: argparse.Namespace) -> int:
@@ -145,9 +136,8 @@ def cmd_video_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_video_fit(args: argparse.Namespace) -> int:
-    import numpy as np
 
-    from facefuse.inference.clips import ClipClassifier, read_clip_manifest
+    from facefuse.inference.clips import fit_on_manifest, read_clip_manifest
 
     try:
         rows = read_clip_manifest(args.manifest)
@@ -161,24 +151,22 @@ def cmd_video_fit(args: argparse.Namespace) -> int:
     for n in notes:
         if n is not None:
             print(f"skipped: {n}", file=sys.stderr)
-    usable = [(f, r) for f, r in zip(feats, rows, strict=True) if f is not None]
-    train = [(f, r) for f, r in usable if r["split"] != "test"]
-    test = [(f, r) for f, r in usable if r["split"] == "test"]
-    if not train:
-        print("facefuse: no clip with a face to train on", file=sys.stderr)
+    try:
+        fit = fit_on_manifest(feats, rows)
+    except ValueError as exc:
+        print(f"facefuse: {exc}", file=sys.stderr)
         return 1
-    clf = ClipClassifier.fit(np.stack([f for f, _ in train]), [r["label"] for _, r in train])
+    clf = fit.classifier
     clf.features = feature_settings(args, analyzer)
     try:
         clf.save(args.out)
     except OSError as exc:
         print(f"facefuse: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    print(f"clip classifier ({len(train)} clips, classes {clf.classes}) written to {args.out}")
-    if test:
-        pred = clf.predict(np.stack([f for f, _ in test]))
-        acc = float(np.mean([p == r["label"] for p, (_, r) in zip(pred, test, strict=True)]))
-        print(f"test clips: {len(test)}, accuracy {100 * acc:.1f} %")
+    print(f"clip classifier ({fit.train_clips} clips, classes {clf.classes}) written to "
+          f"{args.out}")
+    if fit.test_accuracy is not None:
+        print(f"test clips: {fit.test_clips}, accuracy {100 * fit.test_accuracy:.1f} %")
     return 0
 
 

@@ -31,6 +31,7 @@ from facefuse.inference.detection import (
 from facefuse.inference.face_model import FaceModel
 from facefuse.inference.identity import FusedIdentity
 from facefuse.inference.landmark_refiner import LandmarkRefiner
+from facefuse.inference.rows import ROW_COLUMNS, face_row
 from facefuse.runtime.graph import check_device_name
 from facefuse.tasks import five_points_from_68
 
@@ -47,27 +48,6 @@ ENLARGED_SIDE = 320
 ENLARGE_BORDER = 0.25
 #: ... and, failing that, taken whole as the face when its sides differ by at most this ratio
 WHOLE_IMAGE_ASPECT = 1.5
-
-
-# the first columns of ImageResult.rows(), before each task's
-ROW_COLUMNS = ("source", "face", "x0", "y0", "x1", "y1", "score")
-
-
-def face_row(source: str, index: int, box: Sequence[float], score: float,
-             predictions: dict[str, Any]) -> dict[str, Any]:
-    """One face as a flat table row: :data:`ROW_COLUMNS`, then each task's label and its
-    confidence, or its value (age), and the attributes present as one space-separated cell
-    (the embedding and the landmarks are left out)."""
-    row: dict[str, Any] = dict(zip(ROW_COLUMNS, (source, index, *box, score), strict=True))
-    for task, value in predictions.items():
-        if isinstance(value, dict) and "label" in value:
-            row[task] = value["label"]
-            row[f"{task}_confidence"] = max(value["probabilities"].values())
-        elif isinstance(value, (int, float)):
-            row[task] = value
-        elif task == "attributes":
-            row[task] = " ".join(k for k, v in value.items() if v)
-    return row
 
 
 @dataclass(frozen=True)

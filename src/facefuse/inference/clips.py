@@ -120,3 +120,37 @@ class ClipClassifier:
                              f"{k}, mean {clf.mean.shape}, scale {clf.scale.shape}, coef "
                              f"{clf.coef.shape}, intercept {clf.intercept.shape})")
         return clf
+
+
+@dataclass(frozen=True)
+class ClipFit:
+    """A classifier fitted on a manifest's clips, with its score on the ``test`` clips."""
+
+    classifier: ClipClassifier
+    train_clips: int
+    test_clips: int
+    test_accuracy: float | None
+
+
+def fit_on_manifest(features: list[np.ndarray | None], rows: list[dict[str, str]],
+                    c: float = 1.0, seed: int = 0) -> ClipFit:
+    """Fit on the clips of ``rows`` (from :func:`read_clip_manifest`) whose split is not
+    ``test`` and that have a feature (``features[i]`` is row ``i``'s, None where its video
+    gave none), and score the ``test`` ones.
+
+    Raises:
+        ValueError: no clip to train on, or fewer than two labels among them.
+    """
+    usable = [(f, r) for f, r in zip(features, rows, strict=True) if f is not None]
+    train = [(f, r) for f, r in usable if r["split"] != "test"]
+    test = [(f, r) for f, r in usable if r["split"] == "test"]
+    if not train:
+        raise ValueError("no clip with a face to train on")
+    clf = ClipClassifier.fit(np.stack([f for f, _ in train]), [r["label"] for _, r in train],
+                             c=c, seed=seed)
+    accuracy = None
+    if test:
+        pred = clf.predict(np.stack([f for f, _ in test]))
+        accuracy = float(np.mean([p == r["label"] for p, (_, r) in zip(pred, test,
+                                                                       strict=True)]))
+    return ClipFit(clf, len(train), len(test), accuracy)

@@ -18,8 +18,9 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 
-from facefuse.inference.analyzer import FaceAnalyzer, face_row
+from facefuse.inference.analyzer import FaceAnalyzer
 from facefuse.inference.detection import iou
+from facefuse.inference.rows import face_row
 
 
 class VideoError(ValueError):
@@ -208,7 +209,7 @@ def analyze_video(path: str | Path, analyzer: FaceAnalyzer, fps: float | None = 
     ``source``, frame, time, track, then the face as a photo's result gives it, without the
     embedding and attribute scores; ``landmarks`` are the same 68 points in image pixels),
     and ``on_face`` receives each face as a flat table row (``source``, frame, time and
-    track, then the columns of :func:`facefuse.inference.analyzer.face_row`). A video with
+    track, then the columns of :func:`facefuse.inference.rows.face_row`). A video with
     no frames or no face gives a result with a note and no clip feature, not an error.
 
     Raises:
@@ -263,3 +264,26 @@ def analyze_video(path: str | Path, analyzer: FaceAnalyzer, fps: float | None = 
     return VideoResult(str(path), n_frames, n_faces, [t.summary() for t in tracks],
                        main.stats.vector() if main is not None and main.stats.count else None,
                        note)
+
+
+def clip_features(paths: Sequence[str | Path], analyzer: FaceAnalyzer,
+                  fps: float | None = 5.0, stride: int | None = None,
+                  on_clip: Callable[[], None] | None = None
+                  ) -> tuple[list[np.ndarray | None], list[str | None]]:
+    """Each video's clip feature (:func:`analyze_video`; None where it has none) and, per
+    video, why not (None where it has one): a video that cannot be read, or has no face,
+    is a note, not an error. ``on_clip`` is called after each video."""
+    feats: list[np.ndarray | None] = []
+    notes: list[str | None] = []
+    for p in paths:
+        try:
+            r = analyze_video(p, analyzer, fps=fps, stride=stride)
+        except VideoError as exc:
+            feats.append(None)
+            notes.append(str(exc))
+        else:
+            feats.append(r.clip_feature)
+            notes.append(None if r.clip_feature is not None else f"{p}: {r.note}")
+        if on_clip is not None:
+            on_clip()
+    return feats, notes
