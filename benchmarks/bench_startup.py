@@ -13,6 +13,7 @@ Times, as whole processes (the minimum and the median of ``--runs``):
 * ``facefuse --help``;
 * ``facefuse analyze PHOTO`` end to end (the embedded photo by default: detection, every
   task, the identity networks, the landmark refiner);
+* ``facefuse verify PHOTO PHOTO`` (two analyses for the identity embedding);
 
 and the size of the interpreter's environment (``sys.prefix``) on disk, with whether torch
 can be imported in it. Targets (issue 32): ``--help`` within 0.5 s of bare Python, ``import``
@@ -68,11 +69,14 @@ def main() -> None:
     has_torch = subprocess.run([py, "-c", "import torch"], capture_output=True).returncode == 0
     script = Path(py).parent / "facefuse"  # the console script, as a user runs it
     cli = [str(script)] if script.is_file() else [py, "-m", "facefuse"]
-    analyze = [*cli, "analyze", "--quiet", *([args.photo] if args.photo else [])]
+    photo = args.photo or subprocess.run(
+        [py, "-c", "from facefuse.assets import demo_image_path; print(demo_image_path())"],
+        capture_output=True, text=True, check=True).stdout.strip()
     rows = [("python -c pass", [py, "-c", "pass"]),
             ("import facefuse", [py, "-c", "import facefuse"]),
             ("facefuse --help", [*cli, "--help"]),
-            ("facefuse analyze " + (args.photo or "(embedded photo)"), analyze)]
+            ("facefuse analyze PHOTO", [*cli, "analyze", "--quiet", photo]),
+            ("facefuse verify PHOTO PHOTO", [*cli, "verify", photo, photo])]
     print(f"{platform.node()}: {os.cpu_count()} CPUs, {platform.python_implementation()} "
           f"{platform.python_version()}; environment {prefix} "
           f"({tree_size(prefix) / 2**20:.0f} MB on disk, torch "

