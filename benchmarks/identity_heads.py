@@ -520,8 +520,6 @@ def shipped_predictions(arrays: dict[str, np.ndarray], task: str, flip: bool
     """The shipped model's own prediction per row: with flip, age through its calibration
     map and attributes at its thresholds (as the analyzer decides); without, uncalibrated
     age and attribute logits above 0 (as ``model_card_eval.py``'s uncalibrated figures)."""
-    import torch
-
     from facefuse.inference.face_model import FaceModel
     from facefuse.weights import shipped_model_path
 
@@ -530,8 +528,7 @@ def shipped_predictions(arrays: dict[str, np.ndarray], task: str, flip: bool
         model = _SHIPPED["model"] = FaceModel.from_checkpoint(shipped_model_path())
     o = arrays[f"head_{task}" if flip else f"head_{task}_noflip"]
     if task == "age":
-        return np.clip(model.regression_values("age", torch.from_numpy(o), calibrated=flip),
-                       *AGE_RANGE)
+        return np.clip(model.regression_values("age", o, calibrated=flip), *AGE_RANGE)
     if task == "attributes":
         if not flip:
             return (o > 0).astype(np.int8)

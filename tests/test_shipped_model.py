@@ -49,9 +49,14 @@ def test_predictions_on_the_demo_photo_are_stable() -> None:
     # the embedding of the shipped identity networks, fused (256-d), and the model's own
     assert len(p["embedding"]) == expected["embedding_dim"]
     np.testing.assert_allclose(p["embedding"][:8], expected["embedding_head"], atol=2e-3)
-    own = FaceAnalyzer(device="cpu", identity=None).analyze(demo_image_path()).faces[0]
-    np.testing.assert_allclose(own.predictions["embedding"][:8],
-                               expected["model_embedding_head"], atol=2e-3)
+    # the model's own heads and identity embedding, without the identity networks
+    own = FaceAnalyzer(device="cpu", identity=None,
+                       identity_heads=None).analyze(demo_image_path()).faces[0].predictions
+    np.testing.assert_allclose(own["embedding"][:8], expected["model_embedding_head"],
+                               atol=2e-3)
+    assert own["age"] == pytest.approx(expected["model_heads"]["age"], abs=0.5)
+    for task in ("gender", "race", "emotion"):
+        assert own[task]["label"] == expected["model_heads"][task]
 
 
 def test_shipped_identity_networks_are_small_licensed_and_explain_themselves() -> None:
@@ -60,10 +65,10 @@ def test_shipped_identity_networks_are_small_licensed_and_explain_themselves() -
 
     fusion = FusedIdentity.read(shipped_identity_path())
     folder = shipped_identity_path().parent
-    weights = sum(f.stat().st_size for f in folder.glob("*.onnx"))
-    weights += sum(f.stat().st_size for f in shipped_model_path().parent.rglob("*")
-                   if f.suffix in (".safetensors", ".onnx") and f.parent != folder)
-    assert weights <= 40 * 2**20  # every weight file in the package
+    weights = sum(f.stat().st_size for f in shipped_model_path().parent.rglob("*")
+                  if f.suffix in (".safetensors", ".onnx"))
+    assert weights <= 40 * 2**20  # every weight file in the package, heads included
+    assert (folder / "facefuse-identity-heads.safetensors").is_file()
     assert [p.network for p in fusion.parts] == ["dlib_resnet", "sface"]
     assert 0 < fusion.threshold < 1 and fusion.meta["training_data"]["identities"] > 200
     for net in fusion.networks:

@@ -87,11 +87,14 @@ def write_expected_predictions() -> None:
     from facefuse.inference.analyzer import FaceAnalyzer
 
     face = FaceAnalyzer(device="cpu").analyze(demo_image_path()).faces[0]
-    own = FaceAnalyzer(device="cpu", identity=None).analyze(demo_image_path()).faces[0]
-    p = face.predictions
+    own = FaceAnalyzer(device="cpu", identity=None,
+                       identity_heads=None).analyze(demo_image_path()).faces[0]
+    p, q = face.predictions, own.predictions
     expected = {"box": [round(v, 2) for v in face.box], "age": p["age"],
                 **{t: p[t]["label"] for t in ("gender", "race", "emotion")},
-                "model_embedding_head": own.predictions["embedding"][:8],
+                "model_heads": {"age": q["age"],
+                                **{t: q[t]["label"] for t in ("gender", "race", "emotion")}},
+                "model_embedding_head": q["embedding"][:8],
                 "embedding_head": p["embedding"][:8], "embedding_dim": len(p["embedding"])}
     EXPECTED.write_text(json.dumps(expected, indent=1) + "\n")
     print(f"wrote {EXPECTED}: {expected}")

@@ -64,6 +64,15 @@ def add_analyzer_options(p: argparse.ArgumentParser, *, tasks: bool = False,
                         "networks in the package; none, the model's own identity head; a "
                         f"fused identity JSON; auto: shipped, unless --model has an identity "
                         f"head of its own (default {identity_default}; docs/MODEL_CARD.md)")
+    _heads_option(g)
+
+
+def _heads_option(g) -> None:
+    g.add_argument("--identity-heads", default="auto", metavar="auto|shipped|none|PATH",
+                   help="age, gender, race, emotion and attributes from heads on the identity "
+                        "networks' features, fused with the model's own: shipped, the heads "
+                        "in the package; none, the model's heads alone; a heads JSON; auto "
+                        "(default): shipped with the shipped model, none with --model")
 
 
 def build_analyzer(args: argparse.Namespace, tasks: list[str] | None = None,
@@ -79,4 +88,6 @@ def build_analyzer(args: argparse.Namespace, tasks: list[str] | None = None,
                         flip=not args.no_flip, backend=args.backend,
                         tta_margins=getattr(args, "tta_margins", None) or (),
                         landmark_refiner=landmark_refiner,
-                        identity=None if args.identity == "none" else args.identity)
+                        identity=None if args.identity == "none" else args.identity,
+                        identity_heads=None if args.identity_heads == "none"
+                        else args.identity_heads)

@@ -30,6 +30,7 @@ from facefuse.inference.detection import (
 )
 from facefuse.inference.face_model import FaceModel
 from facefuse.inference.identity import FusedIdentity
+from facefuse.inference.identity_heads import IdentityHeads
 from facefuse.inference.landmark_refiner import LandmarkRefiner
 from facefuse.inference.rows import ROW_COLUMNS, face_row
 from facefuse.runtime.graph import check_device_name
@@ -192,6 +193,14 @@ class FaceAnalyzer:
             whose embedding is then kept. Loaded only when the embedding is asked for (the
             ``identity`` or ``embedding`` task); :attr:`verification_threshold` is the
             matching decision threshold.
+        identity_heads: heads on the identity networks' features for age, gender, race,
+            emotion and the attributes, fused with the model's own heads
+            (:mod:`facefuse.inference.identity_heads`; ``docs/MODEL_CARD.md`` has what they
+            gain): ``"shipped"``, a heads file or :class:`IdentityHeads`, None for the
+            model's heads alone, or ``"auto"`` (default): the shipped heads with the shipped
+            model (they were fitted to fuse with its heads), none with a model of your own.
+            They run the identity networks on every face even when no embedding is asked
+            for; only the tasks the analyzer reports are replaced.
         small_image_side: an image whose longer side is at most this many pixels may itself
             be a face crop (a 48x48 FER2013 face, a 90x90 LFW crop): when the detector finds
             no face in it, it is searched again enlarged with a replicated border, and
@@ -208,6 +217,7 @@ class FaceAnalyzer:
                  landmark_refiner: str | Path | LandmarkRefiner | None = "shipped",
                  backend: str = "auto",
                  identity: str | Path | FusedIdentity | None = "auto",
+                 identity_heads: str | Path | IdentityHeads | None = "auto",
                  small_image_side: int = SMALL_IMAGE_SIDE) -> None:
         check_device_name(device)
         for name, value, least in (("min_face", min_face, 0), ("batch_size", batch_size, 1),
@@ -251,11 +261,25 @@ class FaceAnalyzer:
         if identity == "auto":
             identity = None if own_model and "identity" in self.model.tasks else "shipped"
         self.identity = self._load_identity(identity) if wants_embedding else None
-        if self.identity is not None and "landmarks" not in self.model.tasks \
+        if identity_heads == "auto":
+            identity_heads = None if own_model else "shipped"
+        heads = self._load_identity_heads(identity_heads)
+        self.identity_heads = heads if heads is not None \
+            and set(heads.tasks) & set(self.tasks) else None
+        #: the identity networks run on every face: the embedding's, else the heads' own
+        self.describer = self.identity
+        if self.identity_heads is not None:
+            needed = {f.split(":")[0] for h in self.identity_heads.heads.values()
+                      for f in h.features}
+            if self.describer is None or \
+                    not needed <= {n.name for n in self.describer.networks}:
+                self.describer = self._load_identity("shipped")
+        if self.describer is not None and "landmarks" not in self.model.tasks \
                 and not self.detector.gives_five_points:
             raise ValueError(f"the identity networks align faces on five points: the "
                              f"{self.detector.name} detector gives none and the model has no "
-                             f"landmark head (use the mtcnn detector, or identity=None)")
+                             f"landmark head (use the mtcnn detector, or identity=None and "
+                             f"identity_heads=None)")
 
     @staticmethod
     def _load_identity(spec: str | Path | FusedIdentity | None) -> FusedIdentity | None:
@@ -263,6 +287,13 @@ class FaceAnalyzer:
 
         return _load_plugin(spec, FusedIdentity, "identity", shipped_identity_path,
                             FusedIdentity.read)
+
+    @staticmethod
+    def _load_identity_heads(spec: str | Path | IdentityHeads | None) -> IdentityHeads | None:
+        from facefuse.weights import shipped_identity_heads_path
+
+        return _load_plugin(spec, IdentityHeads, "identity_heads", shipped_identity_heads_path,
+                            IdentityHeads.read)
 
     @property
     def verification_threshold(self) -> float:
@@ -387,7 +418,7 @@ class FaceAnalyzer:
         out: list[tuple[dict[str, Any], tuple | None, np.ndarray]] = []
         for start in range(0, len(owners), self.batch_size):
             who = owners[start:start + self.batch_size]
-            preds, features = self.model.predict_views_and_features(
+            preds, features, outputs = self.model.predict_views_and_features(
                 [v[start:start + self.batch_size] for v in views])
             for (i, det), p in zip(who, preds, strict=True):
                 if "landmarks" in p:  # image pixels, refined on the photo
@@ -398,11 +429,11 @@ class FaceAnalyzer:
                                       self.model.size, zoom=0.8)
                            for (i, _), p in zip(who, preds, strict=True)]
                 keep_landmarks = [p["landmarks"] for p in preds]
-                preds, features = self.model.predict_views_and_features([aligned])
+                preds, features, outputs = self.model.predict_views_and_features([aligned])
                 for p, lm in zip(preds, keep_landmarks, strict=True):
                     p["landmarks"] = lm
-            if self.identity is not None:
-                self._embed_identity(who, preds, loaded)
+            if self.describer is not None:
+                self._identity_pass(who, preds, loaded, outputs)
             for p, f in zip(preds, features, strict=True):
                 landmarks = None
                 if "landmarks" in p:
@@ -414,13 +445,14 @@ class FaceAnalyzer:
                 out.append((kept, landmarks, f))
         return out
 
-    def _embed_identity(self, who: list[tuple[int, Detection]], preds: list[dict[str, Any]],
-                        loaded: list) -> None:
-        """Replace each face's embedding by the fused identity networks' (aligned on the
-        detector's five points, else on five of the model's landmarks, in image pixels, else,
-        for a whole-image face of a model without landmarks, on the ArcFace layout of its
-        box)."""
-        assert self.identity is not None
+    def _identity_pass(self, who: list[tuple[int, Detection]], preds: list[dict[str, Any]],
+                       loaded: list, outputs: dict[str, np.ndarray]) -> None:
+        """Run the identity networks on each face (aligned on the detector's five points,
+        else on five of the model's landmarks, in image pixels, else, for a whole-image face
+        of a model without landmarks, on the ArcFace layout of its box); replace its
+        embedding by their fused one (with ``identity``) and fuse the identity heads'
+        predictions with the model's (with ``identity_heads``)."""
+        assert self.describer is not None
         images, points = [], []
         for (i, det), p in zip(who, preds, strict=True):
             images.append(loaded[i][1])
@@ -431,8 +463,12 @@ class FaceAnalyzer:
             else:
                 x0, y0, x1, y1 = det.box
                 points.append(ARCFACE_TEMPLATE_112 / 112.0 * [x1 - x0, y1 - y0] + [x0, y0])
-        for p, emb in zip(preds, self.identity.embed(images, points), strict=True):
-            p["embedding"] = emb.round(6).tolist()
+        embeddings, features = self.describer.describe(images, points)
+        if self.identity is not None:
+            for p, emb in zip(preds, embeddings, strict=True):
+                p["embedding"] = emb.round(6).tolist()
+        if self.identity_heads is not None:
+            self.identity_heads.apply(preds, features, outputs, self.model.decoder, self.tasks)
 
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """The detector's faces in an RGB image, those under ``min_face`` pixels left out.

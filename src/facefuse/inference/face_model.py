@@ -206,12 +206,15 @@ class FaceModel:
         return self.predict_views_and_features(views)[0]
 
     def predict_views_and_features(self, views: Sequence[Sequence[np.ndarray]]
-                                   ) -> tuple[list[dict[str, Any]], np.ndarray]:
-        """:meth:`predict_views` and the trunk features (N, feature_dim) of the same pass."""
+                                   ) -> tuple[list[dict[str, Any]], np.ndarray,
+                                              dict[str, np.ndarray]]:
+        """:meth:`predict_views`, and the trunk features (N, feature_dim) and raw head
+        outputs of the same pass (what plug-ins that fuse with the heads read)."""
         if len(views) and len(views[0]) == 0:
-            return [], np.zeros((0, self.feature_dim or 0), np.float32)
+            return [], np.zeros((0, self.feature_dim or 0), np.float32), {}
         features, outputs, emb = self._run_views(views)
-        return self._decode(views[0], features, outputs, emb), features.astype(np.float32)
+        return (self._decode(views[0], features, outputs, emb), features.astype(np.float32),
+                outputs)
 
     def features(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """The trunk's feature vector per crop, (N, feature_dim)."""

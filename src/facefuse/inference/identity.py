@@ -82,6 +82,7 @@ class IdentityNetwork:
         self._session = ort.InferenceSession(str(graph), options,
                                              providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._outputs = [o.name for o in self._session.get_outputs()]
 
     def align(self, rgb: np.ndarray, five_points: np.ndarray) -> np.ndarray:
         """The network's input crop of one face (uint8 RGB, ``input_size`` square)."""
@@ -93,13 +94,26 @@ class IdentityNetwork:
         views = self.descriptor_views(crops, mirrored=flip)
         return views.mean(0) if flip else views[0]
 
+    @property
+    def blocks(self) -> dict[str, int]:
+        """The pooled intermediate features the graph gives besides the descriptor (name ->
+        width; ``facefuse model import`` writes them), which other tasks' heads read."""
+        return {str(k): int(v) for k, v in (self.spec.meta.get("blocks") or {}).items()}
+
     def descriptor_views(self, crops: Sequence[np.ndarray], mirrored: bool = True
                          ) -> np.ndarray:
         """(views, N, dim): the crops' raw descriptors, and with ``mirrored`` their mirror
         images' as a second view (one run of the graph)."""
+        return self.run(crops, mirrored)[0]
+
+    def run(self, crops: Sequence[np.ndarray], mirrored: bool = False
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`descriptor_views` and, from the same run, each pooled block of the
+        unmirrored crops, (N, width)."""
         views = 2 if mirrored else 1
         if len(crops) == 0:
-            return np.zeros((views, 0, self.spec.dim), np.float32)
+            return (np.zeros((views, 0, self.spec.dim), np.float32),
+                    {k: np.zeros((0, w), np.float32) for k, w in self.blocks.items()})
         self.prepare()
         size = self.spec.input_size
         for i, c in enumerate(crops):
@@ -110,12 +124,19 @@ class IdentityNetwork:
         x = (x - self._mean) / self._std
         if mirrored:
             x = np.concatenate([x, x[..., ::-1]])
-        out = self._session.run(None, {self._input: np.ascontiguousarray(x)})[0]
-        out = out.reshape(len(x), -1).astype(np.float32)
+        arrays = self._session.run(None, {self._input: np.ascontiguousarray(x)})
+        out = arrays[0].reshape(len(x), -1).astype(np.float32)
         if out.shape[1] != self.spec.dim:
             raise ValueError(f"{self.path}: the graph gives {out.shape[1]}-d descriptors, "
                              f"its description says {self.spec.dim}")
-        return out.reshape(views, len(crops), self.spec.dim)
+        named = dict(zip(self._outputs, arrays, strict=True))
+        blocks = {}
+        for name, width in self.blocks.items():
+            if f"block_{name}" not in named:
+                raise ValueError(f"{self.path}: its description names the block {name!r}, "
+                                 f"which the graph does not give")
+            blocks[name] = named[f"block_{name}"][:len(crops)].reshape(len(crops), width)
+        return out.reshape(views, len(crops), self.spec.dim), blocks
 
     def embed(self, images: Sequence[np.ndarray], points: Sequence[np.ndarray],
               flip: bool = False) -> np.ndarray:
@@ -228,3 +249,21 @@ class FusedIdentity:
         if not len(images):
             return np.zeros((0, self.dim), np.float32)
         return self.fuse(self.descriptors(images, points))
+
+    def describe(self, images: Sequence[np.ndarray], points: Sequence[np.ndarray]
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`embed` and, from the same runs, every network's features by name:
+        ``<network>:features`` (its raw descriptor of the unmirrored crop) and
+        ``<network>:<block>`` (each pooled block), (N, width) each."""
+        if len(images) != len(points):
+            raise ValueError(f"{len(images)} images for {len(points)} point sets")
+        descriptors, features = [], {}
+        for net in self.networks:
+            crops = [net.align(im, p) for im, p in zip(images, points, strict=True)]
+            views, blocks = net.run(crops, mirrored=self.flip)
+            descriptors.append(views.mean(0) if self.flip else views[0])
+            features[f"{net.name}:features"] = views[0]
+            features.update({f"{net.name}:{k}": v for k, v in blocks.items()})
+        if not len(images):
+            return np.zeros((0, self.dim), np.float32), features
+        return self.fuse(descriptors), features

@@ -246,6 +246,14 @@ class DlibResNet(nn.Module):
         x, maps = self._body(x)
         return [*maps, x.mean(dim=(2, 3))]
 
+    def forward_blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The descriptor and, from the same pass, pooled intermediate features that other
+        tasks' heads read (:data:`BLOCKS`): ``pool``, the 256-d vector the fc layer takes;
+        ``s3``, the third stage's 128x8x8 map average-pooled."""
+        x, maps = self._body(x)
+        pooled = x.mean(dim=(2, 3))
+        return self.fc(pooled), {"pool": pooled, "s3": maps[2].mean(dim=(2, 3))}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The descriptor, exactly dlib's (not normalised)."""
         x, _ = self._body(x)

@@ -35,7 +35,7 @@ from torch import nn
 
 from facefuse.files import file_sha256
 from facefuse.identity_format import ARCFACE_TEMPLATE_112, NETWORK_FORMAT, write_json_atomic
-from facefuse.models.onnx_export import features_graph
+from facefuse.models.onnx_export import blocks_graph
 from facefuse.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -142,20 +142,33 @@ def import_network(name: str, source: str | Path | None = None) -> ImportedNetwo
 
 def graph_parity(module: nn.Module, graph: bytes, size: int, inputs: np.ndarray | None = None,
                  seed: int = 0) -> dict[str, float]:
-    """The largest absolute difference and the smallest cosine between ``module`` and
-    ``graph`` (run by ONNX Runtime) on ``inputs`` (normalised, (N, 3, size, size); default:
-    8 random images)."""
+    """The largest absolute difference and the smallest cosine between ``module``'s
+    descriptor and ``graph``'s (run by ONNX Runtime) on ``inputs`` (normalised, (N, 3, size,
+    size); default: 8 random images), and the largest difference of each pooled block the
+    graph gives (``block_<name>``)."""
     import onnxruntime as ort
 
     if inputs is None:
         inputs = np.random.default_rng(seed).normal(size=(8, 3, size, size)).astype(np.float32)
     with torch.no_grad():
-        want = module.eval()(torch.from_numpy(inputs)).numpy()
+        x = torch.from_numpy(inputs)
+        module.eval()
+        if hasattr(module, "forward_blocks"):
+            features, blocks = module.forward_blocks(x)
+        else:
+            features, blocks = module(x), {}
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-    got = session.run(None, {"images": inputs})[0]
-    cos = (want * got).sum(1) / (np.linalg.norm(want, axis=1) * np.linalg.norm(got, axis=1))
-    return {"max_abs_diff": float(np.abs(want - got).max()), "min_cosine": float(cos.min()),
-            "inputs": int(len(inputs))}
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(None, {"images": inputs}), strict=True))
+    want, out = features.numpy(), got["features"]
+    cos = (want * out).sum(1) / (np.linalg.norm(want, axis=1) * np.linalg.norm(out, axis=1))
+    result = {"max_abs_diff": float(np.abs(want - out).max()), "min_cosine": float(cos.min()),
+              "inputs": int(len(inputs))}
+    for name, value in blocks.items():
+        if f"block_{name}" in got:
+            result[f"block_{name}_max_abs_diff"] = float(
+                np.abs(value.numpy() - got[f"block_{name}"]).max())
+    return result
 
 
 def write_training_checkpoint(net: ImportedNetwork, out: str | Path) -> Path:
@@ -182,6 +195,14 @@ def write_training_checkpoint(net: ImportedNetwork, out: str | Path) -> Path:
                            licence=net.licence, provenance=net.provenance)
 
 
+def _block_widths(module: nn.Module, size: int, names: list[str]) -> list[int]:
+    if not names:
+        return []
+    with torch.no_grad():
+        blocks = module.eval().forward_blocks(torch.zeros(1, 3, size, size))[1]
+    return [int(blocks[n].shape[1]) for n in names]
+
+
 def write_network(net: ImportedNetwork, out: str | Path, compression: str | None = None,
                   check_inputs: np.ndarray | None = None) -> Path:
     """Write ``net`` into folder ``out``: ``NAME.onnx`` (weights stored as ``compression``,
@@ -201,7 +222,7 @@ def write_network(net: ImportedNetwork, out: str | Path, compression: str | None
                          f"float32")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    raw = features_graph(net.module, net.input_size)
+    raw, blocks = blocks_graph(net.module, net.input_size)
     model = onnx.load_from_string(raw)
     report = None
     if compression != "float32":
@@ -222,6 +243,8 @@ def write_network(net: ImportedNetwork, out: str | Path, compression: str | None
            "template": [[round(float(x), 4), round(float(y), 4)] for x, y in net.template],
            "mean": net.normalisation["mean"], "std": net.normalisation["std"],
            "dim": int(net.module.feature_dim), "weights_storage": compression,
+           "blocks": {name: int(width) for name, width in zip(
+               blocks, _block_widths(net.module, net.input_size, blocks), strict=True)},
            "opset": max(net.opset, BLOCK_OPSET if compression == "int8-block" else 0),
            "graph_bytes": len(graph), "parity_with_module": parity,
            "compression": None if report is None else {

@@ -126,3 +126,52 @@ def features_graph(module: nn.Module, size: int, opset: int = 17) -> bytes:
     buffer = io.BytesIO()
     export_features(module, size, buffer, opset)
     return buffer.getvalue()
+
+
+class _BlockOutputs(nn.Module):
+    """``features`` then each pooled block of a trunk's ``forward_blocks``, as a tuple."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features, blocks = self.module.forward_blocks(images)
+        return (features, *blocks.values())
+
+
+def block_names(module: nn.Module, size: int) -> list[str]:
+    """The pooled blocks a trunk's ``forward_blocks`` gives (none without the method)."""
+    if not hasattr(module, "forward_blocks"):
+        return []
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            return list(module.forward_blocks(torch.zeros(1, 3, size, size))[1])
+    finally:
+        module.train(was_training)
+
+
+def blocks_graph(module: nn.Module, size: int, opset: int = 17) -> tuple[bytes, list[str]]:
+    """A trunk with ``forward_blocks`` as ONNX bytes: ``images`` -> ``features`` and one
+    output per pooled block, named ``block_<name>``; returns the bytes and the block names.
+    A trunk without the method gives :func:`features_graph` and no blocks."""
+    names = block_names(module, size)
+    if not names:
+        return features_graph(module, size, opset), []
+    outputs = ["features", *(f"block_{n}" for n in names)]
+    buffer = io.BytesIO()
+    was_training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_BlockOutputs(module), (torch.zeros(2, 3, size, size),), buffer,
+                              input_names=["images"], output_names=outputs,
+                              opset_version=opset, dynamo=False,
+                              dynamic_axes={"images": {0: "batch"},
+                                            **{o: {0: "batch"} for o in outputs}})
+    finally:
+        module.train(was_training)
+    return buffer.getvalue(), names

@@ -150,6 +150,15 @@ class SFaceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
 
+    def forward_blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The 128-d feature and, from the same pass, pooled intermediate features that
+        other tasks' heads read: ``m14``, the 512x14x14 map average-pooled; ``m7``, the
+        final 1024x7x7 map (after ``bn1``) average-pooled."""
+        maps = self.forward_maps(x)
+        last = maps[-1]
+        feature = self.fc_bn(self.fc(self.dropout(torch.flatten(last, 1))))
+        return feature, {"m14": maps[3].mean(dim=(2, 3)), "m7": last.mean(dim=(2, 3))}
+
     def forward_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Intermediate maps for probes: the output of each resolution stage
         (64x112x112, 128x56x56, 256x28x28, 512x14x14) and the final 1024x7x7 map (after

@@ -45,7 +45,7 @@ def read_model_meta(path: str | Path) -> dict:
         ValueError: the file is not JSON, or not a facefuse checkpoint's metadata.
     """
     return read_described_json(checkpoint_paths(path)[1], CHECKPOINT_FORMAT,
-                               "a facefuse model's metadata")
+                               "a facefuse checkpoint's metadata")
 
 
 def weights_fingerprint(path: str | Path) -> str:

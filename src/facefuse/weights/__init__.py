@@ -11,6 +11,8 @@ SHIPPED_MODEL = "facefuse-mtl-small"
 SHIPPED_REFINER = "facefuse-landmark-refiner"
 #: the identity networks and their fusion (docs/MODEL_CARD.md, "Identity")
 SHIPPED_IDENTITY = Path(__file__).parent / "identity" / "facefuse-identity.json"
+#: heads on the identity networks' features for the other tasks (docs/MODEL_CARD.md)
+SHIPPED_IDENTITY_HEADS = Path(__file__).parent / "identity" / "facefuse-identity-heads.json"
 
 
 def _shipped(name: str, what: str, instead: str, weights: str = ".safetensors") -> Path:
@@ -41,3 +43,14 @@ def shipped_identity_path() -> Path:
                                 f"missing from this installation; pass identity=None "
                                 f"(--identity none) to use the model's own embedding")
     return SHIPPED_IDENTITY
+
+
+def shipped_identity_heads_path() -> Path:
+    """The heads on the identity networks' features shipped in the package (their
+    safetensors beside them)."""
+    if not SHIPPED_IDENTITY_HEADS.is_file() or \
+            not SHIPPED_IDENTITY_HEADS.with_suffix(".safetensors").is_file():
+        raise FileNotFoundError(f"the shipped identity heads ({SHIPPED_IDENTITY_HEADS}) are "
+                                f"missing from this installation; pass identity_heads=None "
+                                f"(--identity-heads none) to use the model's heads alone")
+    return SHIPPED_IDENTITY_HEADS
