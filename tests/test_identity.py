@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
 from facefuse.identity_format import NETWORK_FORMAT, NetworkSpec, write_json_atomic
 from facefuse.inference.identity import (
@@ -294,21 +295,34 @@ def test_a_small_image_without_a_detected_face_is_taken_whole(tiny_model: Path) 
         FaceAnalyzer(model=tiny_model, device="cpu", small_image_side=-1)
 
 
-def test_a_tight_real_face_crop_is_found_by_the_detector_when_enlarged(
+def test_a_tight_real_face_crop_is_taken_whole_with_the_detectors_points(
         tiny_model: Path, shared_data: Path) -> None:
     from facefuse.inference.analyzer import FaceAnalyzer
 
     a = FaceAnalyzer(model=tiny_model, device="cpu")
-    # 90x90 LFW crops in which MTCNN finds no face as they are (44 of the first 300)
+    # 90x90 LFW crops in which MTCNN finds no face as they are (44 of the first 300): the
+    # enlarged search finds it, and the crop, which the face fills, is the face
     names = ["Aaron_Sorkin/Aaron_Sorkin_0001", "Abdullah_Gul/Abdullah_Gul_0005",
              "Abel_Pacheco/Abel_Pacheco_0003", "Abdullah_al-Attiyah/Abdullah_al-Attiyah_0001"]
     for name in names:
         rgb = a.read_image(shared_data / "lfw" / "lfw" / f"{name}.jpg")
         assert not [d for d in a.detector.detect(rgb) if min(d.width, d.height) >= 24]
-        faces = a.analyze(rgb).faces
-        assert len(faces) == 1 and faces[0].found_by == "detector", name
-        x0, y0, x1, y1 = faces[0].box
-        assert -45 < x0 < x1 < 135 and -45 < y0 < y1 < 135 and x1 - x0 > 40  # may overhang
+        enlarged = a._detect_enlarged(rgb)
+        assert len(enlarged) >= 1 and enlarged[0].landmarks is not None, name
+        (det,) = a.detect(rgb)
+        assert det.found_by == "face_crop" and det.box == (0.0, 0.0, 90.0, 90.0), name
+        largest = max(enlarged, key=lambda d: d.width * d.height)
+        np.testing.assert_allclose(det.landmarks, largest.landmarks)  # aligns identity
+        assert ((det.landmarks > 0) & (det.landmarks < 90)).all()
+        assert a.analyze(rgb).faces[0].found_by == "face_crop"
+    # a small photo with a small face in it is no face crop: the detector's box stays
+    face = a.read_image(shared_data / "lfw" / "lfw" / "Aaron_Eckhart" /
+                        "Aaron_Eckhart_0001.jpg")
+    canvas = np.full((160, 160, 3), 200, np.uint8)
+    canvas[40:100, 50:110] = np.asarray(Image.fromarray(face).resize((60, 60)))
+    dets = a.detect(canvas)
+    assert dets and all(d.found_by == "detector" for d in dets)
+    assert max(d.width for d in dets) < 80
 
 
 def test_verify_and_search_use_the_fusion_and_its_threshold(tiny_model: Path, fusion_file,

@@ -49,6 +49,9 @@ ENLARGED_SIDE = 320
 ENLARGE_BORDER = 0.25
 #: ... and, failing that, taken whole as the face when its sides differ by at most this ratio
 WHOLE_IMAGE_ASPECT = 1.5
+#: a small, about square image is a face crop (the whole image is the face) when its largest
+#: face spans at least this share of its shorter side
+TIGHT_CROP_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -203,9 +206,10 @@ class FaceAnalyzer:
             for; only the tasks the analyzer reports are replaced.
         small_image_side: an image whose longer side is at most this many pixels may itself
             be a face crop (a 48x48 FER2013 face, a 90x90 LFW crop): when the detector finds
-            no face in it, it is searched again enlarged with a replicated border, and
-            failing that an about square image is taken whole as the face (``found_by``
-            ``"whole_image"`` in its result). 0 turns this off.
+            no face in it, it is searched again enlarged with a replicated border; an about
+            square one whose face fills it is taken whole as the face, with the detector's
+            five points (``found_by`` ``"face_crop"``), or, where no face is found, without
+            them (``"whole_image"``); see :meth:`detect`. 0 turns this off.
     """
 
     def __init__(self, tasks: Sequence[str] | None = None,
@@ -473,22 +477,42 @@ class FaceAnalyzer:
     def detect(self, rgb: np.ndarray) -> list[Detection]:
         """The detector's faces in an RGB image, those under ``min_face`` pixels left out.
 
-        A small image (longer side at most ``small_image_side``) in which the detector finds
-        no face is searched again enlarged, with a replicated border (a tight face crop has
-        no margin for the detector to see); if that finds none either, the whole image is
-        taken as the face, marked ``found_by="whole_image"``, when it is about square (sides
-        within :data:`WHOLE_IMAGE_ASPECT`) and no smaller than ``min_face``."""
+        A small image (longer side at most ``small_image_side``) may itself be a face crop
+        (a 48x48 FER2013 face, a 90x90 LFW crop). When the detector finds no face in it, it
+        is searched again enlarged, with a replicated border (a tight crop has no margin for
+        the detector to see). A small, about square image (sides within
+        :data:`WHOLE_IMAGE_ASPECT`, no smaller than ``min_face``) whose largest face spans at
+        least :data:`TIGHT_CROP_SHARE` of its shorter side is a face crop: the whole image is
+        the face (as the model saw such crops in training), with the detector's five points
+        kept for alignment, marked ``found_by="face_crop"``; where no face is found at all,
+        the whole image is still taken, marked ``found_by="whole_image"``."""
         dets = self._detect_sized(rgb)
         h, w = rgb.shape[:2]
-        if dets or isinstance(self.detector, FullFrameDetector) \
+        if isinstance(self.detector, FullFrameDetector) \
                 or not 0 < max(h, w) <= self.small_image_side:
             return dets
+        if not dets:
+            dets = self._detect_enlarged(rgb)
+        if max(h, w) > WHOLE_IMAGE_ASPECT * min(h, w) or min(h, w) < self.min_face:
+            return dets  # a face crop is about square, and no smaller than min_face
+        whole = (0.0, 0.0, float(w), float(h))
+        if not dets:
+            return [Detection(whole, 0.0, None, "whole_image")]
+        largest = max(dets, key=lambda d: d.width * d.height)
+        if min(largest.width, largest.height) < TIGHT_CROP_SHARE * min(h, w):
+            return dets  # a small photo with a small face in it: not a face crop
+        return [Detection(whole, largest.score, largest.landmarks, "face_crop")]
+
+    def _detect_enlarged(self, rgb: np.ndarray) -> list[Detection]:
+        """The detector's faces in ``rgb`` enlarged to :data:`ENLARGED_SIDE` with a
+        replicated border of :data:`ENLARGE_BORDER`, in ``rgb``'s pixels."""
+        import cv2
+
+        h, w = rgb.shape[:2]
         border = int(round(ENLARGE_BORDER * max(h, w)))
         scale = ENLARGED_SIDE / (max(h, w) + 2 * border)
         padded = np.pad(rgb, ((border, border), (border, border), (0, 0)), mode="edge")
         size = (max(1, round(padded.shape[1] * scale)), max(1, round(padded.shape[0] * scale)))
-        import cv2
-
         big = cv2.resize(padded, size, interpolation=cv2.INTER_LINEAR)
         sx, sy = size[0] / padded.shape[1], size[1] / padded.shape[0]
         found = []
@@ -498,10 +522,7 @@ class FaceAnalyzer:
             points = None if d.landmarks is None else \
                 (np.asarray(d.landmarks) / np.array([sx, sy]) - border).astype(np.float32)
             found.append(Detection(box, d.score, points))
-        found = [d for d in found if min(d.width, d.height) >= self.min_face]
-        if found or max(h, w) > WHOLE_IMAGE_ASPECT * min(h, w) or min(h, w) < self.min_face:
-            return found  # a face crop is about square, and no smaller than min_face
-        return [Detection((0.0, 0.0, float(w), float(h)), 0.0, None, "whole_image")]
+        return [d for d in found if min(d.width, d.height) >= self.min_face]
 
     def _detect_sized(self, rgb: np.ndarray) -> list[Detection]:
         return [d for d in self.detector.detect(rgb) if min(d.width, d.height) >= self.min_face]
@@ -509,7 +530,7 @@ class FaceAnalyzer:
     def face_box(self, det: Detection) -> tuple[float, float, float, float]:
         """The 68-landmark box that ``det`` stands for: by the detector's calibration, or,
         for a whole-image face, as the ``full_frame`` detector places it."""
-        if det.found_by == "whole_image":
+        if det.found_by in ("whole_image", "face_crop"):
             return landmark_box(det.box, FullFrameDetector.box_calibration)
         return self.detector.face_box(det)
 

@@ -24,8 +24,9 @@ from PIL import Image
 from facefuse.registry import Registry
 
 #: how a face was found: by the detector (on the image, or on an enlarged copy of a small
-#: one), or taken as the whole image when the detector found none in a small image
-FOUND_BY = ("detector", "whole_image")
+#: one); a small image that is a tight face crop, taken whole with the detector's points
+#: (``face_crop``); or taken as the whole image when the detector found none in a small image
+FOUND_BY = ("detector", "face_crop", "whole_image")
 
 
 @dataclass(frozen=True)
