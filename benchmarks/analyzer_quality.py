@@ -28,11 +28,11 @@ TASKS_OF = {"utkface": ("age", "gender", "race"), "fer2013": ("emotion",),
             "celeba": ("attributes",)}
 
 
-def test_rows(data: str, limit: int | None) -> dict:
+def test_rows(data: str, limit: int | None, datasets: list[str]) -> dict:
     from facefuse.data.readers import SplitConfig, read_dataset
 
     out = {}
-    for name in TASKS_OF:
+    for name in datasets:
         table = read_dataset(name, data, SplitConfig(seed=0)).table
         idx = np.flatnonzero(table.split == "test")[:limit]
         out[name] = (table.image[idx], {t: np.asarray(table.labels[t])[idx]
@@ -73,6 +73,22 @@ def score(task: str, pred: list, y: np.ndarray) -> dict:
             "rows": len(y)}
 
 
+def group_scores(pred: dict, labels: dict) -> dict:
+    """Age MAE, gender and race accuracy per true gender, race and age group."""
+    from facefuse.evaluation.groups import demographic_groups
+
+    out = {}
+    for name, mask in demographic_groups(labels["gender"], labels["race"], labels["age"]):
+        rows = np.flatnonzero(mask)
+        cell = {"photos": int(len(rows))}
+        for t in ("age", "gender", "race"):
+            sub = score(t, [pred[t][i] for i in rows], labels[t][rows]) if len(rows) else {}
+            cell["age_mae" if t == "age" else t] = sub.get("mae", sub.get("accuracy",
+                                                                           float("nan")))
+        out[name] = cell
+    return out
+
+
 def main() -> None:
     from facefuse.inference.analyzer import FaceAnalyzer
     from facefuse.tasks import get_task
@@ -81,9 +97,10 @@ def main() -> None:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" /
                                          "data"))
     p.add_argument("--limit", type=int, default=None, help="test rows per dataset")
+    p.add_argument("--datasets", nargs="+", default=list(TASKS_OF), choices=list(TASKS_OF))
     p.add_argument("--out", default="reports/analyzer_quality")
     args = p.parse_args()
-    rows = test_rows(args.data, args.limit)
+    rows = test_rows(args.data, args.limit, args.datasets)
     variants = {"default FaceAnalyzer()": {},
                 "model heads alone (identity_heads=None)": {"identity_heads": None,
                                                             "identity": None}}
@@ -101,6 +118,8 @@ def main() -> None:
             for t in tasks:
                 results[variant][t] = {**score(t, pred[t], labels[t]), "dataset": name,
                                        "seconds_per_photo": seconds / len(paths)}
+            if name == "utkface":
+                results[variant]["groups"] = group_scores(pred, labels)
             print(f"{variant} {name}: {len(paths)} photos, {seconds / len(paths):.3f} s each; "
                   + ", ".join(f"{t} {results[variant][t]}" for t in tasks), flush=True)
     head = f"Command: `python benchmarks/analyzer_quality.py" \
@@ -110,12 +129,27 @@ def main() -> None:
              "| task (test photos) | metric | " + " | ".join(variants) + " |",
              "|---|---|" + "---|" * len(variants)]
     for t in ("age", "gender", "race", "emotion", "attributes"):
+        if t not in results[next(iter(variants))]:
+            continue
         first = results[next(iter(variants))][t]
         metric = next(k for k in first if k in ("mae", "accuracy", "mean_accuracy"))
         cells = [f"{results[v][t][metric]:.2f} ({results[v][t]['faces_found']}/"
                  f"{results[v][t]['rows']} faces)" for v in variants]
         lines.append(f"| {t} ({first['dataset']}, {first['rows']}) | {metric} | "
                      + " | ".join(cells) + " |")
+    if "groups" in results[next(iter(variants))]:
+        lines += ["", "UTKFace test photos per true group (faces found only for the age MAE; "
+                  "no face counts as wrong for gender and race):", "",
+                  "| group | photos | " + " | ".join(
+                      f"{m} ({v.split(' (')[0]})" for v in variants
+                      for m in ("age MAE", "gender %", "race %")) + " |",
+                  "|---|---|" + "---|" * (3 * len(variants))]
+        first = results[next(iter(variants))]["groups"]
+        for g, cell in first.items():
+            vals = [results[v]["groups"][g] for v in variants]
+            lines.append(f"| {g} | {cell['photos']} | " + " | ".join(
+                f"{x['age_mae']:.2f} | {x['gender']:.1f} | {x['race']:.1f}" for x in vals)
+                + " |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines) + "\n")
