@@ -337,3 +337,11 @@ def test_every_acknowledged_face_survives_kill_9(tmp_path: Path) -> None:
     assert not list(folder.glob("index.faiss.tmp-*"))
     saved = faiss.read_index(str(folder / "index.faiss"))
     assert sorted(index_ids(saved).tolist()) == known
+
+
+def test_sqlite_holds_512_d_embeddings_without_wasting_pages(tmp_path: Path) -> None:
+    vectors = unit(np.random.default_rng(5).normal(size=(3000, 512)))
+    with FaceGallery.create(tmp_path / "g", 512, FP, 0.5) as g:
+        g.add_many(["someone"] * len(vectors), vectors)
+    size = (tmp_path / "g" / "gallery.sqlite").stat().st_size
+    assert size < 1.25 * vectors.nbytes  # 4 KiB pages would hold one 2 KiB row each
