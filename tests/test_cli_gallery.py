@@ -135,6 +135,15 @@ def test_errors_are_one_line_and_exit_2(gallery: Path, shared_data: Path, capsys
     assert err.startswith("facefuse: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("value, message", [
+    ("-1", "expected 'largest' or a face number: must be at least 0, got -1"),
+    ("big", "expected 'largest' or a face number: expected a whole number, got 'big'")])
+def test_a_bad_face_choice_is_a_usage_error(value: str, message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["gallery", "add", "g", "Ada", "a.jpg", "--face", value])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_an_empty_gallery_cannot_be_searched(tmp_path: Path, shared_data: Path,
                                              capsys) -> None:
     assert main(["gallery", "create", str(tmp_path / "g")]) == 0

@@ -7,28 +7,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facefuse.cli_options import add_analyzer_options, build_analyzer, examples
 from facefuse.cli_outputs import Written
-from facefuse.cli_values import SETUP_ERRORS, positive_int, report
+from facefuse.cli_values import SETUP_ERRORS, face_choice, positive_int, report
 
-
-def face_choice(text: str) -> str | int:
-    """``largest`` or a face number (0 or more), for ``--face``."""
-    if text == "largest":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'largest' or a face number, got "
-                                         f"{text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a face number is 0 or more, got {value}")
-    return value
-
-
-def _print(doc: dict) -> None:
-    print(json.dumps(doc))
+if TYPE_CHECKING:  # the gallery modules load with the command that uses them
+    from facefuse.gallery import FaceGallery
+    from facefuse.gallery.enrol import Candidate
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -39,7 +26,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         space = embedding_space(build_analyzer(args, ["embedding"], None), args.model)
         threshold = space.threshold if args.threshold is None else args.threshold
         with FaceGallery.create(args.gallery, space.dim, space.fingerprint, threshold) as g:
-            _print({"gallery": str(args.gallery), **g.info().to_dict()})
+            print(json.dumps({"gallery": str(args.gallery), **g.info().to_dict()}))
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
@@ -49,7 +36,6 @@ def cmd_create(args: argparse.Namespace) -> int:
 def _photos(args: argparse.Namespace) -> list[tuple[str, Path]]:
     """(subject, photo) pairs to enrol: SUBJECT PHOTO... or a folder of people."""
     from facefuse.gallery.records import check_name
-    from facefuse.inference.analyzer import VIDEO_SUFFIXES, expand_inputs
     from facefuse.inference.gallery import people_photos
 
     if args.from_folder:
@@ -60,11 +46,17 @@ def _photos(args: argparse.Namespace) -> list[tuple[str, Path]]:
     if len(args.items) < 2:
         raise ValueError("give SUBJECT and one or more photos (or --from-folder PEOPLE)")
     subject = check_name(args.items[0])
-    photos = [p for p in expand_inputs(args.items[1:])
-              if p.suffix.lower() not in VIDEO_SUFFIXES]
+    return [(subject, p) for p in _photo_inputs(args.items[1:], "add")]
+
+
+def _photo_inputs(inputs: list[str], command: str) -> list[Path]:
+    """The photos among ``inputs`` (files, folders, globs), none of them a video."""
+    from facefuse.inference.analyzer import VIDEO_SUFFIXES, expand_inputs
+
+    photos = [p for p in expand_inputs(inputs) if p.suffix.lower() not in VIDEO_SUFFIXES]
     if not photos:
-        raise ValueError("no photo among the inputs (gallery add takes photos)")
-    return [(subject, p) for p in photos]
+        raise ValueError(f"no photo among the inputs (gallery {command} takes photos)")
+    return photos
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -106,14 +98,14 @@ def cmd_add(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _enrol(gallery, chosen: list, written: Written) -> None:
+def _enrol(gallery: FaceGallery, chosen: list[Candidate], written: Written) -> None:
     """Add the chosen faces in one transaction and print a JSON line for each."""
     ids = gallery.add_many([c.subject for c in chosen],
                            [c.face.predictions["embedding"] for c in chosen],
                            [str(c.photo) for c in chosen], [c.face.box for c in chosen])
     for face_id, c in zip(ids, chosen, strict=True):
-        _print({"face_id": face_id, "subject": c.subject, "source": str(c.photo),
-                "face": c.face.index, "box": [round(v, 1) for v in c.face.box]})
+        print(json.dumps({"face_id": face_id, "subject": c.subject, "source": str(c.photo),
+                          "face": c.face.index, "box": [round(v, 1) for v in c.face.box]}))
         written.add()
 
 
@@ -130,10 +122,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
                 raise ValueError(f"no subject {unknown[0]!r} in the gallery")
             for face_id in dict.fromkeys(args.face or ()):
                 g.remove_face(face_id)
-                _print({"removed": "face", "face_id": face_id})
+                print(json.dumps({"removed": "face", "face_id": face_id}))
             for name in dict.fromkeys(args.subject or ()):
-                _print({"removed": "subject", "subject": name,
-                        "faces": g.remove_subject(name)})
+                print(json.dumps({"removed": "subject", "subject": name,
+                                  "faces": g.remove_subject(name)}))
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
@@ -153,7 +145,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         for row in rows:
-            _print(row)
+            print(json.dumps(row))
         return 0
     print(f"{args.gallery}: {info.subjects} subject(s), {info.faces} face(s); {info.dim}-d "
           f"embeddings of {info.fingerprint}, threshold {info.threshold:.4f}, made "
@@ -177,13 +169,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from facefuse.cli_analyze import crop_hint
     from facefuse.gallery import FaceGallery
     from facefuse.gallery.embedding_space import embedding_fingerprint
-    from facefuse.inference.analyzer import VIDEO_SUFFIXES, expand_inputs
 
     try:
-        queries = [p for p in expand_inputs(args.queries)
-                   if p.suffix.lower() not in VIDEO_SUFFIXES]
-        if not queries:
-            raise ValueError("no photo among the inputs (gallery search takes photos)")
+        queries = _photo_inputs(args.queries, "search")
         analyzer = build_analyzer(args, ["embedding"], None)
         gallery = FaceGallery.open(args.gallery, embedding_fingerprint(analyzer, args.model),
                                    readonly=True)
@@ -203,17 +191,18 @@ def cmd_search(args: argparse.Namespace) -> int:
             if result.error or not result.faces:
                 failures += bool(result.error)
                 note = result.error or f"no face found{crop_hint(analyzer)}"
-                _print({"query": result.source, "face": None, "match": None, "note": note})
+                print(json.dumps({"query": result.source, "face": None, "match": None,
+                                  "note": note}))
                 written.add()
                 continue
             found = gallery.search(np.stack([f.predictions["embedding"]
                                              for f in result.faces]), args.top)
             for face, hits in zip(result.faces, found, strict=True):
                 best = hits[0]
-                _print({"query": result.source, "face": face.index,
-                        "box": [round(v, 1) for v in face.box],
-                        "match": best.subject if best.match else None,
-                        "top": [h.to_dict() for h in hits]})
+                print(json.dumps({"query": result.source, "face": face.index,
+                                  "box": [round(v, 1) for v in face.box],
+                                  "match": best.subject if best.match else None,
+                                  "top": [h.to_dict() for h in hits]}))
                 written.add()
     if not args.quiet:
         print(f"{len(queries)} query image(s), {written.count} answer(s), {failures} failed",

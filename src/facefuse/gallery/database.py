@@ -123,9 +123,11 @@ class GalleryDatabase:
         return cls(_connect(path, readonly), path)
 
     def close(self) -> None:
+        """Close the connection (a WAL checkpoint when it is the last)."""
         self.conn.close()
 
     def info(self) -> GalleryInfo:
+        """Settings and counts."""
         subjects = self.conn.execute("SELECT count(*) FROM subjects").fetchone()[0]
         faces = self.conn.execute("SELECT count(*) FROM faces").fetchone()[0]
         return GalleryInfo(self.dim, self.fingerprint, self.threshold, self.created,
@@ -153,6 +155,7 @@ class GalleryDatabase:
         return ids
 
     def delete_face(self, face_id: int) -> None:
+        """Remove one face (:class:`UnknownFace` if none)."""
         with _transaction(self.conn):
             if self.conn.execute("DELETE FROM faces WHERE id = ?", (face_id,)).rowcount == 0:
                 raise UnknownFace(f"no face {face_id} in the gallery")
@@ -216,12 +219,14 @@ class GalleryDatabase:
         return found
 
     def subjects(self) -> list[Subject]:
+        """Every subject by name, with their number of faces."""
         rows = self.conn.execute(
             "SELECT s.name, count(f.id), s.created FROM subjects s LEFT JOIN faces f "
             "ON f.subject_id = s.id GROUP BY s.id ORDER BY s.name").fetchall()
         return [Subject(name, int(n), created) for name, n, created in rows]
 
     def faces(self, subject: str | None = None) -> list[Face]:
+        """Every face, or one subject's, by id."""
         query = f"SELECT {FACE_COLUMNS} FROM faces f JOIN subjects s ON s.id = f.subject_id"
         if subject is None:
             rows = self.conn.execute(f"{query} ORDER BY f.id").fetchall()
@@ -231,6 +236,7 @@ class GalleryDatabase:
         return [_face(r) for r in rows]
 
     def face(self, face_id: int) -> Face:
+        """One face (:class:`UnknownFace` if none)."""
         row = self.conn.execute(f"SELECT {FACE_COLUMNS} FROM faces f JOIN subjects s "
                                 f"ON s.id = f.subject_id WHERE f.id = ?",
                                 (face_id,)).fetchone()

@@ -113,8 +113,7 @@ class FaceGallery:
     @classmethod
     def _start(cls, folder: Path, stack: ExitStack, readonly: bool, autosave: bool,
                database: Callable[[], GalleryDatabase]) -> FaceGallery:
-        """The gallery over ``database()``, its lock held by ``stack``; on any failure the
-        database is closed and the lock released."""
+        """The gallery over ``database()``, its lock in ``stack``; all closed on failure."""
         try:
             db = database()
             try:
@@ -127,8 +126,7 @@ class FaceGallery:
             raise
 
     def close(self) -> None:
-        """Save the index if it has unsaved changes, close SQLite, release the lock.
-        Calling it again does nothing."""
+        """Save unsaved index changes, close SQLite, release the lock (again: nothing)."""
         with self._lock:
             if self._closed:
                 return
@@ -149,14 +147,17 @@ class FaceGallery:
     # -- settings and listings -------------------------------------------------------------
     @property
     def dim(self) -> int:
+        """The embeddings' width."""
         return self._db.dim
 
     @property
     def fingerprint(self) -> str:
+        """What made the embeddings (:mod:`facefuse.gallery.embedding_space`)."""
         return self._db.fingerprint
 
     @property
     def threshold(self) -> float:
+        """A search's ``match``: a score at or above this cosine."""
         return self._db.threshold
 
     def info(self) -> GalleryInfo:
@@ -293,7 +294,6 @@ def _write_lock(folder: Path) -> ExitStack:
     try:
         stack.enter_context(exclusive_lock(folder / LOCK, wait=False))
     except LockHeld:
-        raise GalleryBusy(f"gallery {folder} is open for writing elsewhere (another "
-                          f"`facefuse gallery` command, a service, or another object in "
-                          f"this process)") from None
+        raise GalleryBusy(f"gallery {folder} is open for writing elsewhere (another gallery "
+                          f"command, a service, another object in this process)") from None
     return stack

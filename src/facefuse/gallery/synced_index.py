@@ -90,10 +90,12 @@ class SyncedIndex:
         self.changed()
 
     def add(self, vectors: np.ndarray, ids: list[int]) -> None:
+        """Add faces SQLite has just committed (load the index before committing them)."""
         self.ready().add_with_ids(vectors, np.asarray(ids, np.int64))
         self.changed()
 
     def remove(self, ids: list[int]) -> None:
+        """Drop faces SQLite has just deleted."""
         if ids:
             self.ready().remove_ids(np.asarray(ids, np.int64))
             self.changed()
