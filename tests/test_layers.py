@@ -24,6 +24,8 @@ FORBIDDEN = {
                   "facefuse.features", "facefuse.evaluation", "facefuse.cli"),
     "models": ("facefuse.train", "facefuse.experiments", "facefuse.inference",
                "facefuse.cli"),
+    "gallery": ("facefuse.train", "facefuse.experiments", "facefuse.models",
+                "facefuse.features", "facefuse.evaluation", "facefuse.cli"),
 }
 #: the packages of the training extra, which the core must run without
 TRAINING_PACKAGES = ("torch", "torchvision", "timm", "sklearn", "matplotlib", "onnx")
@@ -90,10 +92,10 @@ CORE_RUN = textwrap.dedent("""
                 raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
 
     sys.meta_path.insert(0, Blocker())
-    import facefuse.inference, facefuse.runtime
+    import facefuse.gallery, facefuse.inference, facefuse.runtime
     names = ["facefuse", "facefuse.cli", "facefuse.cli_analyze", "facefuse.cli_video",
              "facefuse.tasks", "facefuse.weights", "facefuse.inference.landmark_refiner"]
-    for package in (facefuse.inference, facefuse.runtime):
+    for package in (facefuse.inference, facefuse.runtime, facefuse.gallery):
         names += [m.name for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
                   if m.name not in SKIP]
     for name in names:

@@ -17,7 +17,11 @@ from facefuse import __version__
 from facefuse.cli_options import examples
 from facefuse.cli_outputs import make_folder
 from facefuse.cli_values import positive_float, positive_int
-from facefuse.extras import missing_extra_message, require_training_extra
+from facefuse.extras import (
+    missing_extra_message,
+    require_gallery_extra,
+    require_training_extra,
+)
 
 DEFAULT_DATA_ROOTS = (Path("../shared/data"), Path("shared/data"))
 
@@ -301,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.set_defaults(needs_training=True, func=cmd_export_onnx)
 
     from facefuse.cli_analyze import add_analyze_parsers
+    from facefuse.cli_gallery import add_gallery_parser
     from facefuse.cli_landmarks import add_landmarks_parser
     from facefuse.cli_model import add_model_parser
     from facefuse.cli_video import add_video_parser
@@ -309,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_landmarks_parser(sub)
     add_video_parser(sub)
     add_model_parser(sub)
+    add_gallery_parser(sub)
     return parser
 
 
@@ -318,10 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = [logging.ERROR, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("facefuse").setLevel(level)
-    command = f"facefuse {args.command}"
+    command = " ".join(["facefuse", args.command, *([args.gallery_command]
+                                                    if args.command == "gallery" else [])])
     try:
         if getattr(args, "needs_training", False):
             require_training_extra(command)
+        if getattr(args, "needs_gallery", False):
+            require_gallery_extra(command)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
         return code

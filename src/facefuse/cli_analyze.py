@@ -147,7 +147,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 CROP_HINT = " (for photos that are already face crops, use --detector full_frame)"
 
 
-def _crop_hint(analyzer) -> str:
+def crop_hint(analyzer) -> str:
     """The hint for pre-cropped photos, after "no face found", where a detector looked."""
     from facefuse.inference.detection import FullFrameDetector
 
@@ -157,7 +157,7 @@ def _crop_hint(analyzer) -> str:
 def _largest_face(analyzer, path: str):
     face = analyzer.analyze(path).largest_face()
     if face is None:
-        raise ValueError(f"{path}: no face found{_crop_hint(analyzer)}")
+        raise ValueError(f"{path}: no face found{crop_hint(analyzer)}")
     return face
 
 
@@ -239,11 +239,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             gallery = Gallery.from_folder(analyzer, args.gallery, args.batch_images,
                                           on_photo=lambda: bar.update(1))
     except SETUP_ERRORS as exc:
-        hint = _crop_hint(analyzer) if "no face found" in str(exc) else ""
+        hint = crop_hint(analyzer) if "no face found" in str(exc) else ""
         print(f"facefuse: {exc.args[0] if exc.args else exc}{hint}", file=sys.stderr)
         return 2
     for note in gallery.notes:
-        hint = _crop_hint(analyzer) if "no face found" in note else ""
+        hint = crop_hint(analyzer) if "no face found" in note else ""
         print(f"facefuse: gallery: {note}{hint}", file=sys.stderr)
     threshold = args.threshold if args.threshold is not None \
         else analyzer.verification_threshold
@@ -259,7 +259,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"facefuse: {result.error}", file=sys.stderr)
         if result.error or not result.faces:
             print(json.dumps({"query": query, "match": None,
-                              "note": result.error or f"no face found{_crop_hint(analyzer)}"}))
+                              "note": result.error or f"no face found{crop_hint(analyzer)}"}))
             written.add()
             continue
         faces += len(result.faces)

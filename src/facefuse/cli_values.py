@@ -38,6 +38,17 @@ def non_negative_int(text: str) -> int:
     return _whole(text, 0)
 
 
+def face_choice(text: str) -> str | int:
+    """``largest`` or a face number (0 or more), for ``--face``."""
+    if text == "largest":
+        return text
+    try:
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"expected 'largest' or a face number: {exc}") \
+            from None
+
+
 def _number(text: str) -> float:
     try:
         value = float(text)

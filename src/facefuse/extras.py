@@ -2,8 +2,10 @@
 
 ``pip install facefuse`` (the core) runs every inference command on numpy, OpenCV, ONNX
 Runtime and Pillow. ``pip install 'facefuse[train]'`` adds what training, experiments,
-export and import need. Code that needs the extra imports it where it is used; the command
-line turns a missing module of the extra into one line (:func:`missing_extra_message`).
+export and import need; ``pip install 'facefuse[gallery]'`` adds faiss-cpu for the
+persistent face gallery (:mod:`facefuse.gallery`). Code that needs an extra imports it where
+it is used; the command line turns a missing module of an extra into one line
+(:func:`missing_extra_message`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import importlib.util
 #: import names of the training extra's packages
 TRAINING_MODULES = ("torch", "torchvision", "timm", "sklearn", "matplotlib", "onnx")
 INSTALL_TRAINING = "pip install 'facefuse[train]'"
+#: import names of the gallery extra's packages
+GALLERY_MODULES = ("faiss",)
+INSTALL_GALLERY = "pip install 'facefuse[gallery]'"
 
 
 class MissingExtra(ImportError):
@@ -45,13 +50,28 @@ def require_training_extra(what: str) -> None:
                            f"missing): {INSTALL_TRAINING}")
 
 
+def require_gallery_extra(what: str) -> None:
+    """Raise :class:`MissingExtra` naming ``what`` when faiss (the gallery extra) is missing.
+
+    Raises:
+        MissingExtra: ``"<what> needs the gallery extra (faiss is not installed): pip
+            install 'facefuse[gallery]'"``.
+    """
+    if not installed("faiss"):
+        raise MissingExtra(f"{what} needs the gallery extra (faiss is not installed): "
+                           f"{INSTALL_GALLERY}")
+
+
 def missing_extra_message(exc: BaseException, what: str) -> str | None:
-    """The one line to show for ``exc`` when it is a missing module of the training extra
-    (or a :class:`MissingExtra`), else None."""
+    """The one line to show for ``exc`` when it is a missing module of the training or the
+    gallery extra (or a :class:`MissingExtra`), else None."""
     if isinstance(exc, MissingExtra):
         return str(exc)
-    if isinstance(exc, ModuleNotFoundError) and exc.name \
-            and exc.name.split(".")[0] in TRAINING_MODULES:
-        return f"{what} needs the training extra ({exc.name} is not installed): " \
-               f"{INSTALL_TRAINING}"
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    top = exc.name.split(".")[0]
+    for modules, extra, install in ((TRAINING_MODULES, "training", INSTALL_TRAINING),
+                                    (GALLERY_MODULES, "gallery", INSTALL_GALLERY)):
+        if top in modules:
+            return f"{what} needs the {extra} extra ({exc.name} is not installed): {install}"
     return None

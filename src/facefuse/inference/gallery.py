@@ -16,6 +16,28 @@ from facefuse.inference.analyzer import FaceAnalyzer
 LAYOUT = "expected <identity>/ subfolders of photos or <identity>.jpg files"
 
 
+def people_photos(folder: str | Path, what: str = "gallery") -> dict[str, list[Path]]:
+    """The photos of each person in a folder of people: ``folder/<name>/*`` (photos only,
+    sorted) or ``folder/<name>.jpg``, by name (``what`` names the folder in errors).
+
+    Raises:
+        FileNotFoundError: ``folder`` is not a folder.
+        ValueError: it holds no photo.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} {folder} is not a folder ({LAYOUT})")
+    people: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            people[p.name] = sorted(q for q in p.iterdir() if is_image_name(q))
+        elif is_image_name(p):
+            people.setdefault(p.stem, []).append(p)
+    if not any(people.values()):
+        raise ValueError(f"no photos in the {what} {folder} ({LAYOUT})")
+    return people
+
+
 @dataclass(frozen=True)
 class Match:
     """One person of the gallery and their cosine similarity to a face."""
@@ -46,17 +68,7 @@ class Gallery:
             FileNotFoundError: ``folder`` is not a folder.
             ValueError: it holds no photo, or no face is found in any.
         """
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"gallery {folder} is not a folder ({LAYOUT})")
-        people: dict[str, list[Path]] = {}
-        for p in sorted(folder.iterdir()):
-            if p.is_dir():
-                people[p.name] = sorted(q for q in p.iterdir() if is_image_name(q))
-            elif is_image_name(p):
-                people.setdefault(p.stem, []).append(p)
-        if not any(people.values()):
-            raise ValueError(f"no photos in the gallery {folder} ({LAYOUT})")
+        people = people_photos(folder)
         owners = [name for name, files in people.items() for _ in files]
         photos = [f for files in people.values() for f in files]
         vectors: dict[str, list[np.ndarray]] = {name: [] for name in people}

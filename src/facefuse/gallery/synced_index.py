@@ -1,0 +1,125 @@
+"""A gallery's faiss index in memory, kept in step with its SQLite file, and saved to
+``index.faiss``.
+
+On first use the index file is read and compared with SQLite: faces removed since it was
+saved are dropped from it, faces added since are added from SQLite's embeddings, and a few
+stored vectors are compared with SQLite's; a missing, unreadable or wrong file (another
+kind, width or metric, repeated ids, a vector that differs) is rebuilt from SQLite whole.
+Face ids are never reused and embeddings never change, so an id both sides hold always
+means the same vector.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facefuse.gallery.database import GalleryDatabase
+from facefuse.gallery.index import index_ids, new_index, read_index, write_index
+
+log = logging.getLogger(__name__)
+
+#: stored vectors compared with SQLite's on load, to catch a file that reads but lies
+SPOT_CHECKS = 32
+
+
+class SyncedIndex:
+    """The index of the gallery whose SQLite side is ``db`` and index file ``path``.
+
+    Args:
+        writable: False keeps every change in memory (a read-only gallery).
+        autosave: save the file after every change (else at :meth:`save`).
+
+    Not thread-safe by itself: its owner holds a lock around every call.
+    """
+
+    def __init__(self, db: GalleryDatabase, path: Path, writable: bool, autosave: bool
+                 ) -> None:
+        self.db, self.path, self.writable, self.autosave = db, path, writable, autosave
+        self.dirty = False
+        self._index: Any = None
+
+    def ready(self) -> Any:
+        """The faiss index, loaded (or rebuilt) on first use."""
+        if self._index is not None:
+            return self._index
+        index, problem = read_index(self.path, self.db.dim)
+        if index is None:
+            log.info("%s; rebuilding it from %s", problem, self.db.path.name)
+            self.rebuild()
+        else:
+            self._index = index
+            if not self._catch_up():
+                log.warning("%s does not hold the stored embeddings; rebuilding it from %s",
+                            self.path, self.db.path.name)
+                self.rebuild()
+        return self._index
+
+    def _catch_up(self) -> bool:
+        """Drop the faces removed since the file was saved and add those added since; False
+        (nothing changed) when a stored vector differs from SQLite's."""
+        stored, known = index_ids(self._index), self.db.ids()
+        kept = np.intersect1d(stored, known)
+        step = max(1, len(kept) // SPOT_CHECKS)
+        checked = kept[::step][:SPOT_CHECKS].tolist() + kept[-1:].tolist()
+        for ids, matrix in self.db.vectors(checked):
+            for face_id, vector in zip(ids.tolist(), matrix, strict=True):
+                if not np.array_equal(self._index.reconstruct(face_id), vector):
+                    return False
+        gone = np.setdiff1d(stored, known)
+        if len(gone):
+            self._index.remove_ids(gone)
+        new = np.setdiff1d(known, stored)
+        for ids, matrix in self.db.vectors(new.tolist()):
+            self._index.add_with_ids(matrix, ids)
+        if len(gone) or len(new):
+            log.info("%s brought up to date: %d face(s) dropped, %d added", self.path.name,
+                     len(gone), len(new))
+            self.changed()
+        return True
+
+    def rebuild(self) -> None:
+        """A new index of every embedding SQLite holds."""
+        index = new_index(self.db.dim)
+        for ids, matrix in self.db.vectors():
+            index.add_with_ids(matrix, ids)
+        self._index = index
+        self.changed()
+
+    def add(self, vectors: np.ndarray, ids: list[int]) -> None:
+        """Add faces SQLite has just committed (load the index before committing them)."""
+        self.ready().add_with_ids(vectors, np.asarray(ids, np.int64))
+        self.changed()
+
+    def remove(self, ids: list[int]) -> None:
+        """Drop faces SQLite has just deleted."""
+        if ids:
+            self.ready().remove_ids(np.asarray(ids, np.int64))
+            self.changed()
+
+    def changed(self) -> None:
+        """Note a change; save it now with ``autosave``."""
+        self.dirty = self.writable
+        if self.autosave:
+            self.save()
+
+    def save(self) -> None:
+        """Write the file (atomically) if there are unsaved changes. A failure to write is
+        logged, not raised: SQLite holds every face, and a later save or the next open
+        brings the file up to date."""
+        if not self.dirty or self._index is None:
+            return
+        try:
+            write_index(self._index, self.path)
+        except OSError as exc:
+            log.error("could not save %s (%s); it is brought up to date from %s later",
+                      self.path, exc.strerror or exc, self.db.path.name)
+            return
+        self.dirty = False
+
+    def drop(self) -> None:
+        """Forget the index (the gallery is closed)."""
+        self._index = None
