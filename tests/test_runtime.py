@@ -89,3 +89,18 @@ def test_unflip_mirrors_landmarks_and_keeps_the_rest() -> None:
     np.testing.assert_allclose(twice, pts)
     other = np.ones((2, 5))
     assert unflip_output("race", other) is other
+
+
+def test_blas_threads_are_limited_and_bad_values_refused() -> None:
+    from threadpoolctl import threadpool_info
+
+    from facefuse.runtime.threads import limit_blas_threads
+
+    limit_blas_threads(1)
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="blas_threads"):
+            limit_blas_threads(bad)
+    limit_blas_threads(None)  # leaves them as they are
+    assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")

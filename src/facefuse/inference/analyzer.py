@@ -34,6 +34,7 @@ from facefuse.inference.identity_heads import IdentityHeads
 from facefuse.inference.landmark_refiner import LandmarkRefiner
 from facefuse.inference.rows import ROW_COLUMNS, face_row
 from facefuse.runtime.graph import check_device_name
+from facefuse.runtime.threads import limit_blas_threads
 from facefuse.tasks import five_points_from_68
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,9 @@ class FaceAnalyzer:
             square one whose face fills it is taken whole as the face, with the detector's
             five points (``found_by`` ``"face_crop"``), or, where no face is found, without
             them (``"whole_image"``); see :meth:`detect`. 0 turns this off.
+        blas_threads: threads for numpy's BLAS in this process (default 1: its threads
+            otherwise contend with ONNX Runtime's and a photo takes about 1.8x as long on
+            a 2-core CPU; :mod:`facefuse.runtime.threads`); None leaves them as they are.
     """
 
     def __init__(self, tasks: Sequence[str] | None = None,
@@ -222,8 +226,10 @@ class FaceAnalyzer:
                  backend: str = "auto",
                  identity: str | Path | FusedIdentity | None = "auto",
                  identity_heads: str | Path | IdentityHeads | None = "auto",
-                 small_image_side: int = SMALL_IMAGE_SIDE) -> None:
+                 small_image_side: int = SMALL_IMAGE_SIDE,
+                 blas_threads: int | None = 1) -> None:
         check_device_name(device)
+        limit_blas_threads(blas_threads)
         for name, value, least in (("min_face", min_face, 0), ("batch_size", batch_size, 1),
                                    ("max_pixels", max_pixels, 1),
                                    ("small_image_side", small_image_side, 0)):

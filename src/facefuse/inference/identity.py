@@ -27,6 +27,7 @@ import numpy as np
 
 from facefuse.identity_format import FUSION_FORMAT, NetworkSpec, read_described_json
 from facefuse.inference.alignment import similarity_transform
+from facefuse.runtime.graph import quiet_threads
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class IdentityNetwork:
         # int8 weights (DequantizeLinear of constants) are then folded into float32 once,
         # at load, instead of being dequantised on every run (SFace: 76 -> 41 ms a face)
         options.add_session_config_entry("session.disable_quant_qdq", "1")
+        quiet_threads(options)
         graph = self.path.parent / self.spec.graph
         self._session = ort.InferenceSession(str(graph), options,
                                              providers=["CPUExecutionProvider"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +63,14 @@ def providers_for(device: str) -> list:
     return [(CUDA_PROVIDER, {"device_id": index}), "CPUExecutionProvider"]
 
 
+def quiet_threads(options: Any) -> None:
+    """Session ``options`` whose idle intra-op threads sleep instead of spinning: the
+    analyzer runs several sessions in turn (the model, both identity networks) beside
+    OpenCV's detector, and threads left spinning by one session take the cores from the
+    next."""
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+
 class OnnxGraph:
     """An ONNX model (a file path or its bytes) in an ONNX Runtime session.
 
@@ -86,6 +95,7 @@ class OnnxGraph:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = int(threads)
+        quiet_threads(options)
         providers = providers_for(device)
         try:
             self.session = ort.InferenceSession(model, options, providers=providers)

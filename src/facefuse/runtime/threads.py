@@ -1,0 +1,42 @@
+"""How many threads numpy's BLAS may use while faces are analyzed.
+
+The analyzer's numpy work is small matrices (the landmark refiner's linear stages, the
+identity heads, alignment); ONNX Runtime and OpenCV run the networks on their own thread
+pools. numpy's OpenBLAS, left at one thread per core, spins its threads between those small
+calls and takes the cores from the networks: on the 2-core development CPU one photo took
+139 ms with it and 77 ms with BLAS at one thread (``benchmarks/compare_peers.py
+--speed-only``'s stages; ``docs/MODEL_CARD.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+_applied: int | None = None
+
+
+def limit_blas_threads(threads: int | None) -> None:
+    """Limit the BLAS libraries loaded in this process (numpy's OpenBLAS) to ``threads``
+    threads, process-wide and once (None: leave them as they are). Uses threadpoolctl; a
+    missing threadpoolctl is logged and left alone.
+
+    Raises:
+        ValueError: ``threads`` is not a positive whole number.
+    """
+    global _applied
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"blas_threads must be a positive whole number or None, got "
+                         f"{threads!r}")
+    if _applied == threads:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.info("threadpoolctl is not installed: numpy's BLAS threads left as they are")
+        return
+    threadpool_limits(limits=threads, user_api="blas")
+    _applied = threads
