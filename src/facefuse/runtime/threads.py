@@ -14,29 +14,23 @@ import logging
 
 log = logging.getLogger(__name__)
 
-_applied: int | None = None
-
 
 def limit_blas_threads(threads: int | None) -> None:
-    """Limit the BLAS libraries loaded in this process (numpy's OpenBLAS) to ``threads``
-    threads, process-wide and once (None: leave them as they are). Uses threadpoolctl; a
-    missing threadpoolctl is logged and left alone.
+    """Limit the BLAS libraries loaded in this process now (numpy's OpenBLAS, and any other
+    loaded by then) to ``threads`` threads, process-wide (None: leave them as they are). Uses
+    threadpoolctl; a missing threadpoolctl is logged and left alone.
 
     Raises:
         ValueError: ``threads`` is not a positive whole number.
     """
-    global _applied
     if threads is None:
         return
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"blas_threads must be a positive whole number or None, got "
                          f"{threads!r}")
-    if _applied == threads:
-        return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
         log.info("threadpoolctl is not installed: numpy's BLAS threads left as they are")
         return
     threadpool_limits(limits=threads, user_api="blas")
-    _applied = threads
