@@ -22,12 +22,17 @@ class _RecordingIdentity(FusedIdentity):
         super().__init__(base.networks, base.parts, base.threshold, base.flip)
         self.recorded: list[list[np.ndarray]] = []
 
-    def embed(self, images, points):  # type: ignore[override]
+    def describe(self, images, points):  # type: ignore[override]
+        """What the analyzer calls: the fused embeddings (of each face and its mirror image
+        averaged), no pooled blocks; every network's two views recorded."""
         views = [net.descriptor_views([net.align(im, p) for im, p in zip(images, points,
                                                                           strict=True)])
                  for net in self.networks]
         self.recorded.append(views)
-        return self.fuse([v.mean(0) for v in views])
+        return self.fuse([v.mean(0) for v in views]), {}
+
+    def embed(self, images, points):  # type: ignore[override]
+        return self.describe(images, points)[0]
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ def describe_largest_faces(paths: Sequence[str | Path], networks: Sequence[Ident
 
     recorder = _RecordingIdentity(networks)
     analyzer = FaceAnalyzer(tasks=["embedding"], identity=recorder, landmark_refiner=None,
-                            **analyzer_options)  # type: ignore[arg-type]
+                            identity_heads=None, **analyzer_options)  # type: ignore[arg-type]
     n = len(paths)
     dims = [net.spec.dim for net in networks]
     plain = [np.full((n, d), np.nan, np.float32) for d in dims]
