@@ -1,0 +1,374 @@
+"""``facefuse serve``: the REST service through FastAPI's TestClient on real LFW photos (read
+in place from the shared data, never copied into the repository), its bad requests, eight
+concurrent clients, a gallery enrolled and searched, metrics, the API key, the model
+thread's micro-batching on its own, and the real server started by the command line."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+pytest.importorskip("faiss")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from facefuse.cli import main  # noqa: E402
+from facefuse.service.batcher import MicroBatcher  # noqa: E402
+
+BUSH, POWELL, BLAIR = "George_W_Bush", "Colin_Powell", "Tony_Blair"
+
+
+def photo(shared_data: Path, name: str, n: int = 1) -> Path:
+    return shared_data / "lfw" / "lfw" / name / f"{name}_{n:04d}.jpg"
+
+
+def upload(path: Path, field: str = "files") -> tuple[str, tuple[str, bytes, str]]:
+    return field, (path.name, path.read_bytes(), "image/jpeg")
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    """One analyzer for every app of this module (used by one app's model thread at a
+    time: the apps' requests never overlap)."""
+    from facefuse.inference.analyzer import FaceAnalyzer
+
+    return FaceAnalyzer()
+
+
+def make_client(analyzer, **settings) -> TestClient:
+    from facefuse.service.app import create_app
+    from facefuse.service.core import Service, ServiceSettings
+
+    return TestClient(create_app(Service(analyzer, ServiceSettings(**settings))))
+
+
+@pytest.fixture(scope="module")
+def client(analyzer, tmp_path_factory):
+    with make_client(analyzer, gallery_root=tmp_path_factory.mktemp("galleries")) as c:
+        yield c
+
+
+def error_of(response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error", "code"} and body["error"], body
+    return response.status_code, body["code"]
+
+
+# -- analyze and verify ----------------------------------------------------------------------
+def test_analyze_gives_the_json_of_facefuse_analyze(client, shared_data: Path,
+                                                    capsys) -> None:
+    path = photo(shared_data, BUSH)
+    response = client.post("/v1/analyze", files=[upload(path)])
+    assert response.status_code == 200, response.text
+    (served,) = response.json()["results"]
+    assert main(["analyze", "--quiet", str(path)]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert served["source"] == path.name and cli["source"] == str(path)
+    assert len(served["faces"]) == len(cli["faces"]) == 1
+    a, b = served["faces"][0], cli["faces"][0]
+    assert a.keys() == b.keys() and {"age", "gender", "embedding", "landmarks"} <= a.keys()
+    assert a["box"] == b["box"] and a["gender"]["label"] == b["gender"]["label"]
+    assert a["age"] == pytest.approx(b["age"], abs=1e-3)
+    assert np.asarray(a["embedding"]) @ np.asarray(b["embedding"]) > 0.999
+
+
+def test_analyze_several_photos_tasks_and_annotation(client, shared_data: Path) -> None:
+    from PIL import Image
+
+    paths = [photo(shared_data, BUSH), photo(shared_data, POWELL)]
+    response = client.post("/v1/analyze", params={"tasks": "age,gender", "annotate": "true"},
+                           files=[upload(p) for p in paths])
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["source"] for r in results] == [p.name for p in paths]
+    for r in results:
+        face = r["faces"][0]
+        assert set(face) == {"face", "box", "score", "found_by", "landmarks", "age", "gender"}
+        image = Image.open(io.BytesIO(base64.b64decode(r["annotated_png"])))
+        assert image.format == "PNG" and image.size == (r["width"], r["height"])
+
+
+def test_verify_tells_the_same_person_from_another(client, shared_data: Path) -> None:
+    same = client.post("/v1/verify", files=[upload(photo(shared_data, BUSH, 1), "a"),
+                                            upload(photo(shared_data, BUSH, 2), "b")]).json()
+    other = client.post("/v1/verify", files=[upload(photo(shared_data, BUSH, 1), "a"),
+                                             upload(photo(shared_data, POWELL, 1), "b")]).json()
+    assert same["same_person"] and not other["same_person"], (same, other)
+    assert same["similarity"] > same["threshold"] > other["similarity"]
+    assert same["faces_found"] == [1, 1] and same["threshold"] == pytest.approx(0.8135)
+
+
+# -- bad requests ------------------------------------------------------------------------------
+def test_bad_requests_get_json_errors_never_a_500(client, shared_data: Path) -> None:
+    jpg = photo(shared_data, BUSH)
+    cases = [
+        (client.post("/v1/analyze", files=[("files", ("notes.txt", b"hello", "text/plain"))]),
+         (415, "not_an_image")),
+        (client.post("/v1/analyze", files=[("files", ("empty.jpg", b"", "image/jpeg"))]),
+         (400, "bad_image")),
+        (client.post("/v1/analyze", files=[("files", ("cut.jpg", jpg.read_bytes()[:500],
+                                                      "image/jpeg"))]), (400, "bad_image")),
+        (client.post("/v1/analyze", params={"tasks": "age,nonsense"}, files=[upload(jpg)]),
+         (400, "unknown_task")),
+        (client.post("/v1/analyze"), (400, "bad_request")),
+        (client.post("/v1/analyze", params={"annotate": "maybe"}, files=[upload(jpg)]),
+         (400, "bad_request")),
+        (client.post("/v1/verify", files=[upload(jpg, "a")]), (400, "bad_request")),
+        (client.get("/v1/galleries/nobody/subjects"), (404, "unknown_gallery")),
+        (client.post("/v1/galleries", json={"name": "../escape"}), (400, "bad_request")),
+        (client.post("/v1/galleries", json={"name": "g", "threshold": 2}),
+         (400, "bad_request")),
+        (client.post("/v1/galleries", content=b"not json",
+                     headers={"content-type": "application/json"}), (400, "bad_request")),
+        (client.get("/v1/nothing-here"), (404, "not_found")),
+        (client.put("/v1/analyze"), (405, "method_not_allowed")),
+    ]
+    for response, expected in cases:
+        assert error_of(response) == expected, response.text
+    assert "/v1/analyze" in client.get("/openapi.json").json()["paths"]
+
+
+# -- concurrency -------------------------------------------------------------------------------
+def test_eight_concurrent_clients_all_get_their_own_results(client, shared_data: Path) -> None:
+    people = [BUSH, POWELL, BLAIR, BUSH, POWELL, BLAIR, BUSH, POWELL]
+    paths = [photo(shared_data, name, 1 + i // 3) for i, name in enumerate(people)]
+    alone = {p: client.post("/v1/analyze", files=[upload(p)]).json()["results"][0]
+             for p in dict.fromkeys(paths)}
+    start = threading.Barrier(len(paths))
+
+    def post(path: Path):
+        start.wait()
+        return client.post("/v1/analyze", files=[upload(path)])
+
+    with ThreadPoolExecutor(len(paths)) as pool:
+        responses = list(pool.map(post, paths))
+    assert [r.status_code for r in responses] == [200] * len(paths), \
+        [r.text for r in responses if r.status_code != 200]
+    for path, response in zip(paths, responses, strict=True):
+        (got,) = response.json()["results"]
+        want = alone[path]
+        assert got["source"] == path.name and len(got["faces"]) == len(want["faces"]) == 1
+        assert got["faces"][0]["box"] == want["faces"][0]["box"]
+        assert np.asarray(got["faces"][0]["embedding"]) @ np.asarray(
+            want["faces"][0]["embedding"]) > 0.999
+
+
+# -- galleries ---------------------------------------------------------------------------------
+def test_gallery_enrol_list_search_and_remove(client, shared_data: Path) -> None:
+    made = client.post("/v1/galleries", json={"name": "people"})
+    assert made.status_code == 201, made.text
+    assert made.json()["faces"] == 0 and made.json()["dim"] == 256
+    assert error_of(client.post("/v1/galleries", json={"name": "people"})) == \
+        (409, "gallery_exists")
+    ids = {}
+    for name in (BUSH, POWELL, BLAIR):
+        for n in (1, 2):
+            r = client.post(f"/v1/galleries/people/subjects/{name}/faces",
+                            files=[upload(photo(shared_data, name, n), "file")])
+            assert r.status_code == 201, r.text
+            ids.setdefault(name, []).append(r.json()["face_id"])
+    assert error_of(client.post(f"/v1/galleries/people/subjects/{BUSH}/faces",
+                                params={"face": "3"},
+                                files=[upload(photo(shared_data, BUSH, 3), "file")])) == \
+        (400, "no_face")
+    listed = client.get("/v1/galleries").json()["galleries"]
+    assert [(g["name"], g["subjects"], g["faces"]) for g in listed] == [("people", 3, 6)]
+    faces = client.get(f"/v1/galleries/people/subjects/{POWELL}/faces").json()["faces"]
+    assert [f["id"] for f in faces] == ids[POWELL] and faces[0]["source"] == \
+        f"{POWELL}_0001.jpg"
+    for name in (BUSH, POWELL, BLAIR):  # a held-out photo of each finds them
+        r = client.post("/v1/galleries/people/search", params={"limit": 3},
+                        files=[upload(photo(shared_data, name, 4), "file")])
+        assert r.status_code == 200, r.text
+        (face,) = r.json()["faces"]
+        assert face["match"] == name and len(face["top"]) == 3, face
+        assert face["top"][0]["score"] > face["top"][1]["score"]
+    assert client.delete(f"/v1/galleries/people/faces/{ids[BUSH][0]}").status_code == 200
+    assert error_of(client.delete(f"/v1/galleries/people/faces/{ids[BUSH][0]}")) == \
+        (404, "unknown_face")
+    removed = client.delete(f"/v1/galleries/people/subjects/{POWELL}").json()
+    assert removed == {"deleted": "subject", "subject": POWELL, "faces": 2}
+    assert error_of(client.get(f"/v1/galleries/people/subjects/{POWELL}/faces")) == \
+        (404, "unknown_subject")
+    assert [(s["name"], s["faces"]) for s in
+            client.get("/v1/galleries/people/subjects").json()["subjects"]] == \
+        [(BUSH, 1), (BLAIR, 2)]
+    assert client.delete("/v1/galleries/people").status_code == 200
+    assert error_of(client.get("/v1/galleries/people/subjects")) == (404, "unknown_gallery")
+    assert client.get("/v1/galleries").json() == {"galleries": []}
+
+
+def test_a_search_of_an_empty_gallery_finds_nobody(client, shared_data: Path) -> None:
+    assert client.post("/v1/galleries", json={"name": "empty", "threshold": 0.5}
+                       ).status_code == 201
+    r = client.post("/v1/galleries/empty/search",
+                    files=[upload(photo(shared_data, BUSH), "file")]).json()
+    assert r["threshold"] == 0.5 and r["faces"][0]["match"] is None \
+        and r["faces"][0]["top"] == []
+    client.delete("/v1/galleries/empty")
+
+
+# -- metrics and health ------------------------------------------------------------------------
+def counter(text: str, line_start: str) -> float:
+    found = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.startswith(line_start)]
+    return found[0] if found else 0.0
+
+
+def test_metrics_count_requests_faces_and_errors(client, shared_data: Path) -> None:
+    ok = 'facefuse_requests_total{endpoint="/v1/analyze",method="POST",status="200"}'
+    bad = 'facefuse_requests_total{endpoint="/v1/analyze",method="POST",status="415"}'
+    before = client.get("/metrics").text
+    client.post("/v1/analyze", files=[upload(photo(shared_data, BUSH)),
+                                      upload(photo(shared_data, POWELL))])
+    client.post("/v1/analyze", files=[("files", ("x.txt", b"text", "text/plain"))])
+    response = client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    after = response.text
+    assert counter(after, ok) == counter(before, ok) + 1
+    assert counter(after, bad) == counter(before, bad) + 1
+    faces = "facefuse_faces_analyzed_total "
+    assert counter(after, faces) == counter(before, faces) + 2
+    count = 'facefuse_request_seconds_count{endpoint="/v1/analyze"}'
+    assert counter(after, count) == counter(before, count) + 2
+    client_errors = 'facefuse_errors_total{endpoint="/v1/analyze",kind="client"}'
+    assert counter(after, client_errors) == counter(before, client_errors) + 1
+    batched = "facefuse_model_batch_images_sum "
+    images = "facefuse_images_analyzed_total "
+    assert counter(after, batched) == counter(after, images) > 0  # every image in a batch
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_api_key_and_upload_limit(analyzer, shared_data: Path) -> None:
+    jpg = photo(shared_data, BUSH)
+    small = jpg.stat().st_size - 1
+    with make_client(analyzer, api_key="s3cret", max_upload_bytes=small) as c:
+        assert c.get("/healthz").status_code == 200  # open without the key
+        assert error_of(c.get("/metrics")) == (401, "bad_api_key")
+        assert error_of(c.post("/v1/analyze", files=[upload(jpg)],
+                               headers={"x-api-key": "wrong"})) == (401, "bad_api_key")
+        assert c.get("/metrics", headers={"x-api-key": "s3cret"}).status_code == 200
+        assert error_of(c.post("/v1/analyze", files=[upload(jpg)],
+                               headers={"x-api-key": "s3cret"})) == (413, "too_large")
+        assert error_of(c.get("/v1/galleries", headers={"x-api-key": "s3cret"})) == \
+            (404, "no_galleries")
+
+
+# -- the model thread on its own ---------------------------------------------------------------
+def test_the_model_thread_batches_requests_that_wait_together() -> None:
+    release, batches = threading.Event(), []
+
+    def analyze(images):
+        batches.append(list(images))
+        release.wait(10)
+        return [f"r{i}" for i in images]
+
+    batcher = MicroBatcher(analyze, window_s=0.05, max_images=8)
+    try:
+        first = batcher.submit([0])  # the thread takes it and blocks in analyze
+        while not batches:
+            time.sleep(0.001)
+        later = [batcher.submit([i, i + 10]) for i in (1, 2, 3)]  # queue up meanwhile
+        release.set()
+        assert first.result(10) == ["r0"]
+        assert [f.result(10) for f in later] == [["r1", "r11"], ["r2", "r12"], ["r3", "r13"]]
+        assert batches == [[0], [1, 11, 2, 12, 3, 13]]  # the three ran as one batch
+    finally:
+        batcher.close()
+
+
+def test_window_zero_runs_each_request_alone_and_errors_reach_every_caller() -> None:
+    gate, batches = threading.Event(), []
+
+    def analyze(images):
+        gate.wait(10)
+        batches.append(len(images))
+        if 99 in images:
+            raise RuntimeError("model failed")
+        return list(images)
+
+    batcher = MicroBatcher(analyze, window_s=0.0)
+    try:
+        futures = [batcher.submit([i]) for i in range(4)]
+        gate.set()
+        assert [f.result(10) for f in futures] == [[0], [1], [2], [3]]
+        assert batches == [1, 1, 1, 1]
+    finally:
+        batcher.close()
+    batcher = MicroBatcher(analyze, window_s=0.05)
+    try:
+        with pytest.raises(RuntimeError, match="model failed"):
+            batcher.submit([99]).result(10)
+        assert batcher.submit([5]).result(10) == [5]  # the thread lives on
+    finally:
+        batcher.close()
+    assert not batcher.alive()
+
+
+# -- the command line and the real server ------------------------------------------------------
+def test_serve_refuses_an_open_address_without_a_key(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("FACEFUSE_API_KEY", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "give an API key" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_real_server_starts_and_analyzes(shared_data: Path, tmp_path: Path) -> None:
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "FACEFUSE_API_KEY": ""}
+    server = subprocess.Popen([sys.executable, "-m", "facefuse", "serve", "--port", str(port),
+                               "--gallery-root", str(tmp_path / "galleries")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read().decode()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not answer /healthz"
+            time.sleep(0.25)
+        path = photo(shared_data, BUSH)
+        r = httpx.post(f"{base}/v1/analyze", files=[upload(path)], timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["faces"][0]["gender"]["label"] == "male"
+        assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
+        assert re.search(r'facefuse_faces_analyzed_total 1\b',
+                         httpx.get(f"{base}/metrics", timeout=5).text)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_the_command_line_loads_no_web_framework_until_serve_runs() -> None:
+    code = ("import sys; from facefuse.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('fastapi', 'uvicorn', 'starlette', 'pydantic')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
