@@ -333,36 +333,107 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_real_server_starts_and_analyzes(shared_data: Path, tmp_path: Path) -> None:
-    import httpx
+class Server:
+    """``facefuse serve`` in a subprocess on a free loopback port, ready when made."""
 
-    port = free_port()
-    env = {**os.environ, "FACEFUSE_API_KEY": ""}
-    server = subprocess.Popen([sys.executable, "-m", "facefuse", "serve", "--port", str(port),
-                               "--gallery-root", str(tmp_path / "galleries")],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
+    def __init__(self, *options: str) -> None:
+        import httpx
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "facefuse", "serve", "--port", str(port), *options],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**os.environ, "FACEFUSE_API_KEY": ""})
         deadline = time.monotonic() + 120
         while True:
-            assert server.poll() is None, server.stdout.read().decode()
+            assert self.process.poll() is None, self.process.stdout.read().decode()
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "the server did not answer /healthz"
             time.sleep(0.25)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def test_the_real_server_starts_and_analyzes(shared_data: Path, tmp_path: Path) -> None:
+    import httpx
+
+    server = Server("--gallery-root", str(tmp_path / "galleries"))
+    try:
         path = photo(shared_data, BUSH)
-        r = httpx.post(f"{base}/v1/analyze", files=[upload(path)], timeout=60)
+        r = httpx.post(f"{server.url}/v1/analyze", files=[upload(path)], timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["results"][0]["faces"][0]["gender"]["label"] == "male"
-        assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
-        assert re.search(r'facefuse_faces_analyzed_total 1\b',
-                         httpx.get(f"{base}/metrics", timeout=5).text)
+        assert httpx.get(f"{server.url}/docs", timeout=5).status_code == 200
+        assert re.search(r"facefuse_faces_analyzed_total 1\b",
+                         httpx.get(f"{server.url}/metrics", timeout=5).text)
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop()
+
+
+def test_acknowledged_enrolments_survive_kill_9_and_a_restart(shared_data: Path,
+                                                              tmp_path: Path) -> None:
+    """Enrol in a loop, kill -9 the server while a request is in flight, and find every
+    acknowledged face in the gallery, read directly and through a new server."""
+    import httpx
+
+    from facefuse.gallery import FaceGallery
+
+    root = tmp_path / "galleries"
+    server = Server("--gallery-root", str(root))
+    people = [BUSH, POWELL, BLAIR]
+    acked: list[tuple[int, str]] = []
+    killed = threading.Event()
+
+    def enrol() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for i in range(60):
+                name = people[i % 3]
+                try:
+                    r = http.post(f"/v1/galleries/people/subjects/{name}/faces",
+                                  files=[upload(photo(shared_data, name, 1 + i // 3 % 5),
+                                                "file")])
+                except httpx.TransportError:
+                    assert killed.is_set()
+                    return
+                assert r.status_code == 201, r.text
+                acked.append((r.json()["face_id"], name))
+
+    try:
+        assert httpx.post(f"{server.url}/v1/galleries", json={"name": "people"}
+                          ).status_code == 201
+        writer = threading.Thread(target=enrol)
+        writer.start()
+        while len(acked) < 4:
+            assert writer.is_alive()
+            time.sleep(0.01)
+        time.sleep(0.05)  # most likely inside the next request
+        killed.set()
+        server.process.kill()
+        server.process.wait(30)
+        writer.join(60)
+    finally:
+        if server.process.poll() is None:
+            server.stop()
+    with FaceGallery.open(root / "people", readonly=True) as g:
+        stored = {f.id: f.subject for f in g.faces()}
+    assert len(acked) >= 4 and all(stored.get(i) == name for i, name in acked), \
+        (acked, stored)
+    again = Server("--gallery-root", str(root))
+    try:
+        r = httpx.post(f"{again.url}/v1/galleries/people/search",
+                       files=[upload(photo(shared_data, POWELL, 6), "file")], timeout=60)
+        assert r.status_code == 200 and r.json()["faces"][0]["match"] == POWELL, r.text
+        listed = httpx.get(f"{again.url}/v1/galleries").json()["galleries"]
+        assert listed[0]["faces"] == len(stored)
+    finally:
+        again.stop()
 
 
 def test_the_command_line_loads_no_web_framework_until_serve_runs() -> None:
