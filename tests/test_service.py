@@ -377,6 +377,43 @@ def test_the_real_server_starts_and_analyzes(shared_data: Path, tmp_path: Path) 
         server.stop()
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_two_worker_processes_serve_concurrent_requests(shared_data: Path) -> None:
+    import httpx
+
+    server = Server("--workers", "2")
+    try:
+        paths = [photo(shared_data, name) for name in (BUSH, POWELL, BLAIR, BUSH)]
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda p: httpx.post(
+                f"{server.url}/v1/analyze", files=[upload(p)], timeout=60), paths))
+        assert [r.status_code for r in responses] == [200] * 4
+        assert [r.json()["results"][0]["source"] for r in responses] == \
+            [p.name for p in paths]
+        workers = [c for c in children(server.process.pid)
+                   if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2, workers  # spawned workers, not the resource tracker
+    finally:
+        server.stop()
+
+
+def test_galleries_need_one_worker(tmp_path: Path, capsys) -> None:
+    assert main(["serve", "--workers", "2", "--gallery-root", str(tmp_path)]) == 2
+    assert "galleries need --workers 1" in capsys.readouterr().err
+
+
 def test_acknowledged_enrolments_survive_kill_9_and_a_restart(shared_data: Path,
                                                               tmp_path: Path) -> None:
     """Enrol in a loop, kill -9 the server while a request is in flight, and find every

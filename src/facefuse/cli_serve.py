@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from facefuse.cli_values import (
 )
 
 API_KEY_ENV = "FACEFUSE_API_KEY"
+#: how ``--workers N`` hands the options to its worker processes (JSON)
+WORKER_OPTIONS_ENV = "FACEFUSE_SERVE_OPTIONS"
 
 
 def is_loopback(host: str) -> bool:
@@ -32,30 +35,50 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def build_service(args: argparse.Namespace):
+    """The :class:`~facefuse.service.core.Service` the options describe (``args.api_key``
+    already resolved); raises what building the analyzer raises."""
     from facefuse.service.core import Service, ServiceSettings, reports_embedding
 
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    if not is_loopback(args.host) and api_key is None:
+    settings = ServiceSettings(gallery_root=args.gallery_root and Path(args.gallery_root),
+                               batch_window_ms=args.batch_window_ms, api_key=args.api_key,
+                               max_upload_bytes=int(args.max_upload_mb * 2**20),
+                               max_files=args.max_files,
+                               request_timeout_s=args.request_timeout, model=args.model)
+    refiner = None if args.landmark_refiner == "none" else args.landmark_refiner
+    analyzer = build_analyzer(args, None, refiner)  # every head, as `facefuse analyze`
+    if not reports_embedding(analyzer):  # a model without an identity head of its own
+        analyzer = build_analyzer(args, [*analyzer.model.tasks, "embedding"], refiner)
+    return Service(analyzer, settings)
+
+
+def app_from_environment():
+    """uvicorn's application factory in each worker process of ``--workers N``: the options
+    come from :data:`WORKER_OPTIONS_ENV`; the models load here, once per worker."""
+    from facefuse.service.app import create_app
+
+    return create_app(build_service(argparse.Namespace(
+        **json.loads(os.environ[WORKER_OPTIONS_ENV]))))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    args.api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if not is_loopback(args.host) and args.api_key is None:
         print(f"facefuse: --host {args.host} is reachable from other machines; give an API "
               f"key (--api-key KEY or ${API_KEY_ENV}) that every request must send as "
               f"x-api-key", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.gallery_root is not None:
+        print("facefuse: galleries need --workers 1 (a gallery has one writer, and each "
+              "worker process would open its own); serve galleries from one worker",
+              file=sys.stderr)
         return 2
     if args.gallery_root is not None:
         from facefuse.extras import require_gallery_extra
 
         require_gallery_extra("facefuse serve --gallery-root")
-    settings = ServiceSettings(gallery_root=args.gallery_root,
-                               batch_window_ms=args.batch_window_ms, api_key=api_key,
-                               max_upload_bytes=int(args.max_upload_mb * 2**20),
-                               max_files=args.max_files,
-                               request_timeout_s=args.request_timeout, model=args.model)
     try:
-        refiner = None if args.landmark_refiner == "none" else args.landmark_refiner
-        analyzer = build_analyzer(args, None, refiner)  # every head, as `facefuse analyze`
-        if not reports_embedding(analyzer):  # a model without an identity head of its own
-            analyzer = build_analyzer(args, [*analyzer.model.tasks, "embedding"], refiner)
-        service = Service(analyzer, settings)
+        service = build_service(args)  # with several workers: a check, then dropped
     except SETUP_ERRORS as exc:
         report(exc)
         return 2
@@ -64,11 +87,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from facefuse.service.app import create_app
 
     print(f"facefuse: serving on http://{args.host}:{args.port} (API docs at /docs; "
-          f"batching window {args.batch_window_ms:g} ms; galleries: "
-          f"{args.gallery_root or 'none'})", file=sys.stderr)
-    uvicorn.run(create_app(service), host=args.host, port=args.port,
-                log_level="info" if args.verbose else "warning",
-                access_log=bool(args.verbose))
+          f"{args.workers} worker(s); batching window {args.batch_window_ms:g} ms; "
+          f"galleries: {args.gallery_root or 'none'})", file=sys.stderr)
+    run = {"host": args.host, "port": args.port, "access_log": bool(args.verbose),
+           "log_level": "info" if args.verbose else "warning"}
+    if args.workers == 1:
+        uvicorn.run(create_app(service), **run)
+        return 0
+    service.close()
+    del service
+    options = {k: v for k, v in vars(args).items() if k not in ("func", "written")}
+    os.environ[WORKER_OPTIONS_ENV] = json.dumps(options, default=str)
+    uvicorn.run("facefuse.cli_serve:app_from_environment", factory=True,
+                workers=args.workers, **run)
     return 0
 
 
@@ -84,6 +115,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--gallery-root", type=Path, default=None, metavar="DIR",
                    help="folder of the galleries (one sub-folder each; made if missing); "
                         "without it the gallery endpoints answer 404")
+    s.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="worker processes, each loading the models once (default 1; "
+                        "galleries need 1)")
     s.add_argument("--batch-window-ms", type=non_negative_float, default=10.0, metavar="MS",
                    help="how long the model thread waits for more requests to batch with "
                         "the first (default 10; 0: each request runs alone)")
