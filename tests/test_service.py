@@ -143,6 +143,25 @@ def test_bad_requests_get_json_errors_never_a_500(client, shared_data: Path) -> 
     assert "/v1/analyze" in client.get("/openapi.json").json()["paths"]
 
 
+def test_a_crash_in_the_model_is_a_logged_500_without_a_trace(client, shared_data: Path,
+                                                              caplog) -> None:
+    batcher = client.app.state.service.batcher
+    analyze = batcher._analyze
+
+    def broken(images):
+        raise IndexError("a bug deep in the model")
+
+    batcher._analyze = broken
+    try:
+        response = client.post("/v1/analyze", files=[upload(photo(shared_data, BUSH))])
+    finally:
+        batcher._analyze = analyze
+    assert error_of(response) == (500, "internal")
+    assert "IndexError" not in response.text and "a bug deep" in caplog.text
+    assert client.post("/v1/analyze", files=[upload(photo(shared_data, BUSH))]
+                       ).status_code == 200  # the model thread lives on
+
+
 # -- concurrency -------------------------------------------------------------------------------
 def test_eight_concurrent_clients_all_get_their_own_results(client, shared_data: Path) -> None:
     people = [BUSH, POWELL, BLAIR, BUSH, POWELL, BLAIR, BUSH, POWELL]
