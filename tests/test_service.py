@@ -329,6 +329,17 @@ def test_window_zero_runs_each_request_alone_and_errors_reach_every_caller() -> 
         assert batches == [1, 1, 1, 1]
     finally:
         batcher.close()
+    gate.clear()
+    batcher = MicroBatcher(analyze, window_s=0.0)
+    try:  # a request given up on (its future cancelled) while it waits is dropped
+        busy = batcher.submit([7])
+        given_up = batcher.submit([8])
+        assert given_up.cancel()
+        gate.set()
+        assert busy.result(10) == [7] and batcher.submit([9]).result(10) == [9]
+        assert batches[-2:] == [1, 1]  # 7, then 9: 8 never ran
+    finally:
+        batcher.close()
     batcher = MicroBatcher(analyze, window_s=0.05)
     try:
         with pytest.raises(RuntimeError, match="model failed"):

@@ -97,6 +97,11 @@ class MicroBatcher:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Request]) -> None:
+        # a request whose caller gave up (its future cancelled) is dropped; the others can
+        # no longer be cancelled
+        batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         images = [im for r in batch for im in r.images]
         try:
             results = self._analyze(images)
