@@ -155,8 +155,11 @@ def test_a_training_command_without_the_extra_says_so_in_one_line(tmp_path: Path
 
 
 def test_serve_without_its_extra_says_so_in_one_line(tmp_path: Path) -> None:
+    from facefuse.extras import SERVE_MODULES, installed
+
     out = run_core(["serve --port 0"], tmp_path, blocked=("fastapi",))
     assert out["codes"] == {"serve --port 0": 2}
+    missing = [m for m in SERVE_MODULES if m == "fastapi" or not installed(m)]
     lines = [ln for ln in out["stderr"].splitlines() if ln.strip()]
-    assert lines == ["facefuse: facefuse serve needs the serve extra (fastapi missing): "
-                     "pip install 'facefuse[serve]'"]
+    assert lines == [f"facefuse: facefuse serve needs the serve extra ({', '.join(missing)} "
+                     f"missing): pip install 'facefuse[serve]'"]
