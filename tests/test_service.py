@@ -278,6 +278,8 @@ def test_api_key_and_upload_limit(analyzer, shared_data: Path) -> None:
     small = jpg.stat().st_size - 1
     with make_client(analyzer, api_key="s3cret", max_upload_bytes=small) as c:
         assert c.get("/healthz").status_code == 200  # open without the key
+        assert "<canvas" in c.get("/").text and c.get("/page.js").headers[
+            "content-type"].startswith("text/javascript")  # the page asks for the key
         assert error_of(c.get("/metrics")) == (401, "bad_api_key")
         assert error_of(c.post("/v1/analyze", files=[upload(jpg)],
                                headers={"x-api-key": "wrong"})) == (401, "bad_api_key")

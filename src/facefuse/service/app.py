@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facefuse import __version__
@@ -28,9 +28,9 @@ from facefuse.service.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
-#: paths open without the API key
-OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json",
-                        "/redoc"})
+#: paths open without the API key (the page asks for the key and sends it with its calls)
+OPEN_PATHS = frozenset({"/", "/page.js", "/healthz", "/docs", "/docs/oauth2-redirect",
+                        "/openapi.json", "/redoc"})
 #: a request body may carry this much more than its images (multipart headers, fields)
 BODY_OVERHEAD = 64 * 1024
 
@@ -58,6 +58,13 @@ def validation_message(exc: RequestValidationError) -> str:
         where = " ".join(str(x) for x in e.get("loc", ()))
         parts.append(f"{where}: {e.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
+
+
+def page_file(name: str) -> str:
+    """A file of the web page (``service/page/``: plain HTML and one script, no build)."""
+    from importlib.resources import files
+
+    return files("facefuse.service").joinpath("page", name).read_text(encoding="utf-8")
 
 
 def create_app(service: Service) -> FastAPI:
@@ -126,6 +133,14 @@ def create_app(service: Service) -> FastAPI:
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(service.metrics.render(service.batcher.pending()),
                                  media_type=CONTENT_TYPE)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(page_file("index.html"))
+
+    @app.get("/page.js", include_in_schema=False)
+    def page_script() -> Response:
+        return Response(page_file("page.js"), media_type="text/javascript")
 
     app.include_router(analysis_router)
     app.include_router(gallery_router)
