@@ -1,18 +1,20 @@
 """``facefuse serve`` under load: throughput and latency for concurrent clients, with the
-model thread's micro-batching on (a window of ``--window-ms``) and off (window 0).
+model thread's micro-batching on (a window of 10 ms) and off (window 0).
 
 Usage:
     python benchmarks/bench_service.py                       # starts the servers itself
-    python benchmarks/bench_service.py --clients 1 4 8 --seconds 20
+    python benchmarks/bench_service.py --clients 1 4 8 16 --seconds 20
     python benchmarks/bench_service.py --url http://127.0.0.1:8000   # a running server
 
 For each window it starts ``facefuse serve --batch-window-ms W`` on a free loopback port
 (one worker, the shipped model and identity networks), waits for ``/healthz``, sends one
-warm-up request, then for each number of clients runs that many threads for ``--seconds``,
-each posting one LFW photo per request to ``/v1/analyze`` in a loop (its own keep-alive
-connection, photos in turn, read in place from ../shared/data). Per run: requests and faces
-per second, p50/p95/p99 latency, errors (any status but 200), and the model thread's mean
-images per batch (from ``/metrics``); per server the resident memory at start and end.
+warm-up request, then for each number of clients (1, 4, 8, 16) runs that many threads for
+``--seconds``, each posting one LFW photo per request to ``/v1/analyze`` in a loop (its own
+keep-alive connection, photos in turn, read in place from ../shared/data). Per run:
+requests and faces per second, p50/p95/p99 latency, errors (any status but 200), and the
+model thread's mean images per batch (from ``/metrics``); per server the resident memory
+after the warm-up and at the end. Then the same photos through the analyzer in this
+process, one a call and 32 a call (no HTTP), for the ratio.
 """
 
 from __future__ import annotations
@@ -144,15 +146,37 @@ def bench_server(url: str, images: list, clients: list[int], seconds: float,
     return rows
 
 
+def in_process(images: list[tuple[str, bytes]]) -> list[str]:
+    """The same photos through the analyzer in this process (what `facefuse analyze` does
+    without its start-up): one at a time, and 32 a call; decoding included."""
+    from facefuse.data.images import decode_rgb
+    from facefuse.inference.analyzer import FaceAnalyzer
+
+    analyzer = FaceAnalyzer()
+    analyzer.analyze(decode_rgb(images[0][1]))  # warm-up
+    lines = []
+    for label, batch in (("one image a call", 1), ("32 images a call", 32)):
+        start = time.perf_counter()
+        for i in range(0, len(images), batch):
+            analyzer.analyze_many([decode_rgb(d, n) for n, d in images[i:i + batch]],
+                                  batch_images=batch)
+        wall = time.perf_counter() - start
+        lines.append(f"in process, {label}: {len(images) / wall:.1f} images/s")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--seconds", type=float, default=15.0, help="per run (default 15)")
     ap.add_argument("--windows", type=float, nargs="+", default=[10.0, 0.0],
                     help="batching windows in ms, one server each (default 10 0)")
     ap.add_argument("--photos", type=int, default=64, help="distinct LFW photos (default 64)")
     ap.add_argument("--url", default=None, help="bench this running server instead")
     ap.add_argument("--api-key", default=os.environ.get("FACEFUSE_API_KEY"))
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the same photos through the analyzer in this process")
     args = ap.parse_args()
     images = photos(args.photos)
     headers = {"x-api-key": args.api_key} if args.api_key else {}
@@ -168,6 +192,7 @@ def main() -> int:
         return 0
     for window in args.windows:
         port = free_port()
+        print(f"window {window:g} ms:", flush=True)
         server = subprocess.Popen([sys.executable, "-m", "facefuse", "serve", "--port",
                                    str(port), "--batch-window-ms", f"{window:g}"],
                                   env={**os.environ, "FACEFUSE_API_KEY": ""})
@@ -179,6 +204,8 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(30)
+    if not args.no_baseline:
+        in_process(images)
     return 0
 
 

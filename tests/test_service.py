@@ -242,6 +242,22 @@ def test_a_search_of_an_empty_gallery_finds_nobody(client, shared_data: Path) ->
     client.delete("/v1/galleries/empty")
 
 
+def test_a_gallery_of_other_embeddings_is_listed_with_its_error(client) -> None:
+    from facefuse.gallery import FaceGallery
+
+    root = client.app.state.service.galleries.root
+    FaceGallery.create(root / "other", 4, "model:someone-else:0123", 0.5).close()
+    try:
+        listed = {g["name"]: g for g in client.get("/v1/galleries").json()["galleries"]}
+        assert "someone-else" in listed["other"]["error"]
+        assert error_of(client.get("/v1/galleries/other/subjects")) == \
+            (409, "gallery_unusable")
+    finally:
+        import shutil
+
+        shutil.rmtree(root / "other")
+
+
 # -- metrics and health ------------------------------------------------------------------------
 def counter(text: str, line_start: str) -> float:
     found = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()

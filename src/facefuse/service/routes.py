@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import APIRouter, Body, File, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 
-from facefuse.gallery import EmptyGallery, FaceGallery
+from facefuse.gallery import EmptyGallery, FaceGallery, GalleryError
 from facefuse.gallery.enrol import choose_face
 from facefuse.inference.analyzer import FaceResult, ImageResult
 from facefuse.service.core import Service, ServiceError, only_tasks
@@ -31,12 +31,18 @@ def _service(request: Request) -> Service:
 
 
 def _run(service: Service, uploads: list[UploadFile]) -> list[ImageResult]:
+    return _decode_and_run(service, uploads)[1]
+
+
+def _decode_and_run(service: Service, uploads: list[UploadFile]
+                    ) -> tuple[list[np.ndarray], list[ImageResult]]:
+    """The uploads decoded, and their results from the model thread."""
     images, names = service.read_uploads([(u.filename, u.file) for u in uploads])
     results = service.analyze(images, names)
     for r in results:
-        if r.error:  # decoded above, so the analyzer's own refusal (its pixel limit)
+        if r.error:  # decoded above, so the analyzer's own refusal
             raise ServiceError(400, "bad_image", r.error)
-    return results
+    return images, results
 
 
 def _png(rgb: np.ndarray, result: ImageResult) -> str:
@@ -70,14 +76,11 @@ def analyze(request: Request, files: Images,
     name), and with ``annotate=true`` an ``annotated_png`` field."""
     service = _service(request)
     wanted = service.check_tasks(tasks)
+    images, results = _decode_and_run(service, files)
     if not annotate:
-        return {"results": [only_tasks(r, wanted) for r in _run(service, files)]}
-    images, names = service.read_uploads([(u.filename, u.file) for u in files])
-    results = service.analyze(images, names)
-    out = []
-    for rgb, r in zip(images, results, strict=True):
-        out.append({**only_tasks(r, wanted), "annotated_png": _png(rgb, r)})
-    return {"results": out}
+        return {"results": [only_tasks(r, wanted) for r in results]}
+    return {"results": [{**only_tasks(r, wanted), "annotated_png": _png(rgb, r)}
+                        for rgb, r in zip(images, results, strict=True)]}
 
 
 @analysis_router.post("/verify", summary="are two photos the same person?")
@@ -132,7 +135,7 @@ def list_galleries(request: Request) -> dict[str, Any]:
     for name in galleries.names():
         try:
             out.append({"name": name, **galleries.get(name).info().to_dict()})
-        except Exception as exc:  # noqa: BLE001 - one unusable gallery does not hide the rest
+        except (GalleryError, OSError) as exc:  # one unusable gallery hides not the rest
             out.append({"name": name, "error": str(exc)})
     return {"galleries": out}
 
