@@ -306,6 +306,38 @@ def test_api_key_and_upload_limit(analyzer, shared_data: Path) -> None:
             (404, "no_galleries")
 
 
+def test_a_stuck_model_gives_503s_while_healthz_still_answers(analyzer,
+                                                              shared_data: Path) -> None:
+    """More waiting requests than FastAPI's thread pool has threads (40): each times out
+    with a 503, and /healthz, on the event loop, answers meanwhile."""
+    jpg = photo(shared_data, BUSH)
+    stuck = threading.Event()
+    with make_client(analyzer, request_timeout_s=3.0) as c:
+        batcher = c.app.state.service.batcher
+        analyze = batcher._analyze
+        batcher._analyze = lambda images: (stuck.wait(30), analyze(images))[1]
+        try:
+            with ThreadPoolExecutor(44) as pool:
+                pending = [pool.submit(c.post, "/v1/analyze", files=[upload(jpg)])
+                           for _ in range(44)]
+                time.sleep(0.5)
+                start = time.perf_counter()
+                health = c.get("/healthz")
+                assert health.status_code == 200 and time.perf_counter() - start < 0.5
+                assert health.json()["queued"] >= 1
+                answers = [f.result(60) for f in pending]
+        finally:
+            stuck.set()
+            batcher._analyze = analyze
+        assert {error_of(r) for r in answers} == {(503, "timeout")}
+        deadline = time.monotonic() + 60  # the batch taken before the jam still runs, alone:
+        while counter(c.get("/metrics").text, "facefuse_model_batches_total ") < 1 \
+                or batcher.pending():
+            assert time.monotonic() < deadline  # the requests that gave up are dropped
+            time.sleep(0.05)
+        assert c.post("/v1/analyze", files=[upload(jpg)]).status_code == 200
+
+
 # -- the model thread on its own ---------------------------------------------------------------
 def test_the_model_thread_batches_requests_that_wait_together() -> None:
     release, batches = threading.Event(), []

@@ -123,23 +123,23 @@ def create_app(service: Service) -> FastAPI:
         return error(exc.status_code, code, str(exc.detail))
 
     @app.get("/healthz", summary="liveness: the model thread is running")
-    def healthz() -> JSONResponse:
+    async def healthz() -> JSONResponse:  # on the event loop: answers under any load
         alive = service.batcher.alive()
         return JSONResponse({"status": "ok" if alive else "model thread stopped",
                              "version": __version__, "queued": service.batcher.pending()},
                             status_code=200 if alive else 503)
 
     @app.get("/metrics", summary="Prometheus text format", response_class=PlainTextResponse)
-    def metrics() -> PlainTextResponse:
+    async def metrics() -> PlainTextResponse:
         return PlainTextResponse(service.metrics.render(service.batcher.pending()),
                                  media_type=CONTENT_TYPE)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
+    async def page() -> HTMLResponse:
         return HTMLResponse(page_file("index.html"))
 
     @app.get("/page.js", include_in_schema=False)
-    def page_script() -> Response:
+    async def page_script() -> Response:
         return Response(page_file("page.js"), media_type="text/javascript")
 
     app.include_router(analysis_router)
