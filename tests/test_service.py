@@ -289,9 +289,13 @@ def test_metrics_count_requests_faces_and_errors(client, shared_data: Path) -> N
     assert client.get("/healthz").json()["status"] == "ok"
 
 
-def test_api_key_and_upload_limit(analyzer, shared_data: Path) -> None:
+def test_api_key_and_upload_limits(analyzer, shared_data: Path) -> None:
     jpg = photo(shared_data, BUSH)
     small = jpg.stat().st_size - 1
+    with make_client(analyzer, max_pixels=89 * 90) as c:  # the LFW photos are 90x90
+        status, code = error_of(c.post("/v1/analyze", files=[upload(jpg)]))
+        assert (status, code) == (413, "too_large")
+        assert "90x90" in c.post("/v1/analyze", files=[upload(jpg)]).json()["error"]
     with make_client(analyzer, api_key="s3cret", max_upload_bytes=small) as c:
         assert c.get("/healthz").status_code == 200  # open without the key
         assert "<canvas" in c.get("/").text and c.get("/page.js").headers[

@@ -43,7 +43,7 @@ def build_service(args: argparse.Namespace):
     settings = ServiceSettings(gallery_root=args.gallery_root and Path(args.gallery_root),
                                batch_window_ms=args.batch_window_ms, api_key=args.api_key,
                                max_upload_bytes=int(args.max_upload_mb * 2**20),
-                               max_files=args.max_files,
+                               max_files=args.max_files, max_pixels=args.max_pixels,
                                request_timeout_s=args.request_timeout, model=args.model)
     refiner = None if args.landmark_refiner == "none" else args.landmark_refiner
     analyzer = build_analyzer(args, None, refiner)  # every head, as `facefuse analyze`
@@ -128,6 +128,9 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="largest image upload (default 10; larger ones get 413)")
     s.add_argument("--max-files", type=positive_int, default=16, metavar="N",
                    help="most images in one request (default 16)")
+    s.add_argument("--max-pixels", type=positive_int, default=40_000_000, metavar="N",
+                   help="most pixels of an uploaded image (default 40000000; larger ones "
+                        "get 413 before they are decoded)")
     s.add_argument("--request-timeout", type=positive_float, default=60.0, metavar="S",
                    help="seconds a request waits for the model (default 60; then 503)")
     s.add_argument("--landmark-refiner", default="shipped", metavar="shipped|none|PATH",

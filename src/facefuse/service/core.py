@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 10 * 2**20
 #: the most images one request may carry by default
 MAX_FILES = 16
+#: the most pixels of an uploaded image by default (decoded: 3 bytes each)
+MAX_PIXELS = 40_000_000
 
 
 class ServiceError(Exception):
@@ -48,6 +50,7 @@ class ServiceSettings:
         max_upload_bytes: the largest image upload; a request body may hold ``max_files``
             of them.
         max_files: the most images in one request.
+        max_pixels: the most pixels of an image (the analyzer's own limit applies too).
         request_timeout_s: how long a request waits for the model thread (503 after).
         model: the ``--model`` the analyzer was built from (None: the shipped one), which
             names the embeddings of the galleries when the model's own head makes them.
@@ -58,6 +61,7 @@ class ServiceSettings:
     api_key: str | None = None
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_files: int = MAX_FILES
+    max_pixels: int = MAX_PIXELS
     request_timeout_s: float = 60.0
     model: str | None = None
 
@@ -105,8 +109,8 @@ class Service:
         """Decoded RGB images and their names from (file name, binary file) pairs.
 
         Raises:
-            ServiceError: no file, too many, one too large (413), empty, not an image (415)
-                or corrupt.
+            ServiceError: no file, too many, one too large in bytes or pixels (413), empty,
+                not an image (415) or corrupt.
         """
         if not uploads:
             raise ServiceError(400, "no_image", "no image uploaded")
@@ -115,6 +119,7 @@ class Service:
                                f"request; the limit is {self.settings.max_files}")
         images, names = [], []
         limit = self.settings.max_upload_bytes
+        pixels = min(self.settings.max_pixels, self.analyzer.max_pixels)
         for i, (filename, file) in enumerate(uploads):
             name = Path(filename).name if filename else f"image{i}"
             data = file.read(limit + 1)
@@ -122,12 +127,12 @@ class Service:
                 raise ServiceError(413, "too_large", f"{name}: larger than the upload limit "
                                    f"of {limit} bytes")
             try:
-                images.append(decode_rgb(data, name, self.analyzer.max_pixels))
+                images.append(decode_rgb(data, name, pixels))
             except ImageError as exc:
-                not_image = "no decoder recognises" in str(exc)
-                raise ServiceError(415 if not_image else 400,
-                                   "not_an_image" if not_image else "bad_image",
-                                   str(exc)) from None
+                status, code = (415, "not_an_image") if "no decoder recognises" in str(exc) \
+                    else (413, "too_large") if "image too large" in str(exc) \
+                    else (400, "bad_image")
+                raise ServiceError(status, code, str(exc)) from None
             names.append(name)
         return images, names
 
