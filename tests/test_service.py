@@ -461,6 +461,42 @@ def test_the_real_server_starts_and_analyzes(shared_data: Path, tmp_path: Path) 
         server.stop()
 
 
+def test_every_endpoint_through_a_real_server(shared_data: Path, tmp_path: Path) -> None:
+    import httpx
+
+    server = Server("--gallery-root", str(tmp_path / "galleries"), "--api-key", "k")
+    a, b = photo(shared_data, BLAIR, 1), photo(shared_data, BLAIR, 2)
+    calls = [
+        ("GET", "/healthz", {}, 200), ("GET", "/", {}, 200), ("GET", "/docs", {}, 200),
+        ("POST", "/v1/analyze?annotate=true", {"files": [upload(a)]}, 200),
+        ("POST", "/v1/verify", {"files": [upload(a, "a"), upload(b, "b")]}, 200),
+        ("POST", "/v1/galleries", {"json": {"name": "g"}}, 201),
+        ("GET", "/v1/galleries", {}, 200),
+        ("POST", f"/v1/galleries/g/subjects/{BLAIR}/faces", {"files": [upload(a, "file")]},
+         201),
+        ("POST", f"/v1/galleries/g/subjects/{BUSH}/faces",
+         {"files": [upload(photo(shared_data, BUSH), "file")]}, 201),
+        ("GET", "/v1/galleries/g/subjects", {}, 200),
+        ("GET", f"/v1/galleries/g/subjects/{BLAIR}/faces", {}, 200),
+        ("POST", "/v1/galleries/g/search?limit=2", {"files": [upload(b, "file")]}, 200),
+        ("DELETE", "/v1/galleries/g/faces/1", {}, 200),
+        ("DELETE", f"/v1/galleries/g/subjects/{BUSH}", {}, 200),
+        ("DELETE", "/v1/galleries/g", {}, 200), ("GET", "/metrics", {}, 200),
+    ]
+    try:
+        with httpx.Client(base_url=server.url, headers={"x-api-key": "k"}, timeout=60) as c:
+            answers = [c.request(method, path, **kw) for method, path, kw, _ in calls]
+            assert c.get("/v1/galleries", headers={"x-api-key": "no"}).status_code == 401
+    finally:
+        server.stop()
+    assert [r.status_code for r in answers] == [status for *_, status in calls], \
+        [r.text[:200] for r in answers]
+    assert answers[4].json()["same_person"]
+    assert answers[11].json()["faces"][0]["match"] == BLAIR
+    assert 'endpoint="/v1/galleries/{gallery}/search",method="POST",status="200"} 1' in \
+        answers[-1].text
+
+
 def children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux /proc)."""
     found = []
