@@ -126,6 +126,7 @@ def test_bad_requests_get_json_errors_never_a_500(client, shared_data: Path) -> 
         (client.post("/v1/analyze", params={"tasks": "age,nonsense"}, files=[upload(jpg)]),
          (400, "unknown_task")),
         (client.post("/v1/analyze"), (400, "bad_request")),
+        (client.post("/v1/analyze", files=[upload(jpg)] * 17), (400, "too_many_images")),
         (client.post("/v1/analyze", params={"annotate": "maybe"}, files=[upload(jpg)]),
          (400, "bad_request")),
         (client.post("/v1/verify", files=[upload(jpg, "a")]), (400, "bad_request")),
