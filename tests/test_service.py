@@ -304,6 +304,8 @@ def test_api_key_and_upload_limits(analyzer, shared_data: Path) -> None:
         assert error_of(c.get("/metrics")) == (401, "bad_api_key")
         assert error_of(c.post("/v1/analyze", files=[upload(jpg)],
                                headers={"x-api-key": "wrong"})) == (401, "bad_api_key")
+        assert error_of(c.get("/metrics", headers={"x-api-key": "s3cr\xe9t".encode(
+            "latin-1")})) == (401, "bad_api_key")  # not ASCII: refused, not a crash
         assert c.get("/metrics", headers={"x-api-key": "s3cret"}).status_code == 200
         assert error_of(c.post("/v1/analyze", files=[upload(jpg)],
                                headers={"x-api-key": "s3cret"})) == (413, "too_large")

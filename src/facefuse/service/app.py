@@ -84,14 +84,18 @@ def create_app(service: Service) -> FastAPI:
     settings = service.settings
     body_limit = settings.max_files * settings.max_upload_bytes + BODY_OVERHEAD
 
+    key = None if settings.api_key is None else settings.api_key.encode()
+
     @app.middleware("http")
     async def guard_and_count(request: Request, call_next):
         start = time.perf_counter()
-        if settings.api_key is not None and request.url.path not in OPEN_PATHS \
-                and not secrets.compare_digest(request.headers.get("x-api-key", ""),
-                                               settings.api_key):
+        length = request.headers.get("content-length") or "0"
+        if key is not None and request.url.path not in OPEN_PATHS and not \
+                secrets.compare_digest(request.headers.get("x-api-key", "").encode(), key):
             response = error(401, "bad_api_key", "missing or wrong x-api-key header")
-        elif int(request.headers.get("content-length") or 0) > body_limit:
+        elif not length.isdigit():
+            response = error(400, "bad_request", f"bad content-length {length!r}")
+        elif int(length) > body_limit:
             response = error(413, "too_large", f"request body over {body_limit} bytes")
         else:
             try:
