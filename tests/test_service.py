@@ -368,6 +368,33 @@ def test_the_model_thread_batches_requests_that_wait_together() -> None:
         batcher.close()
 
 
+def test_a_failing_batch_is_run_again_request_by_request() -> None:
+    """One request that breaks the model fails alone, not the requests batched with it."""
+    entered, release, batches = threading.Event(), threading.Event(), []
+
+    def analyze(images):
+        entered.set()
+        release.wait(10)
+        batches.append(list(images))
+        if 99 in images:
+            raise ValueError("this image breaks the model")
+        return images
+
+    batcher = MicroBatcher(analyze, window_s=0.05)
+    try:
+        first = batcher.submit([0])
+        assert entered.wait(10)  # the thread holds [0]: the next three queue up together
+        later = [batcher.submit([1]), batcher.submit([99]), batcher.submit([2])]
+        release.set()
+        assert first.result(10) == [0]
+        assert later[0].result(10) == [1] and later[2].result(10) == [2]
+        with pytest.raises(ValueError, match="breaks the model"):
+            later[1].result(10)
+        assert batches == [[0], [1, 99, 2], [1], [99], [2]]
+    finally:
+        batcher.close()
+
+
 def test_window_zero_runs_each_request_alone_and_errors_reach_every_caller() -> None:
     gate, batches = threading.Event(), []
 

@@ -100,15 +100,22 @@ class MicroBatcher:
         # a request whose caller gave up (its future cancelled) is dropped; the others can
         # no longer be cancelled
         batch = [r for r in batch if r.future.set_running_or_notify_cancel()]
-        if not batch:
-            return
+        if batch:
+            self._execute(batch)
+
+    def _execute(self, batch: list[_Request]) -> None:
         images = [im for r in batch for im in r.images]
         try:
             results = self._analyze(images)
-        except Exception as exc:  # noqa: BLE001 - every waiting request hears of it
-            log.exception("analysing a batch of %d image(s) failed", len(images))
-            for r in batch:
-                r.future.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - the callers hear of it
+            if len(batch) > 1:  # one request may be the cause: the others need not fail
+                log.warning("a batch of %d requests failed (%s); running each alone",
+                            len(batch), exc)
+                for r in batch:
+                    self._execute([r])
+                return
+            log.exception("analysing %d image(s) failed", len(images))
+            batch[0].future.set_exception(exc)
             return
         start = 0
         for r in batch:
