@@ -19,18 +19,26 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "facefuse"
 FORBIDDEN = {
     "runtime": ("facefuse.inference", "facefuse.train", "facefuse.experiments",
                 "facefuse.models", "facefuse.data", "facefuse.features",
-                "facefuse.evaluation", "facefuse.cli"),
+                "facefuse.evaluation", "facefuse.cli", "facefuse.service"),
     "inference": ("facefuse.train", "facefuse.experiments", "facefuse.data.augment",
-                  "facefuse.features", "facefuse.evaluation", "facefuse.cli"),
+                  "facefuse.features", "facefuse.evaluation", "facefuse.cli",
+                  "facefuse.service"),
     "models": ("facefuse.train", "facefuse.experiments", "facefuse.inference",
-               "facefuse.cli"),
+               "facefuse.cli", "facefuse.service"),
     "gallery": ("facefuse.train", "facefuse.experiments", "facefuse.models",
-                "facefuse.features", "facefuse.evaluation", "facefuse.cli"),
+                "facefuse.features", "facefuse.evaluation", "facefuse.cli",
+                "facefuse.service"),
+    # the service sits on top, beside the command line: it serves the analyzer and the
+    # galleries, never training code (the core install, without torch, must run it)
+    "service": ("facefuse.train", "facefuse.experiments", "facefuse.models",
+                "facefuse.features", "facefuse.evaluation"),
 }
 #: the packages of the training extra, which the core must run without
 TRAINING_PACKAGES = ("torch", "torchvision", "timm", "sklearn", "matplotlib", "onnx")
 #: modules that hold the training side of an inference feature, imported only on demand
 TRAINING_SIDE = {"facefuse.inference.torch_forward"}
+#: the service's FastAPI modules: imported in the core run only where the serve extra is
+SERVE_SIDE = {"facefuse.service.app", "facefuse.service.routes"}
 
 
 def module_name(path: Path) -> str:
@@ -92,10 +100,10 @@ CORE_RUN = textwrap.dedent("""
                 raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
 
     sys.meta_path.insert(0, Blocker())
-    import facefuse.gallery, facefuse.inference, facefuse.runtime
+    import facefuse.gallery, facefuse.inference, facefuse.runtime, facefuse.service
     names = ["facefuse", "facefuse.cli", "facefuse.cli_analyze", "facefuse.cli_video",
              "facefuse.tasks", "facefuse.weights", "facefuse.inference.landmark_refiner"]
-    for package in (facefuse.inference, facefuse.runtime, facefuse.gallery):
+    for package in (facefuse.inference, facefuse.runtime, facefuse.gallery, facefuse.service):
         names += [m.name for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
                   if m.name not in SKIP]
     for name in names:
@@ -107,10 +115,14 @@ CORE_RUN = textwrap.dedent("""
 """)
 
 
-def run_core(commands: list[str], cwd: Path) -> dict:
+def run_core(commands: list[str], cwd: Path, blocked: tuple[str, ...] = ()) -> dict:
     """Import the core modules and run ``commands`` in a fresh interpreter where the
-    training extra's packages cannot be imported."""
-    script = f"BLOCKED = {set(TRAINING_PACKAGES)!r}\nSKIP = {TRAINING_SIDE!r}\n" \
+    training extra's packages (and ``blocked`` ones) cannot be imported."""
+    from facefuse.extras import SERVE_MODULES, installed
+
+    serves = all(map(installed, SERVE_MODULES)) and not set(blocked) & set(SERVE_MODULES)
+    skip = TRAINING_SIDE | (set() if serves else SERVE_SIDE)
+    script = f"BLOCKED = {set(TRAINING_PACKAGES) | set(blocked)!r}\nSKIP = {skip!r}\n" \
              f"COMMANDS = {commands!r}\n" + CORE_RUN
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=cwd, timeout=600)
@@ -140,3 +152,14 @@ def test_a_training_command_without_the_extra_says_so_in_one_line(tmp_path: Path
         "sklearn, matplotlib, onnx missing): pip install 'facefuse[train]'",
         "facefuse: facefuse export-onnx needs the training extra (torch, torchvision, timm, "
         "sklearn, matplotlib, onnx missing): pip install 'facefuse[train]'"]
+
+
+def test_serve_without_its_extra_says_so_in_one_line(tmp_path: Path) -> None:
+    from facefuse.extras import SERVE_MODULES, installed
+
+    out = run_core(["serve --port 0"], tmp_path, blocked=("fastapi",))
+    assert out["codes"] == {"serve --port 0": 2}
+    missing = [m for m in SERVE_MODULES if m == "fastapi" or not installed(m)]
+    lines = [ln for ln in out["stderr"].splitlines() if ln.strip()]
+    assert lines == [f"facefuse: facefuse serve needs the serve extra ({', '.join(missing)} "
+                     f"missing): pip install 'facefuse[serve]'"]

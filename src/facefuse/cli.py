@@ -20,6 +20,7 @@ from facefuse.cli_values import positive_float, positive_int
 from facefuse.extras import (
     missing_extra_message,
     require_gallery_extra,
+    require_serve_extra,
     require_training_extra,
 )
 
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     from facefuse.cli_gallery import add_gallery_parser
     from facefuse.cli_landmarks import add_landmarks_parser
     from facefuse.cli_model import add_model_parser
+    from facefuse.cli_serve import add_serve_parser
     from facefuse.cli_video import add_video_parser
 
     add_analyze_parsers(sub)
@@ -315,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_video_parser(sub)
     add_model_parser(sub)
     add_gallery_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 
@@ -331,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             require_training_extra(command)
         if getattr(args, "needs_gallery", False):
             require_gallery_extra(command)
+        if getattr(args, "needs_serve", False):
+            require_serve_extra(command)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
         return code

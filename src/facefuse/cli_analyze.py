@@ -41,8 +41,14 @@ def label_position(text_size: tuple[int, int], box: tuple[float, float, float, f
 
 
 def annotate(rgb: np.ndarray, result, out: Path) -> None:
-    """Draw boxes, landmarks and the main labels, each label sized to its face and kept
-    inside the image on a dark backing."""
+    """Write :func:`draw_faces` of ``rgb`` to ``out`` (its folder made if missing)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    draw_faces(rgb, result).save(out)
+
+
+def draw_faces(rgb: np.ndarray, result):
+    """``rgb`` as a PIL image with boxes, landmarks and the main labels drawn, each label
+    sized to its face and kept inside the image on a dark backing."""
     from PIL import Image, ImageDraw, ImageFont
 
     im = Image.fromarray(rgb)
@@ -65,8 +71,7 @@ def annotate(rgb: np.ndarray, result, out: Path) -> None:
         x, y = label_position((right - left, bottom - top), face.box, im.size)
         draw.rectangle((x, y, x + right - left, y + bottom - top), fill=(0, 0, 0))
         draw.text((x - left, y - top), text, fill=(255, 255, 0), font=font)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    im.save(out)
+    return im
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -67,6 +67,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A finite number of at least 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value:g}")
+    return value
+
+
 def share(text: str) -> float:
     """A finite number within [0, 1] (a crop margin: a share of the face box side)."""
     value = _number(text)

@@ -3,9 +3,10 @@
 ``pip install facefuse`` (the core) runs every inference command on numpy, OpenCV, ONNX
 Runtime and Pillow. ``pip install 'facefuse[train]'`` adds what training, experiments,
 export and import need; ``pip install 'facefuse[gallery]'`` adds faiss-cpu for the
-persistent face gallery (:mod:`facefuse.gallery`). Code that needs an extra imports it where
-it is used; the command line turns a missing module of an extra into one line
-(:func:`missing_extra_message`).
+persistent face gallery (:mod:`facefuse.gallery`); ``pip install 'facefuse[serve]'`` adds
+FastAPI, uvicorn and python-multipart for ``facefuse serve`` (:mod:`facefuse.service`). Code
+that needs an extra imports it where it is used; the command line turns a missing module of
+an extra into one line (:func:`missing_extra_message`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ INSTALL_TRAINING = "pip install 'facefuse[train]'"
 #: import names of the gallery extra's packages
 GALLERY_MODULES = ("faiss",)
 INSTALL_GALLERY = "pip install 'facefuse[gallery]'"
+#: import names of the serve extra's packages (python-multipart is ``python_multipart``)
+SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
+INSTALL_SERVE = "pip install 'facefuse[serve]'"
 
 
 class MissingExtra(ImportError):
@@ -62,16 +66,31 @@ def require_gallery_extra(what: str) -> None:
                            f"{INSTALL_GALLERY}")
 
 
+def require_serve_extra(what: str) -> None:
+    """Raise :class:`MissingExtra` naming ``what`` when a package of the serve extra is
+    missing.
+
+    Raises:
+        MissingExtra: ``"<what> needs the serve extra (fastapi missing): pip install
+            'facefuse[serve]'"``.
+    """
+    missing = [m for m in SERVE_MODULES if not installed(m)]
+    if missing:
+        raise MissingExtra(f"{what} needs the serve extra ({', '.join(missing)} missing): "
+                           f"{INSTALL_SERVE}")
+
+
 def missing_extra_message(exc: BaseException, what: str) -> str | None:
-    """The one line to show for ``exc`` when it is a missing module of the training or the
-    gallery extra (or a :class:`MissingExtra`), else None."""
+    """The one line to show for ``exc`` when it is a missing module of the training, the
+    gallery or the serve extra (or a :class:`MissingExtra`), else None."""
     if isinstance(exc, MissingExtra):
         return str(exc)
     if not isinstance(exc, ModuleNotFoundError) or not exc.name:
         return None
     top = exc.name.split(".")[0]
     for modules, extra, install in ((TRAINING_MODULES, "training", INSTALL_TRAINING),
-                                    (GALLERY_MODULES, "gallery", INSTALL_GALLERY)):
+                                    (GALLERY_MODULES, "gallery", INSTALL_GALLERY),
+                                    (SERVE_MODULES, "serve", INSTALL_SERVE)):
         if top in modules:
             return f"{what} needs the {extra} extra ({exc.name} is not installed): {install}"
     return None

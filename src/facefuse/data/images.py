@@ -8,6 +8,7 @@ catches truncated JPEG/PNG files without decoding pixels). The cache and the ana
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -109,28 +110,51 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS,
             truncated or corrupt data, too large).
     """
     path = Path(path)
-    problem = None
     try:
         if not path.is_file():
-            problem = "file does not exist"
+            problem: str | np.ndarray = "file does not exist"
         elif path.stat().st_size == 0:
             problem = "zero-byte file"
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
-                    if im.size[0] * im.size[1] > max_pixels:
-                        problem = (f"image too large ({im.size[0]}x{im.size[1]} pixels, limit "
-                                   f"{max_pixels}); downscale it first")
-                    else:
-                        if draft_size is not None and im.format == "JPEG":
-                            im.draft("RGB", draft_size)
-                        im = ImageOps.exif_transpose(im)
-                        return to_rgb_uint8(im)
-    except UnidentifiedImageError:
-        problem = "not an image (no decoder recognises the file)"
-    except Image.DecompressionBombError as exc:
-        problem = f"image too large ({exc})"
-    except (OSError, SyntaxError, ValueError) as exc:
+            problem = _decode(path, max_pixels, draft_size)
+    except OSError as exc:
         problem = f"corrupt or truncated image data ({exc})"
+    if isinstance(problem, np.ndarray):
+        return problem
     raise ImageError(f"{path}: {problem}")
+
+
+def decode_rgb(data: bytes, name: str = "<upload>", max_pixels: int = MAX_PIXELS
+               ) -> np.ndarray:
+    """:func:`load_rgb` for an image's bytes in memory (an upload); ``name`` is what its
+    errors call it.
+
+    Raises:
+        ImageError: naming ``name`` and what is wrong (empty, not an image, corrupt, too
+            large).
+    """
+    rgb = _decode(io.BytesIO(data), max_pixels, None) if data else "empty file (no bytes)"
+    if isinstance(rgb, np.ndarray):
+        return rgb
+    raise ImageError(f"{name}: {rgb}")
+
+
+def _decode(source: Path | io.BytesIO, max_pixels: int,
+            draft_size: tuple[int, int] | None) -> np.ndarray | str:
+    """The decoded RGB array, or why there is none."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as im:
+                if im.size[0] * im.size[1] > max_pixels:
+                    return (f"image too large ({im.size[0]}x{im.size[1]} pixels, limit "
+                            f"{max_pixels}); downscale it first")
+                if draft_size is not None and im.format == "JPEG":
+                    im.draft("RGB", draft_size)
+                return to_rgb_uint8(ImageOps.exif_transpose(im))
+    except UnidentifiedImageError:
+        return "not an image (no decoder recognises the file)"
+    except Image.DecompressionBombError as exc:
+        return f"image too large ({exc})"
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"corrupt or truncated image data ({exc})"
