@@ -126,6 +126,28 @@ class Ours:
                 "faces": float(len(dets))}
 
 
+def make_ours(args: argparse.Namespace, refiner: str | None) -> Ours:
+    """facefuse's analyzer as the command line asks for it."""
+    return Ours(args.detector, args.margin, not args.no_flip, args.model,
+                tta_margins=tuple(args.tta_margins), landmark_refiner=refiner,
+                backend=args.backend)
+
+
+def settings(ours: Ours, args: argparse.Namespace, refiner: str | None) -> dict[str, Any]:
+    """How facefuse ran, for the results' JSON."""
+    return {"detector": ours.analyzer.detector.name, "threads": args.threads,
+            "backend": ours.analyzer.model.backend, "model": args.model or "shipped",
+            "flip": not args.no_flip, "tta_margins": list(args.tta_margins),
+            "landmark_refiner": str(refiner)}
+
+
+def environment(peers: dict[str, Any], torch_version: str) -> dict[str, Any]:
+    """The machine and the packages' versions, for the results' JSON."""
+    return {"python": platform.python_version(), "torch": torch_version,
+            "machine": platform.machine(), "cpus": os.cpu_count(),
+            "peers": peers.get("versions", {})}
+
+
 def measure_speed(ours: Ours, speed_paths: list[str], peers: dict[str, Any]) -> dict[str, Any]:
     """facefuse's stages on each speed photo (after three warm-up photos), and the peers'."""
     for q in speed_paths[:3]:
@@ -235,14 +257,10 @@ def main() -> None:
     if args.speed_only:
         if args.peers_python:
             peers = run_peers(args.peers_python, {"speed": speed_paths}, args.threads)
-        ours = Ours(args.detector, args.margin, not args.no_flip, args.model,
-                    tta_margins=tuple(args.tta_margins), landmark_refiner=refiner,
-                    backend=args.backend)
-        res = {"detector": ours.analyzer.detector.name, "threads": args.threads,
-               "backend": ours.analyzer.model.backend, "flip": not args.no_flip,
-               "images": len(speed_paths)} | measure_speed(ours, speed_paths, peers)
-        res["environment"] = {"python": platform.python_version(), "machine": platform.machine(),
-                              "cpus": os.cpu_count(), "peers": peers.get("versions", {})}
+        ours = make_ours(args, refiner)
+        res = settings(ours, args, refiner) | {"images": len(speed_paths)} \
+            | measure_speed(ours, speed_paths, peers)
+        res["environment"] = environment(peers, torch.__version__)
         (out / "speed.json").write_text(json.dumps(res, indent=1))
         day = time.strftime("%Y-%m-%d")
         text = "\n".join([f"# facefuse beside the offline peers: speed ({day})",
@@ -264,14 +282,8 @@ def main() -> None:
         peers["wall_seconds"] = time.perf_counter() - t
         (out / "peers.json").write_text(json.dumps(peers))
 
-    ours = Ours(args.detector, args.margin, not args.no_flip, args.model,
-                tta_margins=tuple(args.tta_margins), landmark_refiner=refiner,
-                backend=args.backend)
-    res: dict[str, Any] = {"detector": ours.analyzer.detector.name, "threads": args.threads,
-                           "backend": ours.analyzer.model.backend,
-                           "model": args.model or "shipped", "flip": not args.no_flip,
-                           "tta_margins": list(args.tta_margins),
-                           "landmark_refiner": str(refiner)}
+    ours = make_ours(args, refiner)
+    res: dict[str, Any] = settings(ours, args, refiner)
     rows_md: list[list[str]] = []
 
     # UTKFace: age, gender, race
@@ -423,9 +435,7 @@ def main() -> None:
 
     if not args.no_speed:
         res |= measure_speed(ours, speed_paths, peers)
-    res["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
-                          "machine": platform.machine(), "cpus": os.cpu_count(),
-                          "peers": peers.get("versions", {})}
+    res["environment"] = environment(peers, torch.__version__)
     (out / "results.json").write_text(json.dumps(res, indent=1))
 
     lines = ["# facefuse beside the offline peers", "",
