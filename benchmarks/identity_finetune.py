@@ -36,7 +36,6 @@ Usage: python benchmarks/identity_finetune.py [--epochs 6] [--seeds 0 1 2] [--li
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import importlib.util
 import json
@@ -101,16 +100,11 @@ class Extractor:
     def head_maps(self, chips: list[np.ndarray]) -> np.ndarray:
         """dlib's frozen part on ``chips`` (uint8 150x150x3): (N, C, H, W) float16."""
         import torch
-        import torch.nn.functional as F
 
-        m = self.module
         x = (np.stack(chips).astype(np.float32).transpose(0, 3, 1, 2) / 255.0 - self.mean) \
             / self.std
-        sizes = m.block_sizes((x.shape[2], x.shape[3]))
         with torch.no_grad():
-            h = m.stem_pool(F.relu(m.stem_affine(m.stem_conv(torch.from_numpy(x)))))
-            for i in range(self.from_block):
-                h = m.blocks[i](h, sizes[i])
+            h = self.module.map_before(torch.from_numpy(x), self.from_block)
         return h.numpy().astype(np.float16)
 
     @staticmethod
@@ -172,6 +166,43 @@ class Extractor:
         return np.concatenate([self.head_maps([np.ascontiguousarray(c)
                                                for c in chips[s:s + batch]])
                                for s in range(0, len(chips), batch)])
+
+
+def derive(rows, cache: Path, from_block: int, base_block: int) -> None:
+    """The cache at cut ``from_block`` from the cache at an earlier cut ``base_block``: dlib's
+    frozen blocks between the two run on the cached maps (minutes, where extracting from the
+    photos again takes most of an hour). Every other array is copied as it is."""
+    import torch
+    from tqdm import tqdm
+
+    from facefuse.models.identity_import import import_network
+
+    if base_block >= from_block:
+        raise SystemExit(f"--derive-from {base_block} must be below --from-block {from_block}")
+    m = import_network("dlib").module.eval()
+    sizes = m.block_sizes((150, 150))
+    todo = [(src[3], dst[3]) for src, dst in zip(plan(rows, cache, base_block),
+                                                  plan(rows, cache, from_block), strict=True)
+            if not dst[3].exists()]
+
+    def run(maps: np.ndarray, batch: int = 256) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for s in range(0, len(maps), batch):
+                h = torch.from_numpy(maps[s:s + batch].astype(np.float32))
+                for i in range(base_block, from_block):
+                    h = m.blocks[i](h, sizes[i])
+                out.append(h.numpy().astype(np.float16))
+        return np.concatenate(out) if out else maps
+
+    for src, dst in tqdm(todo, unit="chunk", file=sys.stderr, mininterval=30):
+        if not src.exists():
+            raise SystemExit(f"{src} is missing: extract the cut at {base_block} first")
+        with np.load(src, allow_pickle=False) as z:
+            res = {k: (run(z[k]) if k.startswith("maps") else z[k]) for k in z.files}
+        tmp = dst.with_name(dst.stem + f".tmp{os.getpid()}.npz")
+        np.savez(tmp, **res)
+        os.replace(tmp, dst)
 
 
 def plan(rows, cache: Path, from_block: int) -> list[tuple[str, str, np.ndarray, Path]]:
@@ -254,40 +285,9 @@ def load_split(rows, cache: Path, from_block: int, split: str, names) -> dict[st
 # -- model ---------------------------------------------------------------------------------------
 def build(module, from_block: int, in_size: tuple[int, int], pool_mean, pool_std, n_out: int,
           trainable: bool):
-    import torch
-    from torch import nn
+    from facefuse.train.identity_tail import IdentityTail
 
-    class Tail(nn.Module):
-        """dlib's blocks from the cut, average-pooled, batch-normalised, one linear layer."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.blocks = copy.deepcopy(module.blocks[from_block:])
-            sizes = [in_size]
-            for b in self.blocks:
-                sizes.append(b.out_size(sizes[-1]))
-            self.sizes = sizes[:-1]
-            self.norm = nn.BatchNorm1d(len(pool_mean))  # from the frozen tail's statistics
-            with torch.no_grad():
-                self.norm.running_mean.copy_(torch.as_tensor(pool_mean))
-                self.norm.running_var.copy_(torch.as_tensor(pool_std) ** 2)
-            self.head = nn.Linear(len(pool_mean), n_out)
-            for p in self.blocks.parameters():
-                p.requires_grad_(trainable)
-
-        def pooled(self, x: torch.Tensor) -> torch.Tensor:
-            """The tail's average-pooled output (256-d), before the normalisation."""
-            for b, s in zip(self.blocks, self.sizes, strict=True):
-                x = b(x, s)
-            return x.mean(dim=(2, 3))
-
-        def head_of(self, pooled: torch.Tensor) -> torch.Tensor:
-            return self.head(self.norm(pooled))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.head_of(self.pooled(x))
-
-    return Tail()
+    return IdentityTail(module, from_block, in_size, pool_mean, pool_std, n_out, trainable)
 
 
 def layout(names) -> dict[str, slice]:
@@ -419,6 +419,9 @@ def train_arm(module, args, data: dict[str, np.ndarray], train, val, test, cols,
             row[t] = v
             if t not in best or better(t, v, best[t]["val"]):
                 best[t] = {"val": v, "epoch": epoch + 1, "pred_val": pv[t], "pred_test": pt[t]}
+                if trainable and t == "age":  # what --ship-age writes
+                    best[t]["state"] = {k: w.detach().clone()
+                                        for k, w in model.state_dict().items()}
         history.append(row)
         print(f"  {'finetune' if trainable else 'probe'} seed {seed} epoch {epoch + 1}: "
               + ", ".join(f"{t} {row[t]:.2f}" for t in TASKS)
@@ -433,12 +436,56 @@ def fuse(task: str, ours: np.ndarray, default: np.ndarray, w: float) -> np.ndarr
     return fuse_scores(output, ours, default, w)
 
 
+def ship_age(args, module, run: dict, entry: dict, maps_val: np.ndarray, pool_stats,
+             n_out: int, age_column: int) -> Path:
+    """Write the fine-tuned tail of ``run`` (the first seed's, at its age-best epoch) as the
+    age tail of the identity heads in ``--ship-age``: its int8 graph, and a ``tails`` entry
+    in the heads' JSON with the fusion weight chosen on validation."""
+    from facefuse.identity_format import write_json_atomic
+    from facefuse.train.identity_tail import write_value_graph
+
+    if args.from_block != len(module.blocks) - 1:
+        raise SystemExit(f"--ship-age needs the cut before the last block "
+                         f"(--from-block {len(module.blocks) - 1}): the shipped dlib graph "
+                         f"gives the map entering it (tail_in)")
+    out = Path(args.ship_age)
+    heads_json = out / "facefuse-identity-heads.json"
+    if not heads_json.is_file():
+        raise SystemExit(f"{heads_json} is missing: --ship-age adds the tail to those heads")
+    tail = build(module, args.from_block, tuple(maps_val.shape[2:]), *pool_stats, n_out, True)
+    tail.load_state_dict(run["best"]["age"]["state"])
+    graph = out / "facefuse-age-tail.onnx"
+    check = maps_val[:256].astype(np.float32).reshape(min(256, len(maps_val)), -1)
+    report = write_value_graph(tail, age_column, AGE_CENTRE, AGE_SCALE,
+                               tuple(maps_val.shape[1:]), graph, "int8-block", check)
+    doc = json.loads(heads_json.read_text())
+    doc["tails"] = [{
+        "task": "age", "graph": graph.name, "feature": "dlib_resnet:tail_in",
+        "output": "linear", "range": [0.0, 100.0],
+        "fusion_weight": entry["fused_weight"][0],
+        "fitted": {"command": "python benchmarks/identity_finetune.py " + " ".join(sys.argv[1:]),
+                   "seed": args.seeds[0], "epoch": run["best"]["age"]["epoch"],
+                   "from_block": args.from_block,
+                   "validation_mae_alone": round(entry["val"][0], 3),
+                   "validation_mae_fused": round(entry["fused_val"][0], 3),
+                   "test_mae_alone": round(entry["test"][0], 3),
+                   "test_mae_fused": round(entry["fused_test"][0], 3)},
+        **report}]
+    write_json_atomic(heads_json, doc)
+    print(f"wrote {graph} ({report['graph_bytes'] / 1e6:.2f} MB, parity "
+          f"{report['parity_max_abs']:.2e} years) and its entry in {heads_json}",
+          file=sys.stderr)
+    return graph
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--cache", default="reports/identity_finetune/cache")
     p.add_argument("--out", default="reports/identity_finetune")
     p.add_argument("--from-block", type=int, default=10)
+    p.add_argument("--derive-from", type=int, metavar="BLOCK",
+                   help="make the cache at --from-block from the cache cut at BLOCK")
     p.add_argument("--fer-train-max", type=int, default=12000)
     p.add_argument("--limit", type=int, help="at most N training rows a dataset (a quick look)")
     p.add_argument("--extract-only", action="store_true")
@@ -450,6 +497,9 @@ def main() -> None:
     p.add_argument("--tail-lr", type=float, default=0.03, help="the tail's lr, a share of --lr")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ship-age", metavar="DIR",
+                   help="write the first seed's fine-tuned tail as the age tail of the "
+                        "identity heads in DIR (src/facefuse/weights/identity to ship it)")
     args = p.parse_args()
     k, n = (int(v) for v in args.shard.split("/"))
 
@@ -460,6 +510,8 @@ def main() -> None:
     rows = ih.select_rows(args.data, args.fer_train_max, args.limit)
     cache = Path(args.cache)
     t0 = time.perf_counter()
+    if args.derive_from is not None:
+        derive(rows, cache, args.from_block, args.derive_from)
     extract(rows, cache, args.from_block, (k, n))
     if args.extract_only:
         return
@@ -511,6 +563,12 @@ def main() -> None:
                           "fused_val": fused_v, "fused_test": fused_t, "fused_weight": ws}
         table[t] = entry
     results["tasks"] = table
+    if args.ship_age:
+        ship_age(args, module, arms["finetune"][0], table["age"]["finetune"], val["maps"],
+                 pool_stats, n_out, cols["age"].start)
+    for runs in arms.values():  # the kept weights are not results
+        for r in runs:
+            r["best"].get("age", {}).pop("state", None)
     results["history"] = {arm: [r["history"] for r in runs] for arm, runs in arms.items()}
     results["environment"] = {"python": platform.python_version(), "torch": torch.__version__,
                               "machine": platform.machine(), "cpus": os.cpu_count()}
@@ -525,7 +583,8 @@ def main() -> None:
             "attributes": "mean %"}
     lines = ["# Partial fine-tuning of dlib's ResNet: its last stage against its frozen features",
              "", f"`python benchmarks/identity_finetune.py --epochs {args.epochs} --seeds "
-             f"{' '.join(map(str, args.seeds))}` (cut before block {args.from_block}; "
+             f"{' '.join(map(str, args.seeds))} --from-block {args.from_block}` "
+             f"(cut before block {args.from_block}; "
              f"{platform.machine()} CPU, {os.cpu_count()} cores). Rows with a face: train "
              f"{results['rows']['train']['faces']}, validation {results['rows']['val']['faces']}"
              f", test {results['rows']['test']['faces']} (without a face, left out: "

@@ -139,3 +139,128 @@ def test_the_analyzer_fuses_the_shipped_heads_with_the_shipped_model() -> None:
     assert only_age.analyze(demo_image_path()).faces[0].predictions["age"] == a["age"]
     # a model of one's own: its heads alone by default
     assert FaceAnalyzer(model=with_heads.model, landmark_refiner=None).identity_heads is None
+    # the shipped age tail (dlib's last block, fine-tuned) is fused after the linear head
+    tails = with_heads.identity_heads.tails
+    assert [(t.task, t.feature) for t in tails] == [("age", "dlib_resnet:tail_in")]
+    with_heads.identity_heads.tails = []
+    without_tail = with_heads.analyze(demo_image_path()).faces[0].predictions
+    w = tails[0].fusion_weight
+    assert 0 < w < 1 and without_tail["age"] != a["age"]
+    assert abs(a["age"] - without_tail["age"]) <= w * 100  # a weighted mean of the two
+
+
+def test_the_packages_weights_stay_within_40_mb() -> None:
+    from facefuse.weights import __file__ as weights_init
+
+    folder = Path(weights_init).parent
+    files = [f for f in folder.rglob("*") if f.is_file() and "__pycache__" not in f.parts]
+    assert any(f.name == "facefuse-age-tail.onnx" for f in files)
+    assert sum(f.stat().st_size for f in files) <= 40_000_000
+
+
+# -- tails: a fine-tuned copy of a network's last block, as an ONNX graph ----------------------
+def tail_setup(tmp_path: Path):
+    """A tiny dlib-style network, a tail on its last block written as a graph (output 1:
+    35 + 15 * the head's), and the heads file of :func:`heads_file` with that tail added."""
+    import torch
+    from dlib_writer import tiny_weights
+
+    from facefuse.models.dlib_resnet import DlibResNet
+    from facefuse.train.identity_tail import IdentityTail, write_value_graph
+
+    torch.manual_seed(0)
+    net = DlibResNet.from_weights(tiny_weights(seed=3)).eval()
+    images = torch.randn(5, 3, 37, 37)
+    last = len(net.blocks) - 1
+    with torch.no_grad():
+        maps = net.map_before(images, last)
+    tail = IdentityTail(net, last, tuple(maps.shape[2:]), np.zeros(8), np.ones(8), 3, True)
+    with torch.no_grad():
+        for p in tail.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # fine-tuned: no longer dlib's
+    tail.eval()
+    path = heads_file(tmp_path)
+    report = write_value_graph(tail, 1, 35.0, 15.0, tuple(maps.shape[1:]),
+                               tmp_path / "age-tail.onnx", "int8-block")
+    doc = json.loads(path.read_text())
+    doc["tails"] = [{"task": "age", "graph": "age-tail.onnx", "feature": "net:tail_in",
+                     "output": "linear", "range": [0, 116], "fusion_weight": 0.3}]
+    path.write_text(json.dumps(doc))
+    return path, net, tail, images, report
+
+
+def test_dlib_gives_the_map_entering_its_last_block() -> None:
+    import torch
+    from dlib_writer import tiny_weights
+
+    from facefuse.models.dlib_resnet import DlibResNet
+
+    net = DlibResNet.from_weights(tiny_weights(seed=3)).eval()
+    x = torch.randn(3, 3, 37, 37)
+    with torch.no_grad():
+        features, blocks = net.forward_blocks(x)
+        assert torch.allclose(features, net.forward_features(x), atol=1e-6)
+        last = net.map_before(x, len(net.blocks) - 1)
+        assert torch.equal(blocks["tail_in"], last.flatten(1))
+        assert torch.allclose(net.blocks[-1](last, tuple(last.shape[2:])).mean(dim=(2, 3)),
+                              blocks["pool"], atol=1e-6)
+    with pytest.raises(ValueError, match="block must be within"):
+        net.map_before(x, len(net.blocks) + 1)
+
+
+def test_a_tail_graph_gives_the_tails_value_and_is_fused_after_the_heads(
+        tmp_path: Path) -> None:
+    import torch
+
+    path, net, tail, images, report = tail_setup(tmp_path)
+    assert report["parity_max_abs"] < 1e-3 and report["graph_bytes"] > 0
+    heads = IdentityHeads.read(path)
+    assert heads.tasks == ["race", "gender", "attributes", "age"]
+    assert heads.features == {"net:features", "net:m", "net:tail_in"}
+    with torch.no_grad():
+        maps = net.map_before(images, len(net.blocks) - 1)
+        want = 35.0 + 15.0 * tail(maps)[:, 1].numpy()
+    feats, _ = blobs(n=5, seed=4)
+    feats["net:tail_in"] = maps.flatten(1).numpy()
+    got = heads.tails[0].values(feats)
+    np.testing.assert_allclose(got, np.clip(want, 0, 116), atol=1e-3)
+    meta = {"tasks": {"age": [], "race": ["white", "black", "asian", "indian", "others"]}}
+    decoder = OutputDecoder(meta, ["age", "race"])
+    outputs = {"age": np.full((5, 1), 50 / 116), "race": np.zeros((5, 5))}
+    preds = [{"age": 50.0} for _ in range(5)]
+    heads.apply(preds, feats, outputs, decoder, ["age", "race"])
+    before = 0.75 * heads.heads["age"].scores(feats) + 0.25 * 50.0  # the linear head's
+    for p, b, t in zip(preds, before, got, strict=True):
+        assert p["age"] == pytest.approx(0.3 * t + 0.7 * b, abs=0.02)
+    untouched = [{"age": 50.0} for _ in range(5)]
+    heads.apply(untouched, feats, outputs, decoder, ["race"])  # age not asked for
+    assert all(p["age"] == 50.0 for p in untouched)
+
+
+def test_bad_tails_are_refused(tmp_path: Path) -> None:
+    path, *_ = tail_setup(tmp_path)
+    good = json.loads(path.read_text())
+
+    def refused(change: dict, error: type[Exception], match: str) -> None:
+        doc = json.loads(json.dumps(good))
+        doc["tails"][0].update(change)
+        path.write_text(json.dumps(doc))
+        with pytest.raises(error, match=match):
+            IdentityHeads.read(path)
+
+    refused({"graph": "missing.onnx"}, FileNotFoundError, "tail's graph .*missing.onnx")
+    refused({"graph": "../age-tail.onnx"}, ValueError, "not a plain file name")
+    refused({"fusion_weight": 1.5}, ValueError, "fusion_weight must be within")
+    refused({"output": "softmax"}, ValueError, "only linear outputs")
+    doc = json.loads(json.dumps(good))
+    del doc["tails"][0]["feature"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="a field or tensor is missing"):
+        IdentityHeads.read(path)
+    path.write_text(json.dumps(good))
+    tail = IdentityHeads.read(path).tails[0]
+    with pytest.raises(KeyError, match="reads 'net:tail_in'"):
+        tail.values({"net:features": np.zeros((2, 4))})
+    with pytest.raises(ValueError, match="takes .* features"):
+        tail.values({"net:tail_in": np.zeros((2, 7), np.float32)})
+    assert tail.values({"net:tail_in": np.zeros((0, 7), np.float32)}).shape == (0,)

@@ -279,8 +279,7 @@ class FaceAnalyzer:
         #: the identity networks run on every face: the embedding's, else the heads' own
         self.describer = self.identity
         if self.identity_heads is not None:
-            needed = {f.split(":")[0] for h in self.identity_heads.heads.values()
-                      for f in h.features}
+            needed = {f.split(":")[0] for f in self.identity_heads.features}
             if self.describer is None or \
                     not needed <= {n.name for n in self.describer.networks}:
                 self.describer = self._load_identity("shipped")

@@ -1,7 +1,10 @@
 """Heads on the identity networks' features for the other tasks (age, gender, race, emotion,
 attributes), fused late with the multi-task model's own heads: the analyzer's plug-in that
 brings identity pre-training to every task (``docs/MODEL_CARD.md``, "Heads on the identity
-networks' features").
+networks' features"); then, optionally, *tails*: fine-tuned copies of a network's last blocks
+(ONNX graphs, :class:`facefuse.runtime.graph_head.GraphHead`) on the map it gives at the
+cut, each fused with the prediction of its task made before it (``docs/MODEL_CARD.md``,
+"Partial fine-tuning").
 
 A heads file is ``NAME.json`` (format :data:`HEADS_FORMAT`) beside ``NAME.safetensors``
 (numpy). Per task: which features it reads (``<network>:features`` or ``<network>:<block>``,
@@ -9,7 +12,9 @@ as :meth:`FusedIdentity.describe` names them), their standardisation, a linear m
 turns its output into a prediction (``softmax``, ``sigmoid`` or ``linear`` within a range),
 and the late fusion with the model's own output: ``fusion_weight`` w is the identity head's
 share, in a weighted geometric mean of class probabilities, or a weighted mean of ages or
-attribute probabilities. Fitted by :mod:`facefuse.train.identity_heads`. numpy only.
+attribute probabilities. Fitted by :mod:`facefuse.train.identity_heads`. A tail (the
+optional list ``tails``: ``task``, ``graph`` beside the JSON, ``feature``, ``fusion_weight``,
+``range``) is written by :mod:`facefuse.train.identity_tail`. numpy and ONNX Runtime only.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 from facefuse.identity_format import read_described_json
 from facefuse.runtime.decoding import OutputDecoder, sigmoid, softmax
+from facefuse.runtime.graph_head import GraphHead
 from facefuse.runtime.linear_heads import HEADS_FORMAT, LinearHead, fuse_scores
 
 
@@ -31,15 +37,24 @@ class IdentityHeads:
     Args:
         heads: the heads, by task.
         meta: the JSON's other fields (provenance, figures).
+        tails: graph heads of regression tasks, applied after ``heads`` in this order.
     """
 
-    def __init__(self, heads: Mapping[str, LinearHead], meta: dict | None = None) -> None:
+    def __init__(self, heads: Mapping[str, LinearHead], meta: dict | None = None,
+                 tails: list[GraphHead] | None = None) -> None:
         self.heads = dict(heads)
         self.meta = dict(meta or {})
+        self.tails = list(tails or [])
 
     @property
     def tasks(self) -> list[str]:
-        return list(self.heads)
+        return list(dict.fromkeys([*self.heads, *(t.task for t in self.tails)]))
+
+    @property
+    def features(self) -> set[str]:
+        """Every feature block a head or a tail reads."""
+        return {f for h in self.heads.values() for f in h.features} \
+            | {t.feature for t in self.tails}
 
     @classmethod
     def read(cls, path: str | Path) -> IdentityHeads:
@@ -68,11 +83,25 @@ class IdentityHeads:
                     str(d["output"]), tuple(d.get("labels") or ()), float(d["fusion_weight"]),
                     None if rng is None else (float(rng[0]), float(rng[1])),
                     float(d.get("threshold", 0.5)))
+            tails = [cls._tail(info, d) for d in doc.get("tails") or []]
         except KeyError as exc:
             raise ValueError(f"{info}: a field or tensor is missing ({exc})") from None
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{info}: {exc}") from None
-        return cls(heads, {k: v for k, v in doc.items() if k != "tasks"})
+        return cls(heads, {k: v for k, v in doc.items() if k not in ("tasks", "tails")}, tails)
+
+    @staticmethod
+    def _tail(info: Path, d: dict) -> GraphHead:
+        graph = str(d["graph"])
+        if Path(graph).name != graph:
+            raise ValueError(f"tail graph {graph!r} is not a plain file name")
+        if d.get("output", "linear") != "linear":
+            raise ValueError(f"the {d['task']} tail: only linear outputs (a value) are "
+                             f"supported, got {d['output']!r}")
+        rng = d.get("range")
+        return GraphHead(str(d["task"]), str(d["feature"]), info.parent / graph,
+                         float(d["fusion_weight"]),
+                         None if rng is None else (float(rng[0]), float(rng[1])))
 
     def apply(self, predictions: list[dict[str, Any]], features: Mapping[str, np.ndarray],
               outputs: Mapping[str, np.ndarray], decoder: OutputDecoder,
@@ -98,6 +127,14 @@ class IdentityHeads:
                 fuse_scores(head.output, ident, own, w)
             for p, s in zip(predictions, fused, strict=True):
                 p.update(self._decoded(head, s))
+        for tail in self.tails:
+            if tail.task not in tasks:
+                continue
+            values = tail.values(features)
+            for p, v in zip(predictions, values, strict=True):
+                before = p.get(tail.task)
+                w = tail.fusion_weight if before is not None else 1.0
+                p[tail.task] = round(float(w * v + (1 - w) * (before or 0.0)), 2)
 
     @staticmethod
     def _decoded(head: LinearHead, score: np.ndarray) -> dict[str, Any]:

@@ -226,19 +226,32 @@ class DlibResNet(nn.Module):
                              f"(sizes {sizes}); it was built for {self.image_size}")
         return sizes
 
-    def _body(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if torch.jit.is_tracing():  # export: a static input of image_size
-            size = (self.image_size, self.image_size)
-        else:
-            size = (int(x.shape[2]), int(x.shape[3]))
-        sizes = self.block_sizes(size)
+    def _body(self, x: torch.Tensor, until: int | None = None
+              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The blocks' output and each stage's last map; with ``until``, the map entering
+        block ``until`` instead (the blocks from there on are not run)."""
+        sizes = self.block_sizes(self._input_size(x))
         x = self.stem_pool(F.relu(self.stem_affine(self.stem_conv(x))))
         maps: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
+            if i == until:
+                break
             x = block(x, sizes[i])
             if i in self.stage_ends:
                 maps.append(x)
         return x, maps
+
+    def _input_size(self, x: torch.Tensor) -> tuple[int, int]:
+        if torch.jit.is_tracing():  # export: a static input of image_size
+            return (self.image_size, self.image_size)
+        return (int(x.shape[2]), int(x.shape[3]))
+
+    def map_before(self, x: torch.Tensor, block: int) -> torch.Tensor:
+        """The feature map entering block ``block`` (0 to the number of blocks): what a
+        fine-tuned copy of the blocks from there on (a tail) takes."""
+        if not 0 <= block <= len(self.blocks):
+            raise ValueError(f"block must be within [0, {len(self.blocks)}], got {block}")
+        return self._body(x, until=block)[0]
 
     def forward_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps after each stage (dlib: 32, 64, 128, 256 filters, the last block),
@@ -247,12 +260,18 @@ class DlibResNet(nn.Module):
         return [*maps, x.mean(dim=(2, 3))]
 
     def forward_blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The descriptor and, from the same pass, pooled intermediate features that other
-        tasks' heads read (:data:`BLOCKS`): ``pool``, the 256-d vector the fc layer takes;
-        ``s3``, the third stage's 128x8x8 map average-pooled."""
-        x, maps = self._body(x)
+        """The descriptor and, from the same pass, intermediate features that other tasks'
+        heads read: ``pool``, the 256-d vector the fc layer takes; ``s3``, the third stage's
+        128x8x8 map average-pooled; ``tail_in``, the 256x4x4 map entering the last block,
+        flattened (the input of a fine-tuned copy of that block: ``facefuse.train.
+        identity_tail``)."""
+        last = len(self.blocks) - 1
+        sizes = self.block_sizes(self._input_size(x))
+        tail_in, maps = self._body(x, until=last)
+        x = self.blocks[last](tail_in, sizes[last])
         pooled = x.mean(dim=(2, 3))
-        return self.fc(pooled), {"pool": pooled, "s3": maps[2].mean(dim=(2, 3))}
+        return self.fc(pooled), {"pool": pooled, "s3": maps[2].mean(dim=(2, 3)),
+                                 "tail_in": tail_in.flatten(1)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The descriptor, exactly dlib's (not normalised)."""

@@ -96,6 +96,9 @@ class OnnxGraph:
         if threads:
             options.intra_op_num_threads = int(threads)
         quiet_threads(options)
+        # int8 weights (DequantizeLinear of constants) folded into float32 once, at load,
+        # not dequantised on every run
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
         providers = providers_for(device)
         try:
             self.session = ort.InferenceSession(model, options, providers=providers)
