@@ -8,7 +8,7 @@ training rows. Validation rows only decide; no calibration anywhere (the model's
 ignored, a refit head would need its own). Each line also prints the training split's score,
 which shows how far the trunk has learned its training faces by heart.
 
-Usage: python benchmarks/head_refit.py [CHECKPOINT] --config configs/mtl_mobilenet.yaml \
+Usage: python benchmarks/head_refit.py [CHECKPOINT] --config configs/mtl.yaml \
            --profile shipped_finetune [--alphas 1 10 100 1000] [--cs 0.001 0.01 0.1]
        (CHECKPOINT without suffix, default the shipped model; the profile says which cache)
 """

@@ -9,7 +9,7 @@ figure is printed beside it.
 
 Usage: python benchmarks/model_card_eval.py RUN_FOLDER [--checkpoint NAME]
        python benchmarks/model_card_eval.py src/facefuse/weights --checkpoint facefuse-mtl-small \
-           --config configs/mtl_mobilenet.yaml --profile shipped_finetune   (the shipped model)
+           --config configs/mtl.yaml --profile shipped_finetune   (the shipped model)
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Validation rows only, so the test split stays unseen by the choice; one pass wit
 and without any calibration (the mean carries none; fit one after choosing, with
 tools/calibrate_model.py). Alpha 0 is A itself, alpha 1 is B.
 
-Usage: python benchmarks/soup_scan.py A B --config configs/mtl_mobilenet.yaml \
+Usage: python benchmarks/soup_scan.py A B --config configs/mtl.yaml \
            --profile shipped_finetune [--alphas 0 0.3 0.5 0.7 1]
        (A and B checkpoint paths without suffix; the profile says which cache they train on)
 """

@@ -10,7 +10,7 @@ device call per shard unpacks it (the machine keeps its files while it stays war
     # device call k, carry [".pack/shard-0k.tar"]:
     mkdir -p /root/ffdata && tar xf .pack/shard-0k.tar -C /root/ffdata
     # last call: train on the unpacked data
-    facefuse train configs/mtl_mobilenet.yaml --set data_root=/root/ffdata
+    facefuse train configs/mtl.yaml --set data_root=/root/ffdata
 
 Shards hold whole files under their dataset folders (``utkface/UTKFace/...``), so the
 unpacked folder has the layout the readers expect.
@@ -24,7 +24,7 @@ multi-task cache goes over in a few calls, and training there needs no data fold
     # carry [".pack/cache/part-0k"]:  mkdir -p /root/pack && cp .pack/cache/part-0k/* /root/pack/
     # then, there:
     python tools/pack_for_device.py --unpack /root/pack --out /root/cache
-    facefuse train configs/mtl_mobilenet.yaml --profile shipped_gpu \
+    facefuse train configs/mtl.yaml --profile shipped_gpu \
         --set cache=/root/cache/mtl-XXXX
 """
 

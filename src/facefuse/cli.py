@@ -286,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one multi-task model across datasets "
                                          "(runs unchanged under torchrun)",
-        **examples("facefuse train configs/mtl_mobilenet.yaml --quick",
-                   "torchrun --nproc_per_node 2 -m facefuse train configs/mtl_mobilenet.yaml"))
+        **examples("facefuse train configs/mtl.yaml --quick",
+                   "torchrun --nproc_per_node 2 -m facefuse train configs/mtl.yaml"))
     train.add_argument("config", help="YAML config (see configs/mtl_*.yaml)")
     add_run_options(train, "run folder")
     train.add_argument("--cache-only", action="store_true",
