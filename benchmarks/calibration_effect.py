@@ -4,7 +4,7 @@ Prints the Markdown table of the model card's "Age calibration" section.
 
 The model runs as the analyzer runs it (test-time flip unless --no-flip); "before" is the
 head's raw output, "after" the same output through the map the checkpoint carries
-(``tools/calibrate_model.py`` fits it).
+(``facefuse model calibrate`` fits it).
 
 Usage: python benchmarks/calibration_effect.py CHECKPOINT --cache CACHE_DIR [--no-flip]
        python benchmarks/calibration_effect.py src/facefuse/weights/facefuse-mtl-small \
@@ -41,7 +41,7 @@ def calibration_effect(checkpoint: str | Path, cache_dir: str | Path, task: str 
     mapping = model.calibration.get(task)
     if mapping is None:
         raise ValueError(f"{checkpoint} carries no {task!r} calibration "
-                         "(tools/calibrate_model.py fits one)")
+                         "(facefuse model calibrate fits one)")
     cache = TrainingCache.open(cache_dir)
     out = []
     for split in splits:

@@ -4,7 +4,7 @@ cache's validation split for each alpha; prints the Markdown table of the model 
 
 Validation rows only, so the test split stays unseen by the choice; one pass without flip
 and without any calibration (the mean carries none; fit one after choosing, with
-tools/calibrate_model.py). Alpha 0 is A itself, alpha 1 is B.
+facefuse model calibrate). Alpha 0 is A itself, alpha 1 is B.
 
 Usage: python benchmarks/soup_scan.py A B --config configs/mtl.yaml \
            --profile shipped_finetune [--alphas 0 0.3 0.5 0.7 1]

@@ -1,10 +1,9 @@
-"""Age calibration: the monotone map, its checks, the tool that fits it into a checkpoint and
-the decoding that applies it."""
+"""Age calibration: the monotone map, its checks, ``facefuse model calibrate`` (and the
+library behind it) that fits it into a checkpoint, and the decoding that applies it."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,14 @@ from fakes import write_utkface
 from tests.scripts import load_script
 from tests.test_mtl import write_config
 
+import facefuse.lifecycle.calibrate as tool
 import facefuse.train.mtl as mtl
+from facefuse.cli import main
 from facefuse.config import load_config
 from facefuse.inference.face_model import FaceModel
 from facefuse.runtime.calibration import apply_monotone_map
 from facefuse.train.calibration import fit_monotone_map
 
-tool = load_script("tools/calibrate_model.py")
 effect = load_script("benchmarks/calibration_effect.py")
 
 
@@ -154,13 +154,26 @@ def test_checkpoint_with_a_broken_calibration_fails_at_load(tmp_path: Path) -> N
         FaceModel.from_checkpoint(ckpt)
 
 
-def test_tool_reports_a_missing_checkpoint_or_cache_in_one_line(tmp_path: Path,
-                                                                monkeypatch) -> None:
+def test_command_writes_a_map_that_helps_and_says_so(tmp_path: Path, capsys) -> None:
+    cfg = age_only_run(tmp_path, 500)
+    cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg))
+    ckpt = tmp_path / "run" / "final"
+    code = main(["model", "calibrate", str(ckpt), "--cache", str(cache.path), "--knots", "4",
+                 "--force"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"written to {ckpt.with_suffix('.json')}" in out
+    stored = json.loads(ckpt.with_suffix(".json").read_text())["calibration"]["age"]
+    assert stored["cache"] == cache.path.name and len(stored["x"]) >= 2
+    assert not [f for f in ckpt.parent.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_command_reports_a_missing_checkpoint_or_cache_in_one_line(tmp_path: Path,
+                                                                   capsys) -> None:
     age_only_run(tmp_path, 40)
     cache = next((tmp_path / "cache").iterdir())
     ckpt = tmp_path / "run" / "final"
     for argv, error in (([str(tmp_path / "nope"), "--cache", str(cache)], "no model at"),
                         ([str(ckpt), "--cache", str(tmp_path)], "not a complete")):
-        monkeypatch.setattr(sys, "argv", ["calibrate_model.py", *argv])
-        with pytest.raises(SystemExit, match=f"calibrate_model: .*{error}"):
-            tool.main()
+        assert main(["model", "calibrate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("facefuse: ") and error in err and len(err.splitlines()) == 1

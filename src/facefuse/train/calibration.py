@@ -21,7 +21,7 @@ are by the shipped model, can even get a larger error: docs/MODEL_CARD.md has th
 The map is stored in the checkpoint's JSON metadata under ``calibration`` (task -> map) and
 applied by :mod:`facefuse.runtime.calibration` when a model's outputs are decoded, so
 the analyzer, the CLI and the peer comparison all see calibrated values.
-``tools/calibrate_model.py`` fits it for a checkpoint from its training run's cache.
+``facefuse model calibrate`` fits it for a checkpoint from its training run's cache.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def raw_predictions(model: FaceModel, cache: TrainingCache, task: str, split: st
     """(predicted, true) values of a regression ``task`` on the cache's ``split`` rows that
     carry its label; predictions straight from the head (no calibration), as ``model``
     runs them (with its test-time flip when it has one). What a map is fitted to
-    (``tools/calibrate_model.py``) and what its effect is measured on
+    (``facefuse model calibrate``) and what its effect is measured on
     (``benchmarks/calibration_effect.py``)."""
     rows = cache.rows(split)
     rows = rows[cache.table.present(task)[rows]]
