@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from facefuse.data.cache import TrainingCache
+from facefuse.evaluation.cache_predictions import raw_predictions
 from facefuse.inference.face_model import FaceModel
 from facefuse.runtime.calibration import apply_monotone_map
-from facefuse.train.calibration import raw_predictions
 
 GROUPS = {"all": (0, np.inf), "under 18": (0, 18), "60 and over": (60, np.inf)}
 

@@ -177,3 +177,32 @@ def test_command_reports_a_missing_checkpoint_or_cache_in_one_line(tmp_path: Pat
         assert main(["model", "calibrate", *argv]) == 2
         err = capsys.readouterr().err
         assert err.startswith("facefuse: ") and error in err and len(err.splitlines()) == 1
+
+
+def test_cache_predictions_are_the_models_own_on_the_labelled_rows(tmp_path: Path) -> None:
+    from facefuse.evaluation.cache_predictions import (
+        cache_predictions,
+        labelled_rows,
+        raw_predictions,
+    )
+
+    write_utkface(tmp_path / "data", n=60)
+    cfg = write_config(tmp_path, tmp_path / "data", "datasets: [utkface]\n"
+                       "tasks: [age, gender]\nsampling: {utkface: 1.0}\noptim: {epochs: 1}\n")
+    mtl.train_mtl(load_config(mtl.MTLConfig, cfg))
+    cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg))
+    model = FaceModel.from_checkpoint(tmp_path / "run" / "final", flip=True)
+    rows = labelled_rows(cache, "val", ["age", "gender"])
+    assert len(rows) and set(rows) <= set(cache.rows("val"))
+    features, predicted = cache_predictions(model, cache, rows, ["age", "gender"], batch=7)
+    faces = [np.asarray(cache.images[i]) for i in rows]
+    own = model.predict(faces)
+    assert features.shape == (len(rows), model.feature_dim)
+    assert predicted["gender"].tolist() == [
+        model.decoder.label_names["gender"].index(p["gender"]["label"]) for p in own]
+    np.testing.assert_allclose(predicted["age"], [p["age"] for p in own], atol=0.02)
+    age, true = raw_predictions(model, cache, "age", "val")
+    np.testing.assert_allclose(age, predicted["age"][cache.table.present("age")[rows]])
+    assert len(true) == len(age)
+    with pytest.raises(ValueError, match="no test rows labelled with 'emotion'"):
+        raw_predictions(model, cache, "emotion", "test")

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from facefuse.data.cache import TrainingCache
+from facefuse.evaluation.cache_predictions import raw_predictions
 from facefuse.inference.face_model import FaceModel
 from facefuse.runtime.calibration import apply_monotone_map
 from facefuse.runtime.model_files import read_model_meta, update_model_meta
-from facefuse.train.calibration import fit_monotone_map, raw_predictions
+from facefuse.train.calibration import fit_monotone_map
 
 
 def calibrate(checkpoint: str | Path, cache_dir: str | Path, task: str = "age",
