@@ -8,19 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.scripts import load_script
 from tests.test_calibration import age_only_run
 
 import facefuse.train.mtl as mtl
 from facefuse.cli import main
 from facefuse.config import load_config
 from facefuse.data.loader import CacheLoader
+from facefuse.lifecycle.average import scan_mixing_shares
 from facefuse.models.averaging import average_weights
 from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.train.loop import predict, score
 
-scan = load_script("benchmarks/soup_scan.py")
 LABELS = {"age": [], "gender": ["male", "female"]}
 CALIBRATION = {"age": {"kind": "monotone", "x": [10.0, 50.0], "y": [12.0, 48.0]}}
 
@@ -163,11 +162,11 @@ def test_soup_scan_scores_the_sources_at_its_ends_and_the_mean_between(tmp_path:
         p = predict(load_checkpoint(path).model, loader, ["age"])["age"]
         return score("age", p["pred"], p["target"])["mae"]
 
-    rows = scan.scan(a, b, cache, ["age"], [0, 0.5, 1])
+    rows = scan_mixing_shares(a, b, cache, ["age"], [0, 0.5, 1])
     assert [r["alpha"] for r in rows] == [0, 0.5, 1]
     assert rows[0]["age"]["mae"] == pytest.approx(own_mae(a))
     assert rows[2]["age"]["mae"] == pytest.approx(own_mae(b))
     assert rows[0]["age"]["mae"] != pytest.approx(rows[2]["age"]["mae"])
     assert rows[1]["age"]["mae"] not in (rows[0]["age"]["mae"], rows[2]["age"]["mae"])
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        scan.scan(a, b, cache, ["age"], [0.5, 1.5])
+        scan_mixing_shares(a, b, cache, ["age"], [0.5, 1.5])

@@ -5,6 +5,8 @@ The model runs on the cache's validation rows that carry an age label, as the an
 it (test-time flip unless ``flip=False``), ignoring any calibration the checkpoint already
 has; the map from those predictions to the true ages replaces it. Validation rows only: the
 test split stays unseen, so test figures after calibration remain test figures.
+:func:`calibration_effect` measures a stored map on the validation and test splits
+(``benchmarks/calibration_effect.py`` prints it as the model card's table).
 """
 
 from __future__ import annotations
@@ -47,3 +49,38 @@ def calibrate(checkpoint: str | Path, cache_dir: str | Path, task: str = "age",
         calibration = {**read_model_meta(checkpoint).get("calibration", {}), task: mapping}
         update_model_meta(checkpoint, {"calibration": calibration})
     return result
+
+
+#: the age groups of :func:`calibration_effect` (true age in [low, high))
+GROUPS = {"all": (0, np.inf), "under 18": (0, 18), "60 and over": (60, np.inf)}
+
+
+def calibration_effect(checkpoint: str | Path, cache_dir: str | Path, task: str = "age",
+                       splits: tuple[str, ...] = ("val", "test"), flip: bool = True
+                       ) -> list[dict]:
+    """One row per split: ``{"split", "rows", GROUP: (mae_before, mae_after), ...}`` for the
+    groups of :data:`GROUPS` (true value in [low, high)); a group with no face is left out.
+
+    Raises:
+        ValueError: the checkpoint has no head or no stored calibration for ``task``.
+    """
+    model = FaceModel.from_checkpoint(checkpoint, flip=flip)
+    if task not in model.tasks:
+        raise ValueError(f"{checkpoint} has no {task!r} head")
+    mapping = model.calibration.get(task)
+    if mapping is None:
+        raise ValueError(f"{checkpoint} carries no {task!r} calibration "
+                         "(facefuse model calibrate fits one)")
+    cache = TrainingCache.open(cache_dir)
+    out = []
+    for split in splits:
+        predicted, true = raw_predictions(model, cache, task, split)
+        calibrated = apply_monotone_map(predicted, mapping)
+        row: dict = {"split": split, "rows": len(true)}
+        for name, (low, high) in GROUPS.items():
+            inside = (true >= low) & (true < high)
+            if inside.any():
+                row[name] = (float(np.abs(predicted[inside] - true[inside]).mean()),
+                             float(np.abs(calibrated[inside] - true[inside]).mean()))
+        out.append(row)
+    return out
