@@ -151,7 +151,7 @@ def test_checkpoint_with_a_broken_calibration_fails_at_load(tmp_path: Path) -> N
         FaceModel.from_checkpoint(ckpt)
 
 
-def test_command_writes_a_map_that_helps_and_says_so(tmp_path: Path, capsys) -> None:
+def test_command_writes_the_map_and_says_where(tmp_path: Path, capsys) -> None:
     cfg = age_only_run(tmp_path, 500)
     cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg))
     ckpt = tmp_path / "run" / "final"
