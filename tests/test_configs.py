@@ -127,3 +127,17 @@ def test_the_shipped_profiles_inherit_what_they_do_not_change() -> None:
     assert dldl.sampling == {**gpu.sampling, "utkface": 1.5}
     assert dldl.task_weights == {**gpu.task_weights, "identity": 0.1}
     assert dldl.optim.lr == 0.001 and dldl.optim.epochs == 8 and dldl.age_head == "distribution"
+
+
+def test_a_config_that_extends_a_shipped_one_keeps_its_kind_and_profiles(tmp_path: Path
+                                                                         ) -> None:
+    from facefuse.experiments import experiment_kind
+
+    child = tmp_path / "mine.yaml"
+    child.write_text(f"extends: {CONFIGS / 'dmm_cnn.yaml'}\nseeds: [0]\n"
+                     "profiles:\n  gpu: {train: {batch_size: 64}}\n")
+    assert experiment_kind(child) == "dmm_cnn"
+    cfg = load_config(config_class("dmm_cnn.yaml"), child, profile="gpu")
+    assert cfg.seeds == (0,) and cfg.train.batch_size == 64
+    assert cfg.model.trunk == "mobilenetv3_large_100" and cfg.model.trunk_options == {}
+    assert cfg.train.optim.epochs == 40  # the rest of the inherited profile
