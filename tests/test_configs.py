@@ -141,3 +141,13 @@ def test_a_config_that_extends_a_shipped_one_keeps_its_kind_and_profiles(tmp_pat
     assert cfg.seeds == (0,) and cfg.train.batch_size == 64
     assert cfg.model.trunk == "mobilenetv3_large_100" and cfg.model.trunk_options == {}
     assert cfg.train.optim.epochs == 40  # the rest of the inherited profile
+
+
+@pytest.mark.parametrize("command", ["train", "experiment"])
+def test_quick_and_a_profile_together_are_a_usage_error(command: str, capsys) -> None:
+    from facefuse.cli import main
+
+    with pytest.raises(SystemExit) as exc:  # one profile a run: say efficientnet_quick
+        main([command, str(CONFIGS / "mtl.yaml"), "--quick", "--profile", "efficientnet"])
+    assert exc.value.code == 2
+    assert "--profile: not allowed with argument --quick" in capsys.readouterr().err

@@ -195,9 +195,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_run_options(p: argparse.ArgumentParser, output_what: str) -> None:
     """Profile, overrides, output folder and quiet: shared by config-driven commands."""
-    p.add_argument("--quick", action="store_true",
-                   help="apply the config's 'quick' profile (small, CPU-sized)")
-    p.add_argument("--profile", default=None, help="apply another named profile")
+    which = p.add_mutually_exclusive_group()  # one profile a run (they may extend others)
+    which.add_argument("--quick", action="store_true",
+                       help="apply the config's 'quick' profile (small, CPU-sized)")
+    which.add_argument("--profile", default=None, help="apply another named profile")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set seeds=[0]")
     p.add_argument("--output", default=None, help=f"{output_what} (overrides 'output')")
