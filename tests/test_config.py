@@ -149,3 +149,10 @@ def test_bad_inheritance_is_a_clear_error(tmp_path: Path, files: dict[str, str],
     with pytest.raises(ConfigError) as exc:
         load_config(Outer, tmp_path / "c.yaml", profile=profile)
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["{file: '', profile: q}", "{profile: 3}", "{}", "''"])
+def test_an_extends_that_names_nothing_is_refused(tmp_path: Path, value: str) -> None:
+    p = write(tmp_path, f"profiles:\n  q: {{}}\n  a: {{extends: {value}}}\n")
+    with pytest.raises(ConfigError, match="extends must name a file"):
+        load_config(Outer, p, profile="a")

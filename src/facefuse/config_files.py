@@ -70,9 +70,9 @@ def parse_extends(value: Any, where: str) -> tuple[str | None, str | None]:
         if unknown:
             raise ConfigError(f"{where}: extends has unknown key(s) {sorted(unknown)}; "
                               f"valid: ['file', 'profile']")
-        file, profile = value.get("file"), value.get("profile")
-        if all(isinstance(v, str) and v for v in (file or "x", profile or "x")):
-            return file, profile
+        named = {k: v for k, v in value.items() if v is not None}
+        if named and all(isinstance(v, str) and v for v in named.values()):
+            return named.get("file"), named.get("profile")
     raise ConfigError(f"{where}: extends must name a file (base.yaml), a profile (quick) or "
                       f"both ({{file: base.yaml, profile: quick}}), got {value!r}")
 
@@ -131,8 +131,7 @@ def profile_changes(doc: Mapping, name: str, where: object, _chain: Sequence[str
     if file is not None:
         raise ConfigError(f"{where}: profile {name!r} extends {file}: a profile extends "
                           f"another profile of its own file (a file extends files)")
-    assert parent is not None
-    return deep_merge(profile_changes(doc, parent, where, (*_chain, name)), changes)
+    return deep_merge(profile_changes(doc, str(parent), where, (*_chain, name)), changes)
 
 
 def apply_profile(doc: Mapping, name: str | None, where: object) -> dict:

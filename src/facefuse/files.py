@@ -32,14 +32,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _fsync(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
     try:
-        os.fsync(fd)
-    except OSError:  # a folder some file systems cannot sync; the file's own sync was done
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # a folder some systems cannot open or sync; the file's own sync was done
         if not directory:
             raise
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
