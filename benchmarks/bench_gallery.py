@@ -32,9 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from facefuse.runtime.decoding import unit_rows
 
 
 def timed(fn, repeat: int = 1) -> float:

@@ -4,7 +4,7 @@ Prints the Markdown table of the model card's "Age calibration" section.
 
 The model runs as the analyzer runs it (test-time flip unless --no-flip); "before" is the
 head's raw output, "after" the same output through the map the checkpoint carries
-(``tools/calibrate_model.py`` fits it).
+(``facefuse model calibrate`` fits it).
 
 Usage: python benchmarks/calibration_effect.py CHECKPOINT --cache CACHE_DIR [--no-flip]
        python benchmarks/calibration_effect.py src/facefuse/weights/facefuse-mtl-small \
@@ -14,47 +14,8 @@ Usage: python benchmarks/calibration_effect.py CHECKPOINT --cache CACHE_DIR [--n
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
-
-from facefuse.data.cache import TrainingCache
-from facefuse.inference.face_model import FaceModel
-from facefuse.runtime.calibration import apply_monotone_map
-from facefuse.train.calibration import raw_predictions
-
-GROUPS = {"all": (0, np.inf), "under 18": (0, 18), "60 and over": (60, np.inf)}
-
-
-def calibration_effect(checkpoint: str | Path, cache_dir: str | Path, task: str = "age",
-                       splits: tuple[str, ...] = ("val", "test"), flip: bool = True
-                       ) -> list[dict]:
-    """One row per split: ``{"split", "rows", GROUP: (mae_before, mae_after), ...}`` for the
-    groups of :data:`GROUPS` (true value in [low, high)); a group with no face is left out.
-
-    Raises:
-        ValueError: the checkpoint has no head or no stored calibration for ``task``.
-    """
-    model = FaceModel.from_checkpoint(checkpoint, flip=flip)
-    if task not in model.tasks:
-        raise ValueError(f"{checkpoint} has no {task!r} head")
-    mapping = model.calibration.get(task)
-    if mapping is None:
-        raise ValueError(f"{checkpoint} carries no {task!r} calibration "
-                         "(tools/calibrate_model.py fits one)")
-    cache = TrainingCache.open(cache_dir)
-    out = []
-    for split in splits:
-        predicted, true = raw_predictions(model, cache, task, split)
-        calibrated = apply_monotone_map(predicted, mapping)
-        row: dict = {"split": split, "rows": len(true)}
-        for name, (low, high) in GROUPS.items():
-            inside = (true >= low) & (true < high)
-            if inside.any():
-                row[name] = (float(np.abs(predicted[inside] - true[inside]).mean()),
-                             float(np.abs(calibrated[inside] - true[inside]).mean()))
-        out.append(row)
-    return out
+from facefuse.lifecycle.calibrate import GROUPS, calibration_effect
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from facefuse.inference.detection import Detection, FaceDetector, build_detector  # noqa: E402
+from facefuse.tasks import OUTER_EYE_CORNERS_68, five_points_from_68  # noqa: E402
 
 
 class DlibCNN(FaceDetector):
@@ -100,10 +101,6 @@ def candidates(only: list[str] | None = None, skip: list[str] | None = None
         except Exception as exc:  # an optional candidate not installed
             skipped[name] = f"{type(exc).__name__}: {exc}"
     return found, skipped
-
-
-def five_from_68(p: np.ndarray) -> np.ndarray:
-    return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]])
 
 
 def landmark_box(p: np.ndarray) -> tuple[float, float, float, float]:
@@ -193,8 +190,9 @@ def evaluate(det: FaceDetector, images: list[tuple[np.ndarray, list[np.ndarray]]
                           ((d.box[0] + d.box[2]) / 2 - (gt[0] + gt[2]) / 2) / gw,
                           ((d.box[1] + d.box[3]) / 2 - (gt[1] + gt[3]) / 2) / gh))
             if d.landmarks is not None:
-                ref = five_from_68(pts)
-                iod = np.linalg.norm(pts[36] - pts[45])
+                ref = five_points_from_68(pts)
+                left, right = OUTER_EYE_CORNERS_68
+                iod = np.linalg.norm(pts[left] - pts[right])
                 five_err.append(np.linalg.norm(d.landmarks - ref, axis=1).mean() / iod)
         unmatched += len(dets) - len(used)
     out = {"images": len(images), "ms_per_image": 1000 * seconds / max(len(images), 1),

@@ -8,7 +8,7 @@ training rows. Validation rows only decide; no calibration anywhere (the model's
 ignored, a refit head would need its own). Each line also prints the training split's score,
 which shows how far the trunk has learned its training faces by heart.
 
-Usage: python benchmarks/head_refit.py [CHECKPOINT] --config configs/mtl_mobilenet.yaml \
+Usage: python benchmarks/head_refit.py [CHECKPOINT] --config configs/mtl.yaml \
            --profile shipped_finetune [--alphas 1 10 100 1000] [--cs 0.001 0.01 0.1]
        (CHECKPOINT without suffix, default the shipped model; the profile says which cache)
 """
@@ -23,6 +23,7 @@ import torch
 
 from facefuse.config import load_config
 from facefuse.data.cache import TrainingCache
+from facefuse.evaluation.cache_predictions import cache_predictions, labelled_rows
 from facefuse.evaluation.metrics import accuracy, mae
 from facefuse.inference.face_model import FaceModel
 from facefuse.train.mtl import MTLConfig, training_cache
@@ -30,21 +31,12 @@ from facefuse.train.mtl import MTLConfig, training_cache
 TASKS = ("age", "gender", "race")
 
 
-def features_and_heads(model: FaceModel, cache: TrainingCache, split: str,
-                       batch: int = 256) -> tuple[np.ndarray, dict[str, np.ndarray],
-                                                  np.ndarray]:
+def features_and_heads(model: FaceModel, cache: TrainingCache, split: str
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """(features, the model's own predictions per task, row indices) of ``split``'s rows
     labelled with any of TASKS: age in years (uncalibrated), classes as indices."""
-    rows = cache.rows(split)
-    rows = rows[np.any([cache.table.present(t)[rows] for t in TASKS], axis=0)]
-    feats, preds = [], {t: [] for t in TASKS}
-    for s in range(0, len(rows), batch):
-        f, heads = model.raw([np.asarray(cache.images[i]) for i in rows[s:s + batch]])
-        feats.append(np.asarray(f, np.float32))
-        for t in TASKS:
-            preds[t].append(model.regression_values(t, heads[t], calibrated=False)
-                            if t == "age" else np.asarray(heads[t]).argmax(1))
-    return np.concatenate(feats), {t: np.concatenate(v) for t, v in preds.items()}, rows
+    rows = labelled_rows(cache, split, TASKS)
+    return (*cache_predictions(model, cache, rows, TASKS), rows)
 
 
 def score(task: str, predicted: np.ndarray, true: np.ndarray) -> float:

@@ -5,7 +5,7 @@ shipped model's evaluation beside the shipped model's own heads.
 
 Splits: the readers' own (``facefuse.data.readers.read_dataset`` with ``SplitConfig(seed=0)``),
 which is exactly what ``facefuse.train.mtl_data.load_data`` puts in the training cache for
-``configs/mtl_mobilenet.yaml`` (``seed: 0``, no ``limit_per_dataset`` in the shipped
+``configs/mtl.yaml`` (``seed: 0``, no ``limit_per_dataset`` in the shipped
 profiles): UTKFace 80/10/10 stratified, FER2013 its official test folder as test and 10 % of
 its train folder as validation, CelebA identity-disjoint 80/10/10. The test rows are the
 model card's (UTKFace 1399, FER2013 3589, CelebA 469).
@@ -939,7 +939,7 @@ def main() -> None:
                 if args.fer_train_max else "All FER2013 training rows.")
     split_text = (
         "The shipped model's evaluation split (`benchmarks/model_card_eval.py` reads the "
-        "training cache of `configs/mtl_mobilenet.yaml`, whose rows and splits come from "
+        "training cache of `configs/mtl.yaml`, whose rows and splits come from "
         "`facefuse.train.mtl_data.load_data`: `read_dataset(name, data_root, "
         "SplitConfig(seed=split_seed=0))`, no `limit_per_dataset`). No training cache was "
         "on this machine, so the same readers were called directly with seed 0; the split "

@@ -4,12 +4,12 @@ breakdown per gender, race and age group on UTKFace; prints Markdown for the mod
 It reuses the training run's cache (same crops and size as training), so figures are for
 the training crops: the datasets' own crops, or the detector's where the run's config lists
 the dataset under ``detector_crop``. Age goes through the checkpoint's calibration map when
-it has one (``tools/calibrate_model.py``), as the analyzer applies it; the uncalibrated
+it has one (``facefuse model calibrate``), as the analyzer applies it; the uncalibrated
 figure is printed beside it.
 
 Usage: python benchmarks/model_card_eval.py RUN_FOLDER [--checkpoint NAME]
        python benchmarks/model_card_eval.py src/facefuse/weights --checkpoint facefuse-mtl-small \
-           --config configs/mtl_mobilenet.yaml --profile shipped_finetune   (the shipped model)
+           --config configs/mtl.yaml --profile shipped_finetune   (the shipped model)
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ cache's validation split for each alpha; prints the Markdown table of the model 
 
 Validation rows only, so the test split stays unseen by the choice; one pass without flip
 and without any calibration (the mean carries none; fit one after choosing, with
-tools/calibrate_model.py). Alpha 0 is A itself, alpha 1 is B.
+facefuse model calibrate). Alpha 0 is A itself, alpha 1 is B.
 
-Usage: python benchmarks/soup_scan.py A B --config configs/mtl_mobilenet.yaml \
+Usage: python benchmarks/soup_scan.py A B --config configs/mtl.yaml \
            --profile shipped_finetune [--alphas 0 0.3 0.5 0.7 1]
        (A and B checkpoint paths without suffix; the profile says which cache they train on)
 """
@@ -14,35 +14,10 @@ Usage: python benchmarks/soup_scan.py A B --config configs/mtl_mobilenet.yaml \
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from pathlib import Path
 
 from facefuse.config import load_config
-from facefuse.data.cache import TrainingCache
-from facefuse.data.loader import CacheLoader
-from facefuse.models.averaging import mean_checkpoint
-from facefuse.models.checkpoint import load_checkpoint
-from facefuse.train.loop import predict, score
+from facefuse.lifecycle.average import scan_mixing_shares
 from facefuse.train.mtl import MTLConfig, training_cache
-
-
-def scan(a: str | Path, b: str | Path, cache: TrainingCache, tasks: Sequence[str],
-         alphas: Sequence[float], split: str = "val") -> list[dict]:
-    """One row per alpha: ``{"alpha": alpha, TASK: {metric: value}, ...}`` on ``split``."""
-    if not alphas or any(not 0 <= x <= 1 for x in alphas):
-        raise ValueError(f"alphas must lie in [0, 1], got {list(alphas)}")
-    loader = CacheLoader(cache, cache.rows(split), 256, shuffle=False, tasks=list(tasks))
-    sources = [load_checkpoint(a), load_checkpoint(b)]  # read once for every alpha
-    rows = []
-    for alpha in alphas:
-        if alpha == 0 or alpha == 1:  # a source itself (averaging refuses a zero weight)
-            model = sources[int(alpha)].model
-        else:
-            model = mean_checkpoint(sources, [1 - alpha, alpha], names=[str(a), str(b)]).model
-        preds = predict(model, loader, list(tasks))
-        rows.append({"alpha": alpha, **{t: score(t, p["pred"], p["target"])
-                                        for t, p in preds.items()}})
-    return rows
 
 
 def main() -> None:
@@ -57,7 +32,7 @@ def main() -> None:
         cfg = load_config(MTLConfig, args.config, profile=args.profile)
         cache, _ = training_cache(cfg, progress=True)
         tasks = [t for t in cfg.tasks if t != "identity"]
-        rows = scan(args.a, args.b, cache, tasks, args.alphas)
+        rows = scan_mixing_shares(args.a, args.b, cache, tasks, args.alphas)
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"soup_scan: {exc}") from None
     cells = [(t, m) for t, metrics in rows[0].items() if t != "alpha" for m in metrics]

@@ -1,27 +1,25 @@
 """Weight averaging of checkpoints: the mean itself, what the result's metadata carries, every
-refusal, the tool, and the scan that chooses the mixing share."""
+refusal, ``facefuse model average``, and the scan that chooses the mixing share."""
 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tests.scripts import load_script
 from tests.test_calibration import age_only_run
 
 import facefuse.train.mtl as mtl
+from facefuse.cli import main
 from facefuse.config import load_config
 from facefuse.data.loader import CacheLoader
+from facefuse.lifecycle.average import scan_mixing_shares
 from facefuse.models.averaging import average_weights
 from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.train.loop import predict, score
 
-tool = load_script("tools/average_checkpoints.py")
-scan = load_script("benchmarks/soup_scan.py")
 LABELS = {"age": [], "gender": ["male", "female"]}
 CALIBRATION = {"age": {"kind": "monotone", "x": [10.0, 50.0], "y": [12.0, 48.0]}}
 
@@ -114,32 +112,35 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
         average_weights([tiny(tmp_path / "a", 0), tmp_path / "nothing"])
 
 
-def run_tool(monkeypatch, *argv: str) -> None:
-    monkeypatch.setattr(sys, "argv", ["average_checkpoints.py", *argv])
-    tool.main()
-
-
-def test_tool_writes_once_and_keeps_an_existing_output(tmp_path: Path, monkeypatch,
-                                                       capsys) -> None:
+def test_command_writes_once_and_keeps_an_existing_output(tmp_path: Path, capsys) -> None:
     a, b = tiny(tmp_path / "a", 0), tiny(tmp_path / "b", 1)
     out = tmp_path / "soup" / "final"
-    run_tool(monkeypatch, str(a), str(b), "--out", str(out))
+    assert main(["model", "average", str(a), str(b), "--out", str(out)]) == 0
     assert "x 0.500" in capsys.readouterr().out
     first = out.with_suffix(".safetensors").read_bytes()
-    with pytest.raises(SystemExit, match="exists; --force"):
-        run_tool(monkeypatch, str(a), str(b), "--out", str(out), "--weights", "1", "3")
+    assert main(["model", "average", str(a), str(b), "--out", str(out),
+                 "--weights", "1", "3"]) == 2
+    assert "exists; force (--force) overwrites it" in capsys.readouterr().err
     assert out.with_suffix(".safetensors").read_bytes() == first  # nothing overwritten
-    run_tool(monkeypatch, str(a), str(b), "--out", str(out), "--weights", "1", "3", "--force")
+    assert main(["model", "average", str(a), str(b), "--out", str(out), "--weights", "1", "3",
+                 "--force"]) == 0
     assert load_checkpoint(out).meta["averaged_from"][1]["weight"] == 0.75
+    assert sorted(f.name for f in out.parent.iterdir()) == ["final.json", "final.safetensors"]
 
 
-def test_tool_errors_are_one_line(tmp_path: Path, monkeypatch) -> None:
+def test_command_errors_are_one_line(tmp_path: Path, capsys) -> None:
     a = tiny(tmp_path / "a", 0)
-    with pytest.raises(SystemExit, match=r"^average_checkpoints: checkpoint file .* does not"):
-        run_tool(monkeypatch, str(a), str(tmp_path / "gone"), "--out", str(tmp_path / "o"))
-    with pytest.raises(SystemExit, match="^average_checkpoints: weights must be positive"):
-        run_tool(monkeypatch, str(a), str(a), "--out", str(tmp_path / "o"),
-                 "--weights", "1", "0")
+    assert main(["model", "average", str(a), str(tmp_path / "gone"), "--out",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("facefuse: checkpoint file ") and "does not" in err
+    with pytest.raises(SystemExit):  # a weight that is not positive is a usage error
+        main(["model", "average", str(a), str(a), "--out", str(tmp_path / "o"),
+              "--weights", "1", "0"])
+    assert "--weights: must be above 0" in capsys.readouterr().err
+    assert main(["model", "average", str(a), str(a), "--out", str(tmp_path / "o"),
+                 "--weights", "1"]) == 2
+    assert "1 weights for 2 checkpoints" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()
 
 
@@ -161,11 +162,11 @@ def test_soup_scan_scores_the_sources_at_its_ends_and_the_mean_between(tmp_path:
         p = predict(load_checkpoint(path).model, loader, ["age"])["age"]
         return score("age", p["pred"], p["target"])["mae"]
 
-    rows = scan.scan(a, b, cache, ["age"], [0, 0.5, 1])
+    rows = scan_mixing_shares(a, b, cache, ["age"], [0, 0.5, 1])
     assert [r["alpha"] for r in rows] == [0, 0.5, 1]
     assert rows[0]["age"]["mae"] == pytest.approx(own_mae(a))
     assert rows[2]["age"]["mae"] == pytest.approx(own_mae(b))
     assert rows[0]["age"]["mae"] != pytest.approx(rows[2]["age"]["mae"])
     assert rows[1]["age"]["mae"] not in (rows[0]["age"]["mae"], rows[2]["age"]["mae"])
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        scan.scan(a, b, cache, ["age"], [0.5, 1.5])
+        scan_mixing_shares(a, b, cache, ["age"], [0.5, 1.5])

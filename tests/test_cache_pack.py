@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scripts import load_script
 from test_mtl import write_config
 
 import facefuse.train.mtl as mtl
@@ -23,6 +22,7 @@ from facefuse.data.cache_pack import (
     pack_cache,
     unpack_cache,
 )
+from facefuse.data.device_pack import pack_cache_parts
 from facefuse.train.mtl import MTLConfig, load_data
 
 
@@ -105,30 +105,27 @@ def test_training_from_an_unpacked_cache_needs_no_data_folder(built, tmp_path: P
         load_config(MTLConfig, config, [f"cache={back.path}", "limit_per_dataset=10"])
 
 
-def test_the_tool_splits_a_cache_into_parts_and_unpacks_them(built, tmp_path: Path) -> None:
-    tool = load_script("tools/pack_for_device.py")
+def test_a_cache_splits_into_parts_that_unpack_together(built, tmp_path: Path) -> None:
     _, cache = built
     out = tmp_path / "parts"
-    assert tool.main(["--cache", str(cache.path), "--out", str(out), "--max-mib", "0.05"]) == 0
-    parts = sorted(out.glob("part-*"))
-    assert len(parts) > 1
+    parts = pack_cache_parts(cache.path, out, max_mib=0.05)
+    assert parts == sorted(out.glob("part-*")) and len(parts) > 1
     for part in parts:
         assert (part / "PACK.json").is_file()
         assert sum(f.stat().st_size for f in part.iterdir() if f.name != "PACK.json") \
             <= 0.05 * 2**20
+    assert not (out / "all").exists()
     merged = tmp_path / "merged"  # what the device calls leave in one folder
     merged.mkdir()
     for part in parts:
         for f in part.iterdir():
             shutil.copy2(f, merged / f.name)
-    assert tool.main(["--unpack", str(merged), "--out", str(tmp_path / "c")]) == 0
-    assert (tmp_path / "c" / cache.path.name / "meta.json").is_file()
-    with pytest.raises(SystemExit, match="give one of them"):
-        tool.main(["--cache", str(cache.path), "--unpack", str(merged)])
-    with pytest.raises(SystemExit, match="not a built training cache"):
-        tool.main(["--cache", str(tmp_path), "--out", str(out)])
-    with pytest.raises(SystemExit, match="PACK.json"):
-        tool.main(["--unpack", str(tmp_path), "--out", str(tmp_path / "c")])
+    back = unpack_cache(merged, tmp_path / "c")
+    assert (tmp_path / "c" / cache.path.name / "meta.json").is_file() and len(back) == len(cache)
+    with pytest.raises(FileNotFoundError, match="not a built training cache"):
+        pack_cache_parts(tmp_path, out)
+    with pytest.raises(FileNotFoundError, match="PACK.json"):
+        unpack_cache(tmp_path, tmp_path / "c")
 
 
 def test_train_cache_only_builds_the_cache_the_training_uses(fake_root: Path, tmp_path: Path,

@@ -1,26 +1,23 @@
-"""Age calibration: the monotone map, its checks, the tool that fits it into a checkpoint and
-the decoding that applies it."""
+"""Age calibration: the monotone map, its checks, ``facefuse model calibrate`` (and the
+library behind it) that fits it into a checkpoint, and the decoding that applies it."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import write_utkface
-from tests.scripts import load_script
 from tests.test_mtl import write_config
 
+import facefuse.lifecycle.calibrate as calibration
 import facefuse.train.mtl as mtl
+from facefuse.cli import main
 from facefuse.config import load_config
 from facefuse.inference.face_model import FaceModel
 from facefuse.runtime.calibration import apply_monotone_map
 from facefuse.train.calibration import fit_monotone_map
-
-tool = load_script("tools/calibrate_model.py")
-effect = load_script("benchmarks/calibration_effect.py")
 
 
 def age_only_run(tmp: Path, images: int) -> Path:
@@ -88,7 +85,7 @@ def test_bad_fits_and_maps_are_clear_errors() -> None:
         apply_monotone_map(x, {"kind": "monotone", "x": [0, 1]})
 
 
-def test_tool_fits_the_checkpoint_and_the_model_decodes_through_it(tmp_path: Path) -> None:
+def test_calibrate_fits_the_checkpoint_and_the_model_decodes_through_it(tmp_path: Path) -> None:
     cfg = age_only_run(tmp_path, 500)
     cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg))
     ckpt = tmp_path / "run" / "final"
@@ -96,7 +93,7 @@ def test_tool_fits_the_checkpoint_and_the_model_decodes_through_it(tmp_path: Pat
     faces = [np.asarray(cache.images[i]) for i in cache.rows("test")[:5]]
     raw_age = [p["age"] for p in plain.predict(faces)]
 
-    report = tool.calibrate(ckpt, cache.path, knots=4, force=True)
+    report = calibration.calibrate(ckpt, cache.path, knots=4, force=True)
     assert report["rows"] == int(cache.table.present("age")[cache.rows("val")].sum()) >= 40
     assert report["written"]
     stored = json.loads(ckpt.with_suffix(".json").read_text())["calibration"]["age"]
@@ -108,11 +105,11 @@ def test_tool_fits_the_checkpoint_and_the_model_decodes_through_it(tmp_path: Pat
     assert not np.allclose(calibrated, raw_age, atol=0.5)
 
     # refitting ignores the stored map (raw head outputs), so it gives the same map again
-    again = tool.calibrate(ckpt, cache.path, knots=4, force=True)
+    again = calibration.calibrate(ckpt, cache.path, knots=4, force=True)
     assert again["map"]["x"] == stored["x"] and again["map"]["y"] == stored["y"]
 
-    # the benchmark's before/after on the fitting split are the tool's own figures
-    val, test = effect.calibration_effect(ckpt, cache.path)
+    # the measured before/after on the fitting split are the fit's own figures
+    val, test = calibration.calibration_effect(ckpt, cache.path)
     assert (val["split"], test["split"]) == ("val", "test") and val["rows"] == report["rows"]
     assert val["all"] == pytest.approx((report["mae_before"], report["mae_after"]), abs=1e-6)
     true = cache.table.labels["age"][cache.rows("test")]
@@ -121,7 +118,7 @@ def test_tool_fits_the_checkpoint_and_the_model_decodes_through_it(tmp_path: Pat
     assert ("60 and over" in test) == bool((true >= 60).any())
 
 
-def test_tool_keeps_a_map_that_does_not_help_out_of_the_checkpoint(tmp_path: Path,
+def test_calibrate_keeps_a_map_that_does_not_help_out_of_the_checkpoint(tmp_path: Path,
                                                                    monkeypatch) -> None:
     cfg = age_only_run(tmp_path, 500)
     cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg))
@@ -131,12 +128,12 @@ def test_tool_keeps_a_map_that_does_not_help_out_of_the_checkpoint(tmp_path: Pat
     def worse(p: np.ndarray, t: np.ndarray, k: int) -> dict:
         return {"kind": "monotone", "x": [0.0, 1.0], "y": [30.0, 31.0], "rows": len(p)}
 
-    monkeypatch.setattr(tool, "fit_monotone_map", worse)
-    report = tool.calibrate(ckpt, cache.path, knots=4)
+    monkeypatch.setattr(calibration, "fit_monotone_map", worse)
+    report = calibration.calibrate(ckpt, cache.path, knots=4)
     assert report["mae_after"] > report["mae_before"] and not report["written"]
     assert ckpt.with_suffix(".json").read_text() == before
     with pytest.raises(ValueError, match="carries no 'age' calibration"):
-        effect.calibration_effect(ckpt, cache.path)
+        calibration.calibration_effect(ckpt, cache.path)
 
 
 def test_checkpoint_with_a_broken_calibration_fails_at_load(tmp_path: Path) -> None:
@@ -154,13 +151,55 @@ def test_checkpoint_with_a_broken_calibration_fails_at_load(tmp_path: Path) -> N
         FaceModel.from_checkpoint(ckpt)
 
 
-def test_tool_reports_a_missing_checkpoint_or_cache_in_one_line(tmp_path: Path,
-                                                                monkeypatch) -> None:
+def test_command_writes_the_map_and_says_where(tmp_path: Path, capsys) -> None:
+    cfg = age_only_run(tmp_path, 500)
+    cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg))
+    ckpt = tmp_path / "run" / "final"
+    code = main(["model", "calibrate", str(ckpt), "--cache", str(cache.path), "--knots", "4",
+                 "--force"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"written to {ckpt.with_suffix('.json')}" in out
+    stored = json.loads(ckpt.with_suffix(".json").read_text())["calibration"]["age"]
+    assert stored["cache"] == cache.path.name and len(stored["x"]) >= 2
+    assert not [f for f in ckpt.parent.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_command_reports_a_missing_checkpoint_or_cache_in_one_line(tmp_path: Path,
+                                                                   capsys) -> None:
     age_only_run(tmp_path, 40)
     cache = next((tmp_path / "cache").iterdir())
     ckpt = tmp_path / "run" / "final"
     for argv, error in (([str(tmp_path / "nope"), "--cache", str(cache)], "no model at"),
                         ([str(ckpt), "--cache", str(tmp_path)], "not a complete")):
-        monkeypatch.setattr(sys, "argv", ["calibrate_model.py", *argv])
-        with pytest.raises(SystemExit, match=f"calibrate_model: .*{error}"):
-            tool.main()
+        assert main(["model", "calibrate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("facefuse: ") and error in err and len(err.splitlines()) == 1
+
+
+def test_cache_predictions_are_the_models_own_on_the_labelled_rows(tmp_path: Path) -> None:
+    from facefuse.evaluation.cache_predictions import (
+        cache_predictions,
+        labelled_rows,
+        raw_predictions,
+    )
+
+    write_utkface(tmp_path / "data", n=60)
+    cfg = write_config(tmp_path, tmp_path / "data", "datasets: [utkface]\n"
+                       "tasks: [age, gender]\nsampling: {utkface: 1.0}\noptim: {epochs: 1}\n")
+    mtl.train_mtl(load_config(mtl.MTLConfig, cfg))
+    cache, _ = mtl.training_cache(load_config(mtl.MTLConfig, cfg))
+    model = FaceModel.from_checkpoint(tmp_path / "run" / "final", flip=True)
+    rows = labelled_rows(cache, "val", ["age", "gender"])
+    assert len(rows) and set(rows) <= set(cache.rows("val"))
+    features, predicted = cache_predictions(model, cache, rows, ["age", "gender"], batch=7)
+    faces = [np.asarray(cache.images[i]) for i in rows]
+    own = model.predict(faces)
+    assert features.shape == (len(rows), model.feature_dim)
+    assert predicted["gender"].tolist() == [
+        model.decoder.label_names["gender"].index(p["gender"]["label"]) for p in own]
+    np.testing.assert_allclose(predicted["age"], [p["age"] for p in own], atol=0.02)
+    age, true = raw_predictions(model, cache, "age", "val")
+    np.testing.assert_allclose(age, predicted["age"][cache.table.present("age")[rows]])
+    assert len(true) == len(age)
+    with pytest.raises(ValueError, match="no test rows labelled with 'emotion'"):
+        raw_predictions(model, cache, "emotion", "test")

@@ -82,3 +82,77 @@ def test_same_config_accepts_fields_added_since_at_their_defaults() -> None:
     assert not same_config({**saved, "optim": {**saved["optim"], "lr": 0.1}}, cfg)
     assert not same_config({**saved, "retired_field": 1}, cfg)  # a field since removed
     assert not same_config(None, cfg) and not same_config([], cfg)
+
+
+def test_a_file_extends_a_file_and_inherits_its_profiles(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "b.yaml").write_text(
+        "name: base\nweights: {age: 1.0, race: 2.0}\ninner: {lr: 0.5, sizes: [1, 2, 3]}\n"
+        "profiles:\n  quick: {seeds: [7]}\n  slow: {inner: {lr: 0.01}}\n")
+    child = write(tmp_path, "extends: base/b.yaml\nweights: {age: 3.0}\ninner: {sizes: [4]}\n"
+                            "profiles:\n  quick: {flag: true}\n")
+    assert load_config(Outer, child) == Outer("base", (0,), False, None,
+                                              {"age": 3.0, "race": 2.0}, Inner(0.5, (4,)))
+    # a profile of the same name merges with the inherited one; the others come along
+    assert load_config(Outer, child, profile="quick").seeds == (7,)
+    assert load_config(Outer, child, profile="quick").flag is True
+    assert load_config(Outer, child, profile="slow").inner == Inner(0.01, (4,))
+
+
+def test_a_file_extends_a_profile_of_another_file(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text("name: base\nprofiles:\n  quick: {seeds: [7]}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: {file: b.yaml, profile: quick}\nflag: true\n")
+    assert load_config(Outer, child) == Outer("base", (7,), True)
+    with pytest.raises(ConfigError, match="profile 'quick' not in"):  # not inherited
+        load_config(Outer, child, profile="quick")
+
+
+def test_a_profile_extends_a_profile_and_states_only_its_change(tmp_path: Path) -> None:
+    p = write(tmp_path, "name: top\nprofiles:\n"
+                        "  a: {seeds: [1], inner: {lr: 0.2}, weights: {age: 1.0}}\n"
+                        "  b: {extends: a, inner: {sizes: [9]}, weights: {race: 2.0}}\n"
+                        "  c: {extends: {profile: b}, seeds: [3]}\n")
+    assert load_config(Outer, p, profile="c") == Outer(
+        "top", (3,), False, None, {"age": 1.0, "race": 2.0}, Inner(0.2, (9,)))
+
+
+def test_an_empty_mapping_replaces_where_a_mapping_merges(tmp_path: Path) -> None:
+    p = write(tmp_path, "weights: {age: 1.0}\nprofiles:\n  none: {weights: {}}\n")
+    assert load_config(Outer, p).weights == {"age": 1.0}
+    assert load_config(Outer, p, profile="none").weights == {}
+    assert load_config(Outer, p, ["weights={}"]).weights == {}
+
+
+@pytest.mark.parametrize(("files", "profile", "message"), [
+    ({"c.yaml": "extends: gone.yaml\n"}, None, "c.yaml: extends gone.yaml, which does not exist"),
+    ({"c.yaml": "extends: a.yaml\n", "a.yaml": "extends: c.yaml\n"}, None, "extends cycle"),
+    ({"c.yaml": "extends: c.yaml\n"}, None, "extends cycle"),
+    ({"c.yaml": "profiles:\n  a: {extends: b}\n  b: {extends: a}\n"}, "a",
+     "profile extends cycle a -> b -> a"),
+    ({"c.yaml": "profiles:\n  a: {extends: gone}\n"}, "a",
+     "profile 'gone' (extended by profile 'a') not in"),
+    ({"c.yaml": "profiles:\n  a: {extends: b.yaml}\n", "b.yaml": ""}, "a",
+     "a profile extends another profile of its own file"),
+    ({"c.yaml": "extends: quick\n"}, None, "a file extends another file"),
+    ({"c.yaml": "extends: {file: b.yaml, profle: q}\n", "b.yaml": ""}, None,
+     "extends has unknown key(s) ['profle']"),
+    ({"c.yaml": "extends: 3\n"}, None, "extends must name a file"),
+    ({"c.yaml": "profiles: [a]\n"}, None, "profiles must be a mapping"),
+    ({"c.yaml": "profiles:\n  a: {extends: b}\n  b: {nmae: x}\n"}, "a",
+     "unknown key(s) ['nmae']"),
+])
+def test_bad_inheritance_is_a_clear_error(tmp_path: Path, files: dict[str, str],
+                                          profile: str | None, message: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(Outer, tmp_path / "c.yaml", profile=profile)
+    assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("value", ["{file: '', profile: q}", "{profile: 3}", "{}", "''"])
+def test_an_extends_that_names_nothing_is_refused(tmp_path: Path, value: str) -> None:
+    p = write(tmp_path, f"profiles:\n  q: {{}}\n  a: {{extends: {value}}}\n")
+    with pytest.raises(ConfigError, match="extends must name a file"):
+        load_config(Outer, p, profile="a")

@@ -14,6 +14,7 @@ from tests.test_mtl import trained_start, write_config
 import facefuse.train.mtl as mtl
 from facefuse.config import load_config
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD
+from facefuse.data.teacher_file import write_teacher_file
 from facefuse.models.checkpoint import load_checkpoint
 from facefuse.train.distill import TeacherEmbeddings, distillation_loss
 
@@ -27,7 +28,7 @@ def unit(rows: int, dim: int, seed: int = 0) -> np.ndarray:
 
 def test_teacher_file_round_trip_and_alignment(tmp_path: Path) -> None:
     vectors = unit(3, 4) * np.array([[2.0], [1.0], [0.5]], np.float32)  # not unit: normalised
-    tool.write_teacher_file(tmp_path / "t.npz", ["a", "b", "c"], vectors, {"teacher": "x"})
+    write_teacher_file(tmp_path / "t.npz", ["a", "b", "c"], vectors, {"teacher": "x"})
     teacher = TeacherEmbeddings.load(tmp_path / "t.npz", centre=False)
     assert teacher.dim == 4 and teacher.meta == {"teacher": "x"}
     np.testing.assert_allclose(teacher.embedding, vectors / np.linalg.norm(
@@ -44,14 +45,14 @@ def test_centring_removes_the_common_component(tmp_path: Path) -> None:
     shared = np.zeros(16, np.float32)
     shared[0] = 3.0
     vectors = shared + unit(200, 16, seed=1)
-    tool.write_teacher_file(tmp_path / "t.npz", [str(i) for i in range(200)], vectors, {})
+    write_teacher_file(tmp_path / "t.npz", [str(i) for i in range(200)], vectors, {})
     raw = TeacherEmbeddings.load(tmp_path / "t.npz", centre=False).embedding
     centred = TeacherEmbeddings.load(tmp_path / "t.npz")
     assert (raw[:100] * raw[100:]).sum(1).mean() > 0.8
     assert abs((centred.embedding[:100] * centred.embedding[100:]).sum(1).mean()) < 0.1
     np.testing.assert_allclose(np.linalg.norm(centred.embedding, axis=1), 1.0, rtol=1e-5)
     assert centred.meta["centred"] and centred.meta["mean_norm"] > 2.5
-    tool.write_teacher_file(tmp_path / "one.npz", ["a"], unit(1, 16), {})
+    write_teacher_file(tmp_path / "one.npz", ["a"], unit(1, 16), {})
     with pytest.raises(ValueError, match="at least 2"):
         TeacherEmbeddings.load(tmp_path / "one.npz")
 
@@ -62,12 +63,12 @@ def test_bad_teacher_files_are_clear_errors(tmp_path: Path) -> None:
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="not an identity teacher file"):
         TeacherEmbeddings.load(tmp_path / "other.npz")
-    tool.write_teacher_file(tmp_path / "short.npz", ["a"], unit(2, 4), {})
+    write_teacher_file(tmp_path / "short.npz", ["a"], unit(2, 4), {})
     with pytest.raises(ValueError, match="1 sample ids for embeddings of shape"):
         TeacherEmbeddings.load(tmp_path / "short.npz")
     bad = unit(2, 4)
     bad[1, 0] = np.nan
-    tool.write_teacher_file(tmp_path / "nan.npz", ["a", "b"], bad, {})
+    write_teacher_file(tmp_path / "nan.npz", ["a", "b"], bad, {})
     with pytest.raises(ValueError, match="non-finite"):
         TeacherEmbeddings.load(tmp_path / "nan.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
@@ -106,7 +107,7 @@ def _teacher_for(cfg_path: Path, tmp_path: Path, dim: int) -> tuple[Path, np.nda
     directions = unit(2, dim, seed=3)
     grey = cache.table.dataset[rows] == "fer2013"
     file = tmp_path / "teacher.npz"
-    tool.write_teacher_file(file, ids, directions[grey.astype(int)], {"teacher": "two-way"})
+    write_teacher_file(file, ids, directions[grey.astype(int)], {"teacher": "two-way"})
     return file, rows
 
 
@@ -159,7 +160,7 @@ def test_teacher_settings_are_checked(fake_root: Path, tmp_path: Path) -> None:
                        f"identity_teacher: {teacher}\n")
     with pytest.raises(ValueError, match="identity_embedding: 16"):
         mtl.MTLTrainer(load_config(mtl.MTLConfig, cfg))
-    tool.write_teacher_file(tmp_path / "stranger.npz", ["nobody", "noone"], unit(2, 8), {})
+    write_teacher_file(tmp_path / "stranger.npz", ["nobody", "noone"], unit(2, 8), {})
     cfg = write_config(tmp_path, fake_root, f"tasks: [identity, age]\n"
                        f"identity_teacher: {tmp_path / 'stranger.npz'}\n")
     with pytest.raises(ValueError, match="describes none of this cache's training rows"):

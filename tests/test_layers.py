@@ -28,6 +28,9 @@ FORBIDDEN = {
     "gallery": ("facefuse.train", "facefuse.experiments", "facefuse.models",
                 "facefuse.features", "facefuse.evaluation", "facefuse.cli",
                 "facefuse.service"),
+    # a model's life after training sits beside the experiments: it may use training and
+    # inference code, and the command line calls it, never the other way
+    "lifecycle": ("facefuse.experiments", "facefuse.cli", "facefuse.service"),
     # the service sits on top, beside the command line: it serves the analyzer and the
     # galleries, never training code (the core install, without torch, must run it)
     "service": ("facefuse.train", "facefuse.experiments", "facefuse.models",
@@ -132,11 +135,13 @@ def run_core(commands: list[str], cwd: Path, blocked: tuple[str, ...] = ()) -> d
 
 def test_inference_commands_run_without_the_training_extra(tmp_path: Path) -> None:
     from facefuse.assets import demo_image_path
+    from facefuse.weights import shipped_model_path
 
     photo = str(demo_image_path())
     out = run_core([f"analyze --quiet --out {tmp_path / 'a.jsonl'} {photo}",
                     f"verify {photo} {photo}", f"embed --quiet {photo}",
-                    f"search --quiet {photo} --gallery {photo.rsplit('/', 1)[0]}"], tmp_path)
+                    f"search --quiet {photo} --gallery {photo.rsplit('/', 1)[0]}",
+                    f"model card {shipped_model_path()}"], tmp_path)
     assert set(out["codes"].values()) == {0}, out
     assert out["loaded"] == []
     result = json.loads((tmp_path / "a.jsonl").read_text().splitlines()[0])
@@ -144,14 +149,16 @@ def test_inference_commands_run_without_the_training_extra(tmp_path: Path) -> No
 
 
 def test_a_training_command_without_the_extra_says_so_in_one_line(tmp_path: Path) -> None:
-    out = run_core(["train nothing.yaml", "export-onnx a b.onnx"], tmp_path)
-    assert out["codes"] == {"train nothing.yaml": 2, "export-onnx a b.onnx": 2}
+    commands = ["train nothing.yaml", "export-onnx a b.onnx", "model average a b --out c",
+                "model calibrate a --cache b", "model ship a --out b"]
+    out = run_core(commands, tmp_path)
+    assert out["codes"] == dict.fromkeys(commands, 2)
     lines = [ln for ln in out["stderr"].splitlines() if ln.strip()]
     assert lines == [
-        "facefuse: facefuse train needs the training extra (torch, torchvision, timm, "
-        "sklearn, matplotlib, onnx missing): pip install 'facefuse[train]'",
-        "facefuse: facefuse export-onnx needs the training extra (torch, torchvision, timm, "
-        "sklearn, matplotlib, onnx missing): pip install 'facefuse[train]'"]
+        f"facefuse: facefuse {name} needs the training extra (torch, torchvision, timm, "
+        "sklearn, matplotlib, onnx missing): pip install 'facefuse[train]'"
+        for name in ("train", "export-onnx", "model average", "model calibrate", "model ship")]
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_serve_without_its_extra_says_so_in_one_line(tmp_path: Path) -> None:

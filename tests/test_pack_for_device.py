@@ -1,4 +1,5 @@
-"""tools/pack_for_device.py: shards under the size limit that unpack to the same files."""
+"""Data packed for the GPU machine (facefuse.data.device_pack, tools/pack_for_device.py):
+shards under the size limit that unpack to the same files."""
 
 from __future__ import annotations
 
@@ -7,19 +8,15 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from scripts import load_script
 
-
-def _tool():
-    return load_script("tools/pack_for_device.py")
+from facefuse.data.device_pack import pack_data_shards
 
 
 def test_shards_respect_the_limit_and_unpack_to_the_layout(fake_root: Path,
                                                           tmp_path: Path) -> None:
-    pack = _tool()
     out = tmp_path / "pack"
-    assert pack.main(["--data", str(fake_root), "--max-mib", "0.05", "--out", str(out)]) == 0
-    manifest = json.loads((out / "MANIFEST.json").read_text())
+    manifest = pack_data_shards(fake_root, out, max_mib=0.05)
+    assert json.loads((out / "MANIFEST.json").read_text()) == manifest
     shards = sorted(out.glob("shard-*.tar"))
     assert len(shards) == len(manifest["shards"]) > 1
     assert all(s.stat().st_size <= 0.05 * 2**20 for s in shards)
@@ -40,9 +37,10 @@ def test_shards_respect_the_limit_and_unpack_to_the_layout(fake_root: Path,
 
 
 def test_bad_arguments_are_refused(fake_root: Path, tmp_path: Path) -> None:
-    pack = _tool()
-    with pytest.raises(SystemExit, match="no data folder"):
-        pack.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "p")])
-    with pytest.raises(SystemExit, match="no dataset folder"):
-        pack.main(["--data", str(fake_root), "--dataset", "imagenet",
-                   "--out", str(tmp_path / "p")])
+    with pytest.raises(FileNotFoundError, match="no data folder"):
+        pack_data_shards(tmp_path / "missing", tmp_path / "p")
+    with pytest.raises(FileNotFoundError, match="no dataset folder"):
+        pack_data_shards(fake_root, tmp_path / "p", ["imagenet"])
+    with pytest.raises(ValueError, match="leaves no room"):
+        pack_data_shards(fake_root, tmp_path / "p", max_mib=0.001)
+    assert not (tmp_path / "p").exists()

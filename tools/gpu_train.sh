@@ -2,13 +2,13 @@
 # Train a multi-task profile on the GPU machine from a packed training cache, with the
 # trunk speed benchmark first. How the shipped model was trained (see the README's
 # "Training on the GPU machine"):
-#   here:   facefuse train configs/mtl_mobilenet.yaml --profile shipped_gpu --cache-only
+#   here:   facefuse train configs/mtl.yaml --profile shipped_gpu --cache-only
 #           python tools/pack_for_device.py --cache .facefuse-cache/mtl-XXXX --out .pack/cache \
 #               --max-mib 52 --quality 88
 #   device: one call per part (carry [".pack/cache/part-0k"]):
 #               mkdir -p /root/pack && cp .pack/cache/part-0k/* /root/pack/
 #   device, last call: bash tools/gpu_train.sh /root/pack shipped_gpu 480
-# Arguments: PACK (folder holding every part's files), PROFILE of configs/mtl_mobilenet.yaml,
+# Arguments: PACK (folder holding every part's files), PROFILE of configs/mtl.yaml,
 # SECONDS of training at most (a rerun resumes after the last finished epoch).
 # TRAINER_BENCH=1 also times `facefuse train` against the model alone (docs/SPEED.md). Results
 # go to $OUT (the device tool's folder) or ./gpu-out: the log, the benchmark, metrics and the
@@ -37,7 +37,7 @@ if [ "${TRAINER_BENCH:-0}" = 1 ] && [ ! -s "$OUT/bench_trainer.txt" ]; then
 fi
 RUN=runs/$PROFILE
 status=0
-timeout "$BUDGET" python3 -m facefuse.cli -v train configs/mtl_mobilenet.yaml \
+timeout "$BUDGET" python3 -m facefuse.cli -v train configs/mtl.yaml \
   --profile "$PROFILE" --set "cache=$CACHE" --quiet 2>&1 | tee -a "$OUT/train.log" || status=$?
 for name in final last; do
   if [ -f "$RUN/$name.safetensors" ]; then

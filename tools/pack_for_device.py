@@ -1,4 +1,5 @@
-"""Pack the data a training run reads into tar shards small enough for the GPU machine.
+"""Pack the data a training run reads into tar shards small enough for the GPU machine
+(the command line of :mod:`facefuse.data.device_pack`).
 
 The device tool sends the checkout and the ignored paths named in ``carry``, at most 64 MiB
 a call; ``../shared`` does not travel. This script writes ``../shared/data`` (or the
@@ -10,7 +11,7 @@ device call per shard unpacks it (the machine keeps its files while it stays war
     # device call k, carry [".pack/shard-0k.tar"]:
     mkdir -p /root/ffdata && tar xf .pack/shard-0k.tar -C /root/ffdata
     # last call: train on the unpacked data
-    facefuse train configs/mtl_mobilenet.yaml --set data_root=/root/ffdata
+    facefuse train configs/mtl.yaml --set data_root=/root/ffdata
 
 Shards hold whole files under their dataset folders (``utkface/UTKFace/...``), so the
 unpacked folder has the layout the readers expect.
@@ -24,17 +25,17 @@ multi-task cache goes over in a few calls, and training there needs no data fold
     # carry [".pack/cache/part-0k"]:  mkdir -p /root/pack && cp .pack/cache/part-0k/* /root/pack/
     # then, there:
     python tools/pack_for_device.py --unpack /root/pack --out /root/cache
-    facefuse train configs/mtl_mobilenet.yaml --profile shipped_gpu \
+    facefuse train configs/mtl.yaml --profile shipped_gpu \
         --set cache=/root/cache/mtl-XXXX
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import tarfile
 from pathlib import Path
+
+from facefuse.data.cache_pack import unpack_cache
+from facefuse.data.device_pack import pack_cache_parts, pack_data_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,86 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unpack", help="rebuild the cache packed in this folder under --out")
     args = p.parse_args(argv)
     if args.cache and args.unpack:
-        raise SystemExit("--cache packs and --unpack unpacks: give one of them")
-    if args.cache:
-        return pack_cache_parts(Path(args.cache), Path(args.out), args.max_mib, args.quality)
-    if args.unpack:
-        from facefuse.data.cache_pack import unpack_cache
-
-        try:
+        p.error("--cache packs and --unpack unpacks: give one of them")
+    try:
+        if args.cache:
+            for folder in pack_cache_parts(args.cache, args.out, args.max_mib, args.quality,
+                                           progress=True):
+                files = [f for f in folder.iterdir() if f.name != "PACK.json"]
+                print(f"{folder}: {len(files)} files, "
+                      f"{sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
+        elif args.unpack:
             cache = unpack_cache(args.unpack, args.out, progress=True)
-        except (FileNotFoundError, ValueError) as exc:
-            raise SystemExit(str(exc)) from None
-        print(f"unpacked {len(cache)} images into {cache.path}")
-        return 0
-    data = Path(args.data)
-    if not data.is_dir():
-        raise SystemExit(f"no data folder {data}")
-    names = args.dataset or sorted(d.name for d in data.iterdir() if d.is_dir())
-    missing = [n for n in names if not (data / n).is_dir()]
-    if missing:
-        raise SystemExit(f"no dataset folder {missing} under {data}")
-    files = sorted(f for n in names for f in (data / n).rglob("*") if f.is_file())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("shard-*.tar"):
-        old.unlink()
-    manifest: list[dict] = []
-    limit = int(args.max_mib * 2**20) - 10240  # the end-of-archive record
-    tar, path, count = None, None, 0
-
-    def close() -> None:
-        tar.close()
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        manifest.append({"shard": path.name, "files": count,
-                         "mib": round(path.stat().st_size / 2**20, 1), "sha256": digest})
-        print(f"{path}: {count} files, {manifest[-1]['mib']} MiB")
-
-    for f in files:
-        if tar is not None and tar.fileobj.tell() + f.stat().st_size + 2048 > limit:
-            close()
-            tar = None
-        if tar is None:
-            path = out / f"shard-{len(manifest):02d}.tar"
-            tar, count = tarfile.open(path, "w", format=tarfile.GNU_FORMAT), 0
-        tar.add(f, arcname=f.relative_to(data).as_posix())
-        count += 1
-    if tar is not None:
-        close()
-    (out / "MANIFEST.json").write_text(json.dumps({"data": str(data), "datasets": names,
-                                                   "shards": manifest}, indent=1))
-    return 0
-
-
-def pack_cache_parts(cache: Path, out: Path, max_mib: float, quality: int) -> int:
-    """Pack ``cache`` into ``out/part-NN`` folders of at most ``max_mib`` each (one device
-    call apiece), each holding the manifest."""
-    import shutil
-
-    from facefuse.data.cache_pack import pack_cache
-
-    if not (cache / "meta.json").is_file():
-        raise SystemExit(f"{cache} is not a built training cache (no meta.json)")
-    flat = out / "all"
-    manifest = pack_cache(cache, flat, max_mib=max_mib, quality=quality, progress=True)
-    for old in out.glob("part-*"):
-        shutil.rmtree(old)
-    parts: list[list[dict]] = []
-    for entry in sorted([manifest["head"], *manifest["shards"]], key=lambda e: -e["mib"]):
-        # first fit, largest first: the small head.zip rides with an image shard
-        room = [p for p in parts if sum(e["mib"] for e in p) + entry["mib"] <= max_mib]
-        if room:
-            room[0].append(entry)
+            print(f"unpacked {len(cache)} images into {cache.path}")
         else:
-            parts.append([entry])
-    for k, entries in enumerate(parts):
-        folder = out / f"part-{k:02d}"
-        folder.mkdir(parents=True)
-        shutil.copy2(flat / "PACK.json", folder / "PACK.json")
-        for entry in entries:
-            (flat / entry["file"]).replace(folder / entry["file"])
-        print(f"{folder}: {len(entries)} files, {sum(e['mib'] for e in entries):.1f} MiB")
-    shutil.rmtree(flat)
+            manifest = pack_data_shards(args.data, args.out, args.dataset, args.max_mib)
+            for shard in manifest["shards"]:
+                print(f"{Path(args.out) / shard['shard']}: {shard['files']} files, "
+                      f"{shard['mib']} MiB")
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"pack_for_device: {exc}") from None
     return 0
 
 

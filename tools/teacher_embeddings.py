@@ -34,7 +34,6 @@ licence, the cache key, the split, flip, timing).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -45,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from facefuse.data.cache import TrainingCache
+from facefuse.data.teacher_file import write_teacher_file
 
 TEACHER = "dlib_face_recognition_resnet_model_v1"
 LICENCE = "CC0 1.0 (public domain), dlib / face_recognition_models"
@@ -108,18 +108,6 @@ def describe(job: tuple[str, np.ndarray, float, bool]) -> np.ndarray | str:
             break
     v = np.mean(vectors, axis=0)
     return v / max(float(np.linalg.norm(v)), 1e-12)
-
-
-def write_teacher_file(path: Path, sample_ids: list[str], vectors: np.ndarray,
-                       info: dict) -> None:
-    """Write the file ``facefuse.train.distill.TeacherEmbeddings.load`` reads (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, sample_id=np.frombuffer(json.dumps(list(sample_ids)).encode(), np.uint8),
-             embedding=np.asarray(vectors, np.float32),
-             meta=np.frombuffer(json.dumps(info).encode(), np.uint8))
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from facefuse import __version__
 from facefuse.cli_options import examples
 from facefuse.cli_outputs import make_folder
-from facefuse.cli_values import positive_float, positive_int
+from facefuse.cli_values import positive_int
 from facefuse.extras import (
     missing_extra_message,
     require_gallery_extra,
@@ -193,32 +193,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from facefuse.models.onnx_export import export_onnx, onnx_parity
-
-    if not make_folder(Path(args.out).parent, args.out):
-        return 2
-    try:
-        out = export_onnx(args.checkpoint, args.out)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"facefuse: {exc}", file=sys.stderr)
-        return 2
-    parity = onnx_parity(args.checkpoint, out)
-    worst = max(parity.values())
-    print(f"{out}: max |onnxruntime - torch| = {worst:.2e} over outputs "
-          f"{', '.join(parity)}")
-    if worst >= args.tolerance:
-        print(f"facefuse: parity check failed: {worst:.2e} is not below the tolerance "
-              f"{args.tolerance:g}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def add_run_options(p: argparse.ArgumentParser, output_what: str) -> None:
     """Profile, overrides, output folder and quiet: shared by config-driven commands."""
-    p.add_argument("--quick", action="store_true",
-                   help="apply the config's 'quick' profile (small, CPU-sized)")
-    p.add_argument("--profile", default=None, help="apply another named profile")
+    which = p.add_mutually_exclusive_group()  # one profile a run (they may extend others)
+    which.add_argument("--quick", action="store_true",
+                       help="apply the config's 'quick' profile (small, CPU-sized)")
+    which.add_argument("--profile", default=None, help="apply another named profile")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set seeds=[0]")
     p.add_argument("--output", default=None, help=f"{output_what} (overrides 'output')")
@@ -286,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train one multi-task model across datasets "
                                          "(runs unchanged under torchrun)",
-        **examples("facefuse train configs/mtl_mobilenet.yaml --quick",
-                   "torchrun --nproc_per_node 2 -m facefuse train configs/mtl_mobilenet.yaml"))
+        **examples("facefuse train configs/mtl.yaml --quick",
+                   "torchrun --nproc_per_node 2 -m facefuse train configs/mtl.yaml"))
     train.add_argument("config", help="YAML config (see configs/mtl_*.yaml)")
     add_run_options(train, "run folder")
     train.add_argument("--cache-only", action="store_true",
@@ -295,20 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "for another machine: tools/pack_for_device.py --cache FOLDER)")
     train.set_defaults(needs_training=True, func=cmd_train)
 
-    onnx = sub.add_parser("export-onnx", help="export a checkpoint to ONNX and check it "
-                                              "against PyTorch",
-        **examples("facefuse export-onnx runs/mtl/final model.onnx",
-                   "facefuse analyze --model model.onnx   # the exported graph, no torch"))
-    onnx.add_argument("checkpoint", help="checkpoint (NAME.safetensors with NAME.json)")
-    onnx.add_argument("out", help="output .onnx file")
-    onnx.add_argument("--tolerance", type=positive_float, default=1e-3,
-                      help="largest accepted difference (default 1e-3)")
-    onnx.set_defaults(needs_training=True, func=cmd_export_onnx)
-
     from facefuse.cli_analyze import add_analyze_parsers
     from facefuse.cli_gallery import add_gallery_parser
     from facefuse.cli_landmarks import add_landmarks_parser
-    from facefuse.cli_model import add_model_parser
+    from facefuse.cli_model import add_export_onnx_alias, add_model_parser
     from facefuse.cli_serve import add_serve_parser
     from facefuse.cli_video import add_video_parser
 
@@ -316,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_landmarks_parser(sub)
     add_video_parser(sub)
     add_model_parser(sub)
+    add_export_onnx_alias(sub)
     add_gallery_parser(sub)
     add_serve_parser(sub)
     return parser
@@ -327,8 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = [logging.ERROR, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("facefuse").setLevel(level)
-    command = " ".join(["facefuse", args.command, *([args.gallery_command]
-                                                    if args.command == "gallery" else [])])
+    command = " ".join(["facefuse", args.command, *([getattr(args, f"{args.command}_command")]
+                                                    if args.command in ("gallery", "model")
+                                                    else [])])
     try:
         if getattr(args, "needs_training", False):
             require_training_extra(command)

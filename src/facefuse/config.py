@@ -1,9 +1,10 @@
 """Typed configs: frozen dataclasses are the schema, YAML files are instances.
 
 :func:`load_config` reads a YAML file into a dataclass, applies a named profile (a section
-``profiles: {name: {...}}`` of the same file) and ``--set a.b=value`` overrides, and refuses
-unknown keys and ill-typed values with a message naming the key. :func:`to_dict` gives the
-resolved config back, to be written beside every run.
+``profiles: {name: {...}}`` of the file) and ``--set a.b=value`` overrides, and refuses
+unknown keys and ill-typed values with a message naming the key; a file or a profile may
+``extends:`` another (:mod:`facefuse.config_files`). :func:`to_dict` gives the resolved config
+back, to be written beside every run.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from facefuse.config_files import ConfigError, apply_profile, config_document, deep_merge
+
+__all__ = ["ConfigError", "apply_override", "check_whole", "from_dict", "is_finite_non_negative",
+           "load_config", "same_config", "save_config", "to_dict"]
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config that does not fit its schema; the message names the key."""
 
 
 def check_whole(name: str, value: Any, least: int, optional: bool = False) -> None:
@@ -154,14 +156,6 @@ def _plain(data: Any) -> Any:
     return json.loads(json.dumps(data, sort_keys=True))
 
 
-def _merge(base: dict, update: Mapping) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) \
-            else v
-    return out
-
-
 def apply_override(data: dict, assignment: str) -> dict:
     """Apply ``a.b.c=value`` (value parsed as YAML) to nested dict ``data``."""
     if "=" not in assignment:
@@ -172,7 +166,7 @@ def apply_override(data: dict, assignment: str) -> dict:
     nested: Any = value
     for part in reversed(parts):
         nested = {part: nested}
-    return _merge(data, nested)
+    return deep_merge(data, nested)
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
@@ -183,26 +177,17 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         cls: the dataclass schema.
         path: YAML file, or None for the defaults.
         overrides: ``key.sub=value`` strings applied last.
-        profile: name of a section under ``profiles:`` in the file, applied before overrides.
+        profile: name of a section under ``profiles:`` in the file (or one it inherits),
+            applied before overrides.
+
+    Raises:
+        ConfigError: a missing or ill-formed file, base or profile, an ``extends`` cycle, an
+            unknown key or an ill-typed value (the message names it).
     """
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        data = loaded
-    profiles = data.pop("profiles", {}) or {}
-    if profile is not None:
-        if profile not in profiles:
-            raise ConfigError(f"profile {profile!r} not in {path}; available: "
-                              f"{sorted(profiles) or 'none'}")
-        data = _merge(data, profiles[profile])
+    if path is None:
+        data = apply_profile({}, profile, "the defaults (no config file)")
+    else:
+        data = apply_profile(config_document(path), profile, Path(path))
     for assignment in overrides:
         data = apply_override(data, assignment)
     return from_dict(cls, data)

@@ -19,20 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from facefuse.files import write_json_atomic
+
+__all__ = ["ARCFACE_TEMPLATE_112", "FUSION_FORMAT", "NETWORK_FORMAT", "NetworkSpec",
+           "read_described_json", "write_json_atomic"]
+
 #: The ArcFace layout of five points (eye (image left), eye (image right), nose tip, mouth
 #: corners) in a 112x112 crop: SFace's alignment, and the analyzer's ``align``.
 ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                                  [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
-
-
-def write_json_atomic(path: str | Path, doc: dict) -> Path:
-    """Write ``doc`` to ``path`` through a temporary file renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(path)
-    return path
 
 
 def read_described_json(path: str | Path, fmt: str, what: str) -> dict:

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from facefuse.registry import Registry
 
 
@@ -25,15 +23,14 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def experiment_kind(config_path: str | Path) -> str:
-    """The ``kind`` field of a config file."""
+    """The ``kind`` field of a config file (or of the file it extends)."""
+    from facefuse.config_files import config_document  # ConfigError is a ValueError
+
     path = Path(config_path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        data: Any = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(data, dict) or "kind" not in data:
+    data: Any = config_document(path)
+    if "kind" not in data:
         raise ValueError(f"{path}: a config needs a 'kind' field naming the experiment; valid: "
                          f"{', '.join(EXPERIMENTS.names())}")
     return str(data["kind"])

@@ -232,6 +232,14 @@ def build_targets(cfg: LiZhuConfig, cache: TrainingCache) -> dict[str, Target]:
     return out
 
 
+def extractor_spec(e: ExtractorConfig, target: str, width: int) -> ModelSpec:
+    """The per-task CNN for ``target`` (its head ``width`` outputs wide)."""
+    return ModelSpec("lizhu_cnn", {
+        "image_size": e.image_size, "channels": e.channels,
+        "feature_dim": e.feature_dims.get(target, e.default_feature_dim),
+        "init_std": e.init_std, "dropout": e.dropout}, {target: HeadSpec(width)})
+
+
 def train_extractor(cfg: LiZhuConfig, cache: TrainingCache, target: Target, seed: int,
                     device: torch.device, path: Path) -> MultiTaskModel:
     """Train (or load, when its checkpoint exists) one per-task CNN."""
@@ -239,11 +247,7 @@ def train_extractor(cfg: LiZhuConfig, cache: TrainingCache, target: Target, seed
         return load_checkpoint(path, device).model
     e = cfg.extractor
     torch.manual_seed(seed)
-    spec = ModelSpec("lizhu_cnn", {
-        "image_size": e.image_size, "channels": e.channels,
-        "feature_dim": e.feature_dims.get(target.name, e.default_feature_dim),
-        "init_std": e.init_std, "dropout": e.dropout},
-        {target.name: HeadSpec(out_width(target.task, target.n_classes))})
+    spec = extractor_spec(e, target.name, out_width(target.task, target.n_classes))
     model = build_model(spec).to(device)
     labels = {target.name: target.labels}
     train = CacheLoader(cache, target.rows["train"], e.batch_size, seed=seed, device=device,

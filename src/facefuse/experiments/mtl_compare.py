@@ -64,7 +64,7 @@ SINGLE_BUDGETS = ("equal_draws", "equal_exposure")
 class MTLCompareConfig:
     kind: str = "mtl_compare"
     output: str = "reports/mtl_compare"
-    base: str = "configs/mtl_mobilenet.yaml"
+    base: str = "configs/mtl.yaml"
     base_profile: str | None = "quick"
     base_overrides: tuple[str, ...] = ()
     trunks: tuple[str, ...] = ("mobilenetv3_small_100",)

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from facefuse.data.cache import TrainingCache
 from facefuse.data.loader import CacheLoader
+from facefuse.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,10 @@ class FeatureSet:
             raise KeyError(f"no {self.source} features for sample {exc.args[0]!r}") from None
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({"features": torch.from_numpy(np.ascontiguousarray(self.features))},
-                  str(tmp), metadata={"sample_ids": json.dumps(self.sample_ids.tolist()),
-                                      "source": self.source})
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({"features": torch.from_numpy(np.ascontiguousarray(self.features))},
+                      str(tmp), metadata={"sample_ids": json.dumps(self.sample_ids.tolist()),
+                                          "source": self.source})
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSet:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facefuse.files import write_json_atomic
+
 
 def read_clip_manifest(path: str | Path) -> list[dict[str, str]]:
     """Rows of ``video,label[,split]``; video paths resolve against the manifest's folder."""
@@ -87,11 +89,11 @@ class ClipClassifier:
         return [self.classes[i] for i in self.predict_proba(features).argmax(1)]
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({
+        """Write the classifier as JSON (through the package's atomic writer)."""
+        write_json_atomic(path, {
             "classes": self.classes, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
             "coef": self.coef.tolist(), "intercept": self.intercept.tolist(),
-            "features": self.features}))
+            "features": self.features})
 
     @classmethod
     def load(cls, path: str | Path) -> ClipClassifier:

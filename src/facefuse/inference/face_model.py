@@ -241,7 +241,7 @@ class FaceModel:
                           calibrated: bool = True) -> np.ndarray:
         """A regression head's :meth:`raw` output in the task's units (years for age), one
         value per crop; through the model's calibration map unless ``calibrated`` is False
-        (``tools/calibrate_model.py`` fits the map on the uncalibrated values)."""
+        (``facefuse model calibrate`` fits the map on the uncalibrated values)."""
         return self.decoder.regression_values(task, output, calibrated)
 
     def embeddings(self, faces: Sequence[np.ndarray]) -> np.ndarray:

@@ -11,9 +11,9 @@ splits they trained on); anything else is refused by name. Floating-point tensor
 (weights and batch-norm statistics) are averaged in float64 and stored in the first
 checkpoint's dtype; integer tensors (batch-norm step counters) come from the first.
 The result's metadata is the first checkpoint's, without its ``calibration`` (a map fitted to
-another model's outputs; fit a new one with ``tools/calibrate_model.py``), with
+another model's outputs; fit a new one with ``facefuse model calibrate``), with
 ``averaged_from`` naming the sources and their weights. A ``verification_threshold`` stays
-the first's (close for a mean of related runs; ``tools/ship_model.py`` sets the shipped one).
+the first's (close for a mean of related runs; ``facefuse model ship`` sets the shipped one).
 
 :func:`average_weights` reads the checkpoints from disk; :func:`mean_checkpoint` averages
 checkpoints already loaded (several means of the same sources, as benchmarks/soup_scan.py

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from facefuse.files import file_sha256
-from facefuse.identity_format import ARCFACE_TEMPLATE_112, NETWORK_FORMAT, write_json_atomic
+from facefuse.files import atomic_path, file_sha256, write_json_atomic
+from facefuse.identity_format import ARCFACE_TEMPLATE_112, NETWORK_FORMAT
 from facefuse.models.onnx_export import blocks_graph
 from facefuse.registry import Registry
 
@@ -232,9 +232,8 @@ def write_network(net: ImportedNetwork, out: str | Path, compression: str | None
     if check_inputs is not None:
         parity["faces"] = graph_parity(net.module, graph, net.input_size, check_inputs)
     graph_file = out / f"{net.name}.onnx"
-    tmp = graph_file.with_name(graph_file.name + ".tmp")
-    tmp.write_bytes(graph)
-    tmp.replace(graph_file)
+    with atomic_path(graph_file) as tmp:
+        tmp.write_bytes(graph)
     for name in net.licence_files:
         if (LICENCE_DIR / name).resolve() != (out / name).resolve():
             shutil.copyfile(LICENCE_DIR / name, out / name)

@@ -3,17 +3,17 @@ normalisation, calibration, thresholds, crop margin) beside its weights, ``BASE.
 (a PyTorch checkpoint, for training; :mod:`facefuse.models.checkpoint` reads it) and/or
 ``BASE.onnx`` (the graph inference runs; :mod:`facefuse.runtime.graph`).
 
-A path may be given as ``BASE`` or with any of the three suffixes. Writers here are atomic:
-temporary files first, then renamed, so an interrupted write leaves the old files whole.
+A path may be given as ``BASE`` or with any of the three suffixes. Writers here are atomic
+(:func:`facefuse.files.atomic_path`: temporary files first, synced, then renamed), so an
+interrupted write leaves the old files whole.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from facefuse.files import file_sha256
+from facefuse.files import atomic_path, file_sha256, json_text, write_json_atomic
 from facefuse.identity_format import read_described_json
 
 CHECKPOINT_FORMAT = "facefuse-checkpoint-1"
@@ -64,10 +64,25 @@ def write_weights_and_json(path: str | Path, write_weights: Callable[[str], None
     atomically: temp files first, then renamed. Returns the weights file."""
     base = model_base(path)
     weights, info = base.with_suffix(suffix), base.with_suffix(".json")
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    tmp_w, tmp_i = weights.with_name(weights.name + ".tmp"), info.with_name(info.name + ".tmp")
-    write_weights(str(tmp_w))
-    tmp_i.write_text(json.dumps(doc, indent=1, default=str))
-    tmp_w.replace(weights)
-    tmp_i.replace(info)
+    with atomic_path(info) as tmp_info, atomic_path(weights) as tmp_weights:
+        write_weights(str(tmp_weights))
+        tmp_info.write_text(json_text(doc))
+    # (the weights are renamed first, their metadata second: both or neither are new)
     return weights
+
+
+def update_model_meta(path: str | Path, changes: Mapping[str, object]) -> dict:
+    """Set ``changes`` in a model's JSON metadata (a value of None removes its key) through
+    the one atomic writer; returns the new metadata. The weights are not touched.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`read_model_meta`.
+    """
+    doc = read_model_meta(path)
+    for key, value in changes.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    write_json_atomic(checkpoint_paths(path)[1], doc)
+    return doc

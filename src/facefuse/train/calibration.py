@@ -21,18 +21,15 @@ are by the shipped model, can even get a larger error: docs/MODEL_CARD.md has th
 The map is stored in the checkpoint's JSON metadata under ``calibration`` (task -> map) and
 applied by :mod:`facefuse.runtime.calibration` when a model's outputs are decoded, so
 the analyzer, the CLI and the peer comparison all see calibrated values.
-``tools/calibrate_model.py`` fits it for a checkpoint from its training run's cache.
+``facefuse model calibrate`` fits it for a checkpoint from its training run's cache, on
+the predictions :func:`facefuse.evaluation.cache_predictions.raw_predictions` gives.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:  # FaceModel imports this module to apply the maps
-    from facefuse.data.cache import TrainingCache
-    from facefuse.inference.face_model import FaceModel
 
 MIN_ROWS_PER_KNOT = 10
 
@@ -85,20 +82,3 @@ def pool_adjacent_violators(values: np.ndarray) -> np.ndarray:
             blocks[-1][1] += count
     return np.concatenate([np.full(int(c), t / c) for t, c in blocks])
 
-
-def raw_predictions(model: FaceModel, cache: TrainingCache, task: str, split: str,
-                    batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted, true) values of a regression ``task`` on the cache's ``split`` rows that
-    carry its label; predictions straight from the head (no calibration), as ``model``
-    runs them (with its test-time flip when it has one). What a map is fitted to
-    (``tools/calibrate_model.py``) and what its effect is measured on
-    (``benchmarks/calibration_effect.py``)."""
-    rows = cache.rows(split)
-    rows = rows[cache.table.present(task)[rows]]
-    if len(rows) == 0:
-        raise ValueError(f"the cache has no {split} rows labelled with {task!r}")
-    out = []
-    for s in range(0, len(rows), batch):
-        _, heads = model.raw([np.asarray(cache.images[i]) for i in rows[s:s + batch]])
-        out.append(model.regression_values(task, heads[task], calibrated=False))
-    return np.concatenate(out), cache.table.labels[task][rows].astype(np.float64)

@@ -14,7 +14,8 @@ apart no better than before (LFW 71.3 %, measured); centred, two random faces ha
 near 0 and the loss weighs what separates people.
 
 The teacher's descriptors are computed once, outside training, by
-``tools/teacher_embeddings.py`` into an ``.npz`` keyed by the cache's sample ids; the trainer
+``tools/teacher_embeddings.py`` into an ``.npz`` keyed by the cache's sample ids
+(:mod:`facefuse.data.teacher_file`); the trainer
 looks each batch row up by its cache index (:func:`align_to_cache`), so the flip and the other
 augmentations act on the student's input only (the teacher's descriptor of a face is close
 to that of its mirror image; the tool can average the two with ``--flip``).
@@ -22,7 +23,6 @@ to that of its mirror image; the tool can average the two with ``--flip``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facefuse.data.teacher_file import read_teacher_file
 from facefuse.train.losses import masked_mean
 
 
@@ -47,29 +48,14 @@ class TeacherEmbeddings:
 
     @classmethod
     def load(cls, path: str | Path, centre: bool = True) -> TeacherEmbeddings:
-        """Read a file written by ``tools/teacher_embeddings.py`` (no pickles); with
-        ``centre``, the descriptors less their mean (see the module docstring), unit length.
+        """Read a teacher file (:mod:`facefuse.data.teacher_file`); with ``centre``, the
+        descriptors less their mean (see the module docstring), unit length.
 
         Raises:
             FileNotFoundError: when ``path`` does not exist.
             ValueError: when it is not such a file, or its rows and vectors disagree.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"identity teacher file {path} does not exist (write it "
-                                    f"with tools/teacher_embeddings.py)")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                ids = json.loads(data["sample_id"].tobytes().decode())
-                emb = np.asarray(data["embedding"], dtype=np.float32)
-                meta = json.loads(data["meta"].tobytes().decode())
-        except (KeyError, ValueError, OSError) as e:
-            raise ValueError(f"{path}: not an identity teacher file ({e})") from e
-        if emb.ndim != 2 or len(ids) != len(emb) or not len(emb):
-            raise ValueError(f"{path}: {len(ids)} sample ids for embeddings of shape "
-                             f"{emb.shape}")
-        if not np.isfinite(emb).all():
-            raise ValueError(f"{path}: embeddings hold non-finite values")
+        ids, emb, meta = read_teacher_file(path)
         if centre:
             if len(emb) < 2:
                 raise ValueError(f"{path}: centring needs at least 2 descriptors")

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from facefuse.evaluation.verification import best_threshold
-from facefuse.identity_format import FUSION_FORMAT, write_json_atomic
+from facefuse.files import write_json_atomic
+from facefuse.identity_format import FUSION_FORMAT
 
 log = logging.getLogger(__name__)
 
