@@ -281,7 +281,9 @@ def test_one_training_at_a_time_in_a_run_folder(fake_root: Path, tmp_path: Path,
 
 def test_ddp_two_cpu_processes_agree_and_rank0_writes(fake_root: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, fake_root, "tasks: [age, gender, attributes]\n")
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    # this checkout's package, whichever one the interpreter has installed
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "facefuse.cli", "-v", "train", str(cfg), "--quiet"],

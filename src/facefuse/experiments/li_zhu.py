@@ -316,7 +316,8 @@ def probe_cell(cfg: LiZhuConfig, target: Target, features: dict[str, FeatureSet]
     xs = {s: [features[src].rows_for(ids[s]) for src in sources] for s in SPLITS}
     ys = {s: target.labels[target.rows[s]] for s in SPLITS}
     r = fit_probe(target.task, method, xs["train"], ys["train"], xs["val"], ys["val"],
-                  xs["test"], ys["test"], cfg.probe, seed, target.n_classes, device)
+                  xs["test"], ys["test"], cfg.probe, seed, target.n_classes, device,
+                  f"{target.name}-{method}-{'+'.join(sources)}-seed{seed}")
     return {"sources": sources, "method": method, "seed": seed, "target": target.name,
             "val": r.val, "test": r.test, "best_epoch": r.best_epoch,
             "n": {s: len(ys[s]) for s in SPLITS}}

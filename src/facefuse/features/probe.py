@@ -96,6 +96,8 @@ class ProbeRecipe(Recipe):
     """A fusion head on stored features, for the engine: AdamW, no schedule; after each
     epoch the validation score, and the test predictions of the best epoch so far."""
 
+    find_unused_parameters = False  # every layer of the head sees every batch
+
     def __init__(self, task: Task, head: FusionHead, train: tuple[list[torch.Tensor], torch.Tensor],
                  val: tuple[list[torch.Tensor], np.ndarray],
                  test: tuple[list[torch.Tensor], np.ndarray], cfg: ProbeConfig, seed: int,
@@ -147,10 +149,11 @@ class ProbeRecipe(Recipe):
 def fit_probe(task: Task, method: str, train_x: Sequence[np.ndarray], train_y: np.ndarray,
               val_x: Sequence[np.ndarray], val_y: np.ndarray, test_x: Sequence[np.ndarray],
               test_y: np.ndarray, cfg: ProbeConfig = ProbeConfig(), seed: int = 0,
-              n_classes: int | None = None, device: torch.device | None = None) -> ProbeResult:
+              n_classes: int | None = None, device: torch.device | None = None,
+              name: str = "") -> ProbeResult:
     """Train ``method`` fusion + MLP head on the given sources (on the CPU unless
-    ``device``); score val and test. Under DDP every rank trains on its share of each
-    epoch and returns rank 0's result."""
+    ``device``; ``name``: the run's name in logs); score val and test. Under DDP every rank
+    trains on its share of each epoch and returns rank 0's result."""
     device = device or torch.device("cpu")
     dist = init_distributed(device)
     torch.manual_seed(seed)
@@ -165,7 +168,7 @@ def fit_probe(task: Task, method: str, train_x: Sequence[np.ndarray], train_y: n
                       cfg.hidden, cfg.dropout)
     recipe = ProbeRecipe(task, head, (tr, torch.from_numpy(np.asarray(train_y))),
                          (va, val_y), (te, test_y), cfg, seed, (dist.rank, dist.world_size))
-    Engine(recipe, device).fit()
+    Engine(recipe, device, name=name).fit()
     best = from_rank0(dist, recipe.best)
     if best is None:
         raise ValueError(f"the probe of {task.name} trained no epoch (epochs: {cfg.epochs})")

@@ -31,6 +31,7 @@ class TaskRecipe(Recipe):
     """
 
     max_grad_norm = 10.0
+    find_unused_parameters = False  # every head is used by every batch
 
     def __init__(self, model: nn.Module, train_batches: Iterable[Batch], optim: OptimConfig,
                  task_weights: Mapping[str, float], val_batches: Iterable[Batch] | None = None,
