@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from fakes import write_300w, write_celeba
 from safetensors.torch import load_file
-from test_li_zhu import write_manifest
+from test_li_zhu import tiny_config
 
 from facefuse.cli import main
 from facefuse.train.engine import Engine
@@ -26,30 +27,15 @@ TESTS = Path(__file__).resolve().parent
 
 
 def li_zhu_config(tmp: Path, name: str, seeds: str = "[0, 1]") -> Path:
-    manifest = tmp / "data" / "faces.csv"
-    if not manifest.is_file():
-        write_manifest(tmp / "data")
-    cfg = tmp / f"{name}.yaml"
-    cfg.write_text(f"""kind: li_zhu
-output: {tmp / name}
-cache_dir: {tmp / 'cache'}
-device: cpu
-workers: 1
-seeds: {seeds}
-sources: [identity, gender]
-targets: [identity, gender]
-fusion_methods: [concat]
-data: {{manifest: {manifest}}}
-extractor:
-  image_size: 16
-  channels: [4, 8, 8]
-  feature_dims: {{identity: 12}}
-  default_feature_dim: 5
-  batch_size: 16
-  optim: {{epochs: 2}}
-probe: {{hidden: [8], epochs: 2, batch_size: 16}}
-""")
-    return cfg
+    """test_li_zhu's tiny protocol, cut to two sources and targets, two CNN epochs."""
+    cfg = yaml.safe_load(tiny_config(tmp).read_text())  # writes the manifest too
+    cfg.update(output=str(tmp / name), seeds=yaml.safe_load(seeds),
+               sources=["identity", "gender"], targets=["identity", "gender"],
+               fusion_methods=["concat"])
+    cfg["extractor"]["optim"]["epochs"] = 2
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
 
 
 def dmm_config(tmp: Path, name: str, seeds: str = "[0]", variants: str = "[full]") -> Path:

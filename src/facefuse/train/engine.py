@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from facefuse.config import ConfigError, same_config, to_dict
 from facefuse.data.file_lock import LockHeld, exclusive_lock
-from facefuse.train.distributed import DistInfo, barrier, from_rank0, join, launched_as_main
+from facefuse.train.distributed import barrier, from_rank0, join, launched_as_main
 from facefuse.train.loop import OptimConfig, make_optimizer
 from facefuse.train.weighting import LossWeighting, StaticWeighting
 
@@ -227,6 +227,9 @@ class Engine:
                 output = recipe.forward(self.ddp_model, batch, epoch)
             terms = recipe.losses(output, batch, epoch)
             if not terms:  # no row of the batch carries a label trained now
+                if self.dist.enabled:  # the other ranks wait for this one's gradients
+                    raise RuntimeError(f"{self.name or 'a run'}: a batch without any loss "
+                                       f"term under DDP (every rank must step together)")
                 continue
             loss = self._combine(terms)
             for name, term in terms.items():
@@ -349,5 +352,4 @@ def run_lock(folder: str | Path) -> Iterator[None]:
         yield
 
 
-__all__ = ["DistInfo", "Engine", "Loss", "Recipe", "RunConflict", "run_lock",
-           "static_weighting"]
+__all__ = ["Engine", "Loss", "Recipe", "RunConflict", "run_lock", "static_weighting"]

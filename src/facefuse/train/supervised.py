@@ -31,7 +31,6 @@ class TaskRecipe(Recipe):
     """
 
     max_grad_norm = 10.0
-    find_unused_parameters = False  # every head is used by every batch
 
     def __init__(self, model: nn.Module, train_batches: Iterable[Batch], optim: OptimConfig,
                  task_weights: Mapping[str, float], val_batches: Iterable[Batch] | None = None,
@@ -41,6 +40,8 @@ class TaskRecipe(Recipe):
         self.defs = {name: (tasks or {}).get(name) or get_task(name) for name in task_weights}
         self.weighting = static_weighting(task_weights)
         self.config = config
+        # DDP: with one task, every batch uses every head; with more, a batch may lack one
+        self.find_unused_parameters = len(self.defs) > 1
 
     def batches(self, epoch: int) -> Iterable[Batch]:
         return self.train
