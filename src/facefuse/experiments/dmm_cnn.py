@@ -58,6 +58,7 @@ from facefuse.train.distributed import (
 from facefuse.train.engine import STATE_FILE, Engine, Loss, Recipe, run_lock, static_weighting
 from facefuse.train.loop import OptimConfig
 from facefuse.train.losses import landmark_l1
+from facefuse.train.mtl_data import hold_in_memory
 from facefuse.train.thresholds import apply_thresholds, select_thresholds
 from facefuse.train.weighting import DynamicWeightAverage
 
@@ -120,6 +121,8 @@ class DMMTrainConfig:
     temperature: float = 2.0  # dynamic weighting temperature
     threshold_objective: str = "accuracy"
     augment: bool = True
+    bf16: bool = True  # autocast on CUDA
+    channels_last: bool = True  # on CUDA
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,8 @@ class DMMConfig:
     landmark_margin: float = 0.2
     split_seed: int = 0
     variants: tuple[str, ...] = tuple(VARIANTS)
+    # the training cache's images in RAM (None: when they take at most a quarter of it)
+    cache_in_memory: bool | None = None
     model: DMMModelConfig = DMMModelConfig()
     train: DMMTrainConfig = DMMTrainConfig()
 
@@ -223,9 +228,11 @@ class DMMRecipe(Recipe):
         tasks = ("attributes", "landmarks")
         augment = AugmentSpec(max_rotation=10, max_scale=0.1, max_shift=0.05) if t.augment \
             else None
+        self.bf16, self.channels_last = t.bf16, t.channels_last
         self.train = CacheLoader(cache, self.rows["train"], t.batch_size, seed=seed,
                                  device=device, augment=augment, tasks=tasks,
-                                 shard=(dist.rank, dist.world_size))
+                                 shard=(dist.rank, dist.world_size),
+                                 channels_last=t.channels_last and device.type == "cuda")
         self.val = CacheLoader(cache, self.rows["val"], 512, shuffle=False, device=device,
                                tasks=tasks)
         self.optim, self.epochs, self.device = t.optim, t.optim.epochs, device
@@ -233,7 +240,8 @@ class DMMRecipe(Recipe):
                                                       temperature=t.temperature)
         self.weighting = static_weighting({"attributes": 1.0, "landmarks": t.landmark_weight})
         self.config = {k: v for k, v in to_dict(cfg).items() if k not in (
-            "output", "cache_dir", "data_root", "device", "workers", "seeds", "variants")}
+            "output", "cache_dir", "data_root", "device", "workers", "seeds", "variants",
+            "cache_in_memory")}
         self.config.update(variant=name, seed=seed)
         self.weights = np.ones(40)
         self.w = torch.ones(40, device=device)
@@ -389,6 +397,7 @@ def run_dmm(cfg: DMMConfig, progress: bool = False) -> Path:
                          center_crop=cfg.center_crop)
         cache = rank0_first(dist, lambda: build_cache(
             table, cfg.cache_dir, spec, name="dmm", workers=cfg.workers, progress=progress))
+        hold_in_memory(cache, cfg.cache_in_memory)
         trained = sorted({VARIANTS[v][4] for v in cfg.variants})
         bar = tqdm(total=len(trained) * len(cfg.seeds), desc="dmm_cnn", unit="run",
                    disable=not progress)

@@ -51,6 +51,7 @@ from facefuse.train.distributed import (
 )
 from facefuse.train.engine import STATE_FILE, run_lock
 from facefuse.train.loop import OptimConfig
+from facefuse.train.mtl_data import hold_in_memory
 from facefuse.train.supervised import fit
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class ExtractorConfig:
     dropout: float = 0.25
     batch_size: int = 200
     augment: bool = True
+    bf16: bool = True  # autocast on CUDA
+    channels_last: bool = True  # on CUDA
     optim: OptimConfig = OptimConfig(optimizer="sgd", lr=0.01, momentum=0.9,
                                      weight_decay=5e-4, lr_decay=0.93, epochs=15)
 
@@ -107,6 +110,8 @@ class LiZhuConfig:
     device: str = "auto"
     workers: int | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
+    # the training cache's images in RAM (None: when they take at most a quarter of it)
+    cache_in_memory: bool | None = None
     sources: tuple[str, ...] = ("identity", "age_group", "gender", "race")
     targets: tuple[str, ...] = ("identity", "age_group", "age", "gender", "race")
     own_source: dict[str, str] = field(default_factory=lambda: {"age": "age_group"})
@@ -264,14 +269,16 @@ def train_extractor(cfg: LiZhuConfig, cache: TrainingCache, target: Target, seed
     labels = {target.name: target.labels}
     train = CacheLoader(cache, target.rows["train"], e.batch_size, seed=seed, device=device,
                         augment=paper_augment() if e.augment else None, labels=labels,
-                        shard=(dist.rank, dist.world_size))
+                        shard=(dist.rank, dist.world_size),
+                        channels_last=e.channels_last and device.type == "cuda")
     val = CacheLoader(cache, target.rows["val"], 512, shuffle=False, device=device,
                       labels=labels)
     state = path.with_name(f"{path.name}.state")
     run = {"extractor": to_dict(e), "data": to_dict(cfg.data), "target": target.name,
            "seed": seed}
     result = fit(model, train, e.optim, {target.name: 1.0}, val, {target.name: target.task},
-                 folder=state, config=run, name=path.name, progress=progress)
+                 folder=state, config=run, name=path.name, progress=progress, bf16=e.bf16,
+                 channels_last=e.channels_last)
     if dist.is_main:
         save_checkpoint(model, path, tasks={target.name: list(target.task.label_names)},
                         input_size=e.image_size,
@@ -340,6 +347,7 @@ def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
         spec = CacheSpec(size=cfg.extractor.image_size, center_crop=cfg.data.center_crop)
         cache = rank0_first(dist, lambda: build_cache(
             table, cfg.cache_dir, spec, name="li_zhu", workers=cfg.workers, progress=progress))
+        hold_in_memory(cache, cfg.cache_in_memory)
         targets = build_targets(cfg, cache)
         timings["data_and_cache"] = time.perf_counter() - t0
         cells = _all_cells(cfg, cache, targets, out, device, dist, progress, timings)

@@ -70,6 +70,15 @@ def from_rank0(info: DistInfo, value: T) -> T:
     return box[0]
 
 
+def gather(info: DistInfo, value: T) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` without DDP)."""
+    if not info.enabled:
+        return [value]
+    box: list[Any] = [None] * info.world_size
+    dist.all_gather_object(box, value)
+    return box
+
+
 def rank0_first(info: DistInfo, make: Callable[[], T]) -> T:
     """``make()`` on rank 0, then, once it returned, on the other ranks: e.g. building a
     cache that the other ranks then find built."""

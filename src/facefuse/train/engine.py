@@ -16,8 +16,9 @@ engine owns the rest:
   NCCL on CUDA); a recipe's batches are each rank's share of the epoch
   (:class:`facefuse.data.loader.CacheLoader`'s ``shard``); only rank 0 writes;
 * with a run folder: ``state.pt`` after every finished epoch (weights, optimiser, scheduler,
-  weighting, the recipe's own state such as its loaders' position, random states, history),
-  written to a temporary file and renamed, so a killed run leaves the last whole epoch;
+  weighting, history, and every rank's own recipe state, such as its loaders' position, and
+  random state), written to a temporary file and renamed, so a killed run leaves the last
+  whole epoch, and a resumed run on as many ranks goes on draw for draw as if never stopped;
   a new engine on that folder resumes after it, refusing a state of another config
   (:class:`RunConflict`);
 * progress bars (epochs and steps, rank 0) and :func:`run_lock`, one training per folder.
@@ -40,7 +41,7 @@ from tqdm.auto import tqdm
 
 from facefuse.config import ConfigError, same_config, to_dict
 from facefuse.data.file_lock import LockHeld, exclusive_lock
-from facefuse.train.distributed import barrier, from_rank0, join, launched_as_main
+from facefuse.train.distributed import barrier, from_rank0, gather, join, launched_as_main
 from facefuse.train.loop import OptimConfig, make_optimizer
 from facefuse.train.weighting import LossWeighting, StaticWeighting
 
@@ -301,11 +302,15 @@ class Engine:
         if unexpected or set(missing) - {"_extra_state"}:  # extra: absent in older states
             raise RunConflict(f"{path}: its loss weighting does not fit this run's "
                               f"(missing {missing}, unexpected {unexpected})")
-        self.recipe.load_state_dict(state.get("recipe", {}))
-        if "rng" in state:
-            torch.set_rng_state(state["rng"].cpu())
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu())
+        ranks = state.get("ranks", [])
+        # each rank's own loaders and random state; with another number of ranks, rank 0's
+        # (the run goes on, no longer draw for draw as it would have)
+        own = ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state
+        self.recipe.load_state_dict(own.get("recipe", {}))
+        if "rng" in own:
+            torch.set_rng_state(own["rng"].cpu())
+        if "cuda_rng" in own and torch.cuda.is_available():
+            torch.cuda.set_rng_state(own["cuda_rng"].cpu())
         self.history = json.loads(state["history"])
         self.start_epoch = int(state["epoch"]) + 1
         log.info("%sresuming after epoch %d", f"{self.name}: " if self.name else "",
@@ -313,16 +318,21 @@ class Engine:
 
     def _save(self, epoch: int) -> None:
         path = self._state_file()
-        if path is None or not self.dist.is_main:
+        if path is None:
+            return
+        own = {"recipe": self.recipe.state_dict(), "rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            own["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        ranks = gather(self.dist, own)  # every rank's loaders draw on their own
+        if not self.dist.is_main:
             return
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict() if self.scheduler else {},
-                 "weighting": self.weighting.state_dict(), "recipe": self.recipe.state_dict(),
-                 "rng": torch.get_rng_state(), "epoch": epoch,
+                 "weighting": self.weighting.state_dict(), **own, "epoch": epoch,
                  "history": json.dumps(self.history),
                  "config": json.dumps(to_dict(self.recipe.config), sort_keys=True)}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.dist.enabled:
+            state["ranks"] = ranks
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ from facefuse.train.engine import Engine, Loss, Recipe, RunConflict, run_lock
 from facefuse.train.loop import evaluate, task_loss
 from facefuse.train.mtl_config import AGE_HEADS, IDENTITY_HEADS, RECIPES, MTLConfig
 from facefuse.train.mtl_data import (
+    hold_in_memory,
     keep_in_memory,
     load_data,
     open_prebuilt_cache,
@@ -151,11 +151,7 @@ class MTLTrainer(Recipe):
         barrier(self.dist)  # rank 0 built the cache; the others open it
         if not self.dist.is_main:
             self.cache, self.counts = training_cache(cfg)
-        if keep_in_memory(self.cache, cfg.cache_in_memory):
-            t = time.perf_counter()
-            self.cache.load_into_memory()
-            log.info("training cache in memory: %.2f GB in %.1f s",
-                     self.cache.images.nbytes / 1e9, time.perf_counter() - t)
+        hold_in_memory(self.cache, cfg.cache_in_memory)
         train_rows = self.cache.rows("train")
         self.identities = identity_classes(self.cache, train_rows) if "identity" in cfg.tasks \
             else {}

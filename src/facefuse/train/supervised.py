@@ -75,12 +75,16 @@ class FitResult:
 def fit(model: nn.Module, train_batches: Iterable[Batch], cfg: OptimConfig,
         task_weights: Mapping[str, float], val_batches: Iterable[Batch] | None = None,
         tasks: Mapping[str, Task] | None = None, folder: str | Path | None = None,
-        config: Any = None, name: str = "", progress: bool = False) -> FitResult:
+        config: Any = None, name: str = "", progress: bool = False, bf16: bool = False,
+        channels_last: bool = False) -> FitResult:
     """Train ``model`` for ``cfg.epochs`` epochs with :class:`TaskRecipe`, evaluating on
     ``val_batches`` after each; on the device its parameters are on. With ``folder``, the
-    run keeps its state there and resumes from it (``config``: what it must match)."""
+    run keeps its state there and resumes from it (``config``: what it must match);
+    ``bf16`` and ``channels_last`` apply on CUDA (see :class:`~facefuse.train.engine.Recipe`).
+    """
     start = time.perf_counter()
     recipe = TaskRecipe(model, train_batches, cfg, task_weights, val_batches, tasks, config)
+    recipe.bf16, recipe.channels_last = bf16, channels_last
     device = next(model.parameters()).device
     history = Engine(recipe, device, folder, name, progress).fit()
     return FitResult(history, time.perf_counter() - start)
