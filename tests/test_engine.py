@@ -109,7 +109,7 @@ def interrupt(monkeypatch, run: str, epoch: int) -> list[tuple[str, int]]:
     calls: list[tuple[str, int]] = []
     armed = [True]
 
-    def train_epoch(self, e):
+    def recording(self, e):
         calls.append((self.name, e))
         if armed[0] and self.name == run and e == epoch:
             armed[0] = False
@@ -124,7 +124,7 @@ def interrupt(monkeypatch, run: str, epoch: int) -> list[tuple[str, int]]:
             self.recipe.batches = one_step_then_stop
         return real(self, e)
 
-    monkeypatch.setattr(Engine, "train_epoch", train_epoch)
+    monkeypatch.setattr(Engine, "train_epoch", recording)
     return calls
 
 
