@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from fakes import write_300w, write_celeba
+from rank_guard import stop_after_one_step
 from safetensors.torch import load_file
 from test_li_zhu import tiny_config
 
@@ -59,10 +60,12 @@ train: {{optim: {{epochs: 3}}, batch_size: 16}}
     return cfg
 
 
-def torchrun(cfg: Path, guarded: Path) -> subprocess.CompletedProcess:
+def torchrun(cfg: Path, guarded: Path, stop: str = "") -> subprocess.CompletedProcess:
+    """``facefuse -v experiment CFG`` on two CPU ranks; rank 1 writing under ``guarded``
+    fails the run; ``stop`` (RUN:EPOCH) stops it there after one step."""
     env = {"OMP_NUM_THREADS": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "PYTHONPATH": os.pathsep.join([str(TESTS.parent / "src"), str(TESTS)]),
-           "FACEFUSE_GUARDED": str(guarded)}
+           "FACEFUSE_GUARDED": str(guarded), "FACEFUSE_STOP_AT": stop}
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(TESTS / "rank_guard.py"), "-v", "experiment", str(cfg), "--quiet"],
@@ -78,28 +81,54 @@ def checksums(stderr: str) -> dict[tuple[str, str], dict[str, str]]:
     return found
 
 
-@pytest.mark.parametrize("experiment", ["li_zhu", "dmm_cnn"])
-def test_ddp_ranks_agree_after_every_epoch_and_rank0_writes(experiment: str,
-                                                           tmp_path: Path) -> None:
-    write = li_zhu_config if experiment == "li_zhu" else dmm_config
-    cfg = write(tmp_path, "ddp", seeds="[0]")
-    proc = torchrun(cfg, tmp_path / "ddp")  # rank 1 writing there fails the run
+def ranks_agreed(proc: subprocess.CompletedProcess, out: Path) -> dict:
+    """The checks every DDP run passes: it finished (rank 1 wrote nothing, or it would
+    not have), both ranks logged the same weights after every epoch, the report is whole."""
     assert proc.returncode == 0, proc.stderr[-3000:]
     sums = checksums(proc.stderr)
-    runs = {run for run, _ in sums}
-    if experiment == "li_zhu":  # both CNNs and every head trained under DDP
-        assert {"identity-seed0", "gender-seed0"} <= runs and len(runs) >= 2 + 4
-    else:
-        assert runs == {"full-seed0"} and {e for _, e in sums} == {"1", "2", "3"}
     for key, ranks in sums.items():
         assert set(ranks) == {"0", "1"} and ranks["0"] == ranks["1"], key
-    assert (tmp_path / "ddp" / "report.md").is_file()
-    assert not list((tmp_path / "ddp").rglob("*.tmp"))
-    assert not list((tmp_path / "ddp").rglob("state.pt"))  # finished runs drop their state
-    if experiment == "dmm_cnn":
-        history = json.loads((tmp_path / "ddp" / "runs" / "full-seed0" / "result.json")
-                             .read_text())["history"]
-        assert [h["world_size"] for h in history] == [2, 2, 2]
+    assert (out / "report.md").is_file()
+    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob("state.pt"))  # finished runs drop their state
+    return sums
+
+
+@pytest.fixture(scope="module")
+def dmm_ddp(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    tmp = tmp_path_factory.mktemp("dmm_ddp")
+    return tmp, torchrun(dmm_config(tmp, "whole"), tmp / "whole")
+
+
+def test_li_zhu_ddp_ranks_agree_after_every_epoch_and_rank0_writes(tmp_path: Path) -> None:
+    proc = torchrun(li_zhu_config(tmp_path, "ddp", seeds="[0]"), tmp_path / "ddp")
+    runs = {run for run, _ in ranks_agreed(proc, tmp_path / "ddp")}
+    # both CNNs and every head trained under DDP
+    assert {"identity-seed0", "gender-seed0"} <= runs and len(runs) > 2
+
+
+def test_dmm_ddp_ranks_agree_after_every_epoch_and_rank0_writes(dmm_ddp) -> None:
+    tmp, proc = dmm_ddp
+    sums = ranks_agreed(proc, tmp / "whole")
+    assert set(sums) == {("full-seed0", e) for e in ("1", "2", "3")}
+    history = json.loads((tmp / "whole" / "runs" / "full-seed0" / "result.json")
+                         .read_text())["history"]
+    assert [h["world_size"] for h in history] == [2, 2, 2]
+
+
+def test_dmm_ddp_killed_mid_epoch_resumes_draw_for_draw(dmm_ddp) -> None:
+    tmp, whole = dmm_ddp
+    cfg = dmm_config(tmp, "cut")
+    stopped = torchrun(cfg, tmp / "cut", stop="full-seed0:2")
+    assert stopped.returncode != 0 and "facefuse: interrupted" in stopped.stderr
+    resumed = torchrun(cfg, tmp / "cut")
+    ranks_agreed(resumed, tmp / "cut")
+    assert "full-seed0: resuming after epoch 1" in resumed.stderr
+    after = checksums(resumed.stderr)
+    assert set(after) == {("full-seed0", "2"), ("full-seed0", "3")}
+    reference = checksums(whole.stderr)
+    for key, ranks in after.items():  # each rank's loader and random state came back
+        assert ranks == reference[key], key
 
 
 def interrupt(monkeypatch, run: str, epoch: int) -> list[tuple[str, int]]:
@@ -113,15 +142,7 @@ def interrupt(monkeypatch, run: str, epoch: int) -> list[tuple[str, int]]:
         calls.append((self.name, e))
         if armed[0] and self.name == run and e == epoch:
             armed[0] = False
-            batches = self.recipe.batches
-
-            def one_step_then_stop(n):
-                for i, batch in enumerate(batches(n)):
-                    if i == 1:
-                        raise KeyboardInterrupt
-                    yield batch
-
-            self.recipe.batches = one_step_then_stop
+            stop_after_one_step(self)
         return real(self, e)
 
     monkeypatch.setattr(Engine, "train_epoch", recording)
