@@ -120,7 +120,7 @@ class CacheLoader:
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
         self.epoch = int(state["epoch"])  # type: ignore[call-overload]
-        self._generator.set_state(state["generator"])  # type: ignore[arg-type]
+        self._generator.set_state(state["generator"].cpu())  # type: ignore[attr-defined]
 
     def _encode_labels(self) -> dict[str, np.ndarray]:
         out = {}
