@@ -218,11 +218,11 @@ def trainer_rate(trunk: str, size: int, batch: int, cache_dir: str, device: str 
                         optim=OptimConfig(optimizer="adamw", lr=1e-3, epochs=2,
                                           **(optim or {})), **(settings or {}))
         trainer = MTLTrainer(cfg)
-        trainer.train_epoch(1)  # warm-up: kernel selection, allocator
+        trainer.engine.train_epoch(1)  # warm-up: kernel selection, allocator
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        steps = trainer.train_epoch(2)["steps"]
+        steps = trainer.engine.train_epoch(2)["steps"]
         if trainer.device.type == "cuda":
             torch.cuda.synchronize()
         return steps * batch / (time.perf_counter() - t)

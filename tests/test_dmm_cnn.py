@@ -15,9 +15,9 @@ from facefuse.experiments.dmm_cnn import DMMConfig, attribute_loss, model_spec
 from facefuse.inference.attributes import AttributeLandmarkModel
 from facefuse.models.heads import BranchedHead
 from facefuse.tasks import CELEBA_ATTRIBUTES
-from facefuse.train.dynamic_weights import DynamicAttributeWeights, weights_from_trend
 from facefuse.train.losses import landmark_l1
 from facefuse.train.thresholds import apply_thresholds, select_thresholds
+from facefuse.train.weighting import DynamicWeightAverage, dwa_weights
 
 
 def test_branch_routing_by_group() -> None:
@@ -65,17 +65,26 @@ def test_masked_losses_with_missing_labels() -> None:
 
 
 def test_weighting_update_on_a_known_history() -> None:
-    dyn = DynamicAttributeWeights(3, temperature=1.0)
-    assert dyn.update(np.array([1.0, 1.0, 1.0])).tolist() == [1.0, 1.0, 1.0]
-    w = dyn.update(np.array([0.5, 1.0, 2.0]))  # ratios 0.5, 1, 2
+    names = ["a", "b", "c"]
+    dyn = DynamicWeightAverage(names, temperature=1.0)
+    dyn.end_epoch(dict(zip(names, [1.0, 1.0, 1.0], strict=True)))
+    assert list(dyn.current().values()) == [1.0, 1.0, 1.0]
+    dyn.end_epoch(dict(zip(names, [0.5, 1.0, 2.0], strict=True)))  # ratios 0.5, 1, 2
+    w = np.array(list(dyn.current().values()))
     e = np.exp([0.5, 1.0, 2.0])
     np.testing.assert_allclose(w, 3 * e / e.sum())
     assert w.sum() == pytest.approx(3.0) and w[2] > w[1] > w[0]
-    np.testing.assert_allclose(weights_from_trend([np.ones(3), np.ones(3) * 2], 2.0), 1.0)
-    with pytest.raises(ValueError, match="expected 3"):
-        dyn.update(np.ones(4))
-    with pytest.raises(ValueError, match="positive"):
-        dyn.update(np.array([1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(dwa_weights(np.ones(3), np.ones(3) * 2, 2.0), 1.0)
+    # a ratio that cannot be formed (a loss missing or 0 before) counts 1
+    np.testing.assert_allclose(dwa_weights(np.array([0.0, 1.0]), np.array([1.0, 1.0]), 1.0), 1.0)
+    with pytest.raises(ValueError, match="not weighted"):
+        dyn.end_epoch({"d": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        dyn.end_epoch({"a": -1.0})
+    # the history travels in the state (a resumed run weighs as the uninterrupted one)
+    back = DynamicWeightAverage(names, temperature=1.0)
+    back.load_state_dict(dyn.state_dict())
+    assert back.current() == dyn.current() and back.history == dyn.history
 
 
 def test_threshold_selection_on_a_known_score_distribution() -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from facefuse.features.fusion import FUSIONS, FusionHead
-from facefuse.features.probe import ProbeConfig, train_probe
+from facefuse.features.probe import ProbeConfig, fit_probe
 from facefuse.features.store import FeatureSet
 from facefuse.tasks import get_task
 
@@ -62,11 +62,11 @@ def test_probe_uses_the_informative_source() -> None:
     task = get_task("gender")
     split = [slice(0, 400), slice(400, 500), slice(500, 600)]
     xs = [[informative[s], noise[s]] for s in split]
-    r = train_probe(task, "concat", xs[0], y[split[0]], xs[1], y[split[1]], xs[2], y[split[2]],
-                    ProbeConfig(epochs=10), seed=0)
+    r = fit_probe(task, "concat", xs[0], y[split[0]], xs[1], y[split[1]], xs[2], y[split[2]],
+                  ProbeConfig(epochs=10), seed=0)
     assert r.test["accuracy"] > 0.9
-    r_noise = train_probe(task, "concat", [noise[split[0]]], y[split[0]], [noise[split[1]]],
-                          y[split[1]], [noise[split[2]]], y[split[2]], ProbeConfig(epochs=5))
+    r_noise = fit_probe(task, "concat", [noise[split[0]]], y[split[0]], [noise[split[1]]],
+                        y[split[1]], [noise[split[2]]], y[split[2]], ProbeConfig(epochs=5))
     assert r_noise.test["accuracy"] < 0.75
 
 

@@ -103,7 +103,7 @@ def test_resumed_experiment_redoes_no_cell(finished, monkeypatch) -> None:
     def forbidden(*a, **k):
         raise AssertionError("a finished cell or model was computed again")
 
-    monkeypatch.setattr(li_zhu, "train_probe", forbidden)
+    monkeypatch.setattr(li_zhu, "fit_probe", forbidden)
     monkeypatch.setattr(li_zhu, "fit", forbidden)
     assert main(["experiment", str(cfg), "--quiet"]) == 0
     assert (out / "cross_task.csv").read_text() == before

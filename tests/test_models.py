@@ -12,7 +12,8 @@ from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.models.paper_cnn import LiZhuCNN
 from facefuse.models.trunks import build_trunk
 from facefuse.tasks import Task, TaskKind
-from facefuse.train.loop import OptimConfig, decode, evaluate, fit
+from facefuse.train.loop import OptimConfig, decode, evaluate
+from facefuse.train.supervised import fit
 
 # dlib's network shrinks its input by floor at five unpadded stride-2 layers: it needs more
 # than 32 px (its native size is 150)

@@ -19,6 +19,7 @@ from facefuse.config import load_config
 from facefuse.data.readers import find_datasets, read_dataset
 from facefuse.data.table import SampleTable
 from facefuse.models.margin import margin_loss
+from facefuse.train.engine import Engine
 from facefuse.train.mtl import MTLConfig, sampling_probabilities
 from facefuse.train.weighting import WEIGHTINGS
 
@@ -230,7 +231,7 @@ def test_evaluation_reads_only_rows_its_tasks_label_and_scores_them_as_all_rows_
 def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path: Path,
                                                        monkeypatch, capsys) -> None:
     cfg = write_config(tmp_path, fake_root, "tasks: [age, gender, emotion]\n")
-    real = mtl.MTLTrainer.train_epoch
+    real = Engine.train_epoch
     calls = []
 
     def crash_in_epoch_2(self, epoch):
@@ -239,10 +240,10 @@ def test_interrupted_run_resumes_without_losing_epochs(fake_root: Path, tmp_path
             raise KeyboardInterrupt
         return real(self, epoch)
 
-    monkeypatch.setattr(mtl.MTLTrainer, "train_epoch", crash_in_epoch_2)
+    monkeypatch.setattr(Engine, "train_epoch", crash_in_epoch_2)
     assert main(["train", str(cfg), "--quiet"]) == 130  # Ctrl-C: one line, the shell's code
-    monkeypatch.setattr(mtl.MTLTrainer, "train_epoch", lambda self, e: (calls.append(e),
-                                                                         real(self, e))[1])
+    monkeypatch.setattr(Engine, "train_epoch", lambda self, e: (calls.append(e),
+                                                                 real(self, e))[1])
     # a state saved by a version before two fields existed (both at their defaults now)
     state_file = tmp_path / "run" / "state.pt"
     state = torch.load(state_file, weights_only=True)
@@ -280,7 +281,9 @@ def test_one_training_at_a_time_in_a_run_folder(fake_root: Path, tmp_path: Path,
 
 def test_ddp_two_cpu_processes_agree_and_rank0_writes(fake_root: Path, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, fake_root, "tasks: [age, gender, attributes]\n")
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    # this checkout's package, whichever one the interpreter has installed
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "facefuse.cli", "-v", "train", str(cfg), "--quiet"],

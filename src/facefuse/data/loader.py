@@ -64,6 +64,10 @@ class CacheLoader:
         mean, std: normalisation.
         channels_last: return images in channels_last memory format.
         prefetch: batches prepared ahead by a background thread (0 disables the thread).
+        shard: ``(rank, world_size)``: serve only this rank's share of each epoch's order
+            (equal contiguous parts of the same global order on every rank, the remainder
+            dropped, so every rank takes the same number of steps); its augmentation draws
+            its own random numbers.
     """
 
     def __init__(self, cache: TrainingCache, rows: Sequence[int] | np.ndarray,
@@ -73,9 +77,13 @@ class CacheLoader:
                  identities: dict[str, int] | None = None,
                  labels: Mapping[str, np.ndarray] | None = None,
                  mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
-                 channels_last: bool = False, prefetch: int = 2) -> None:
+                 channels_last: bool = False, prefetch: int = 2,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, "
+                             f"got {shard}")
         self.cache = cache
         self.rows = np.asarray(rows, dtype=np.int64)
         if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(cache)):
@@ -102,7 +110,17 @@ class CacheLoader:
         self._scale = (1.0 / (255.0 * self._std)).view(3)  # NHWC broadcast
         self._shift = (-self._mean / self._std).view(3)
         self._labels = dict(labels) if labels is not None else self._encode_labels()
-        self._generator = torch.Generator().manual_seed(seed)
+        self.shard = shard
+        self._generator = torch.Generator().manual_seed(seed + 7919 * shard[0])
+
+    def state_dict(self) -> dict[str, object]:
+        """Where the loader stands: epochs served and the augmentation's random state (a
+        resumed run continues with the same draws)."""
+        return {"epoch": self.epoch, "generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        self.epoch = int(state["epoch"])  # type: ignore[call-overload]
+        self._generator.set_state(state["generator"].cpu())  # type: ignore[attr-defined]
 
     def _encode_labels(self) -> dict[str, np.ndarray]:
         out = {}
@@ -114,14 +132,18 @@ class CacheLoader:
         return out
 
     def __len__(self) -> int:
-        n = len(self.rows)
+        n = len(self.rows) // self.shard[1]
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self) -> np.ndarray:
-        if not self.shuffle:
-            return self.rows
-        rng = np.random.default_rng([self.seed, self.epoch])
-        return self.rows[rng.permutation(len(self.rows))]
+        order = self.rows
+        if self.shuffle:
+            order = order[np.random.default_rng([self.seed, self.epoch]).permutation(len(order))]
+        rank, world = self.shard
+        if world > 1:
+            per_rank = len(order) // world
+            order = order[rank * per_rank:(rank + 1) * per_rank]
+        return order
 
     def _host_batch(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                      np.ndarray]:

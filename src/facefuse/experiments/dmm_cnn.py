@@ -3,13 +3,17 @@
 A shared trunk feeds two attribute branches (objective attributes, and a deeper branch for
 subjective ones) and a landmark regression head. CelebA rows carry attributes, 300-W rows
 carry landmarks; losses are masked per sample, so batches mix both. Attribute losses are
-weighted per attribute, dynamically (:mod:`facefuse.train.dynamic_weights`), and decisions use
-per-attribute thresholds chosen on validation data (:mod:`facefuse.train.thresholds`).
+weighted per attribute, dynamically (DWA over each attribute's validation loss,
+:class:`facefuse.train.weighting.DynamicWeightAverage`), and decisions use per-attribute
+thresholds chosen on validation data (:mod:`facefuse.train.thresholds`).
 
 The ablation trains, per seed: the full model; without landmarks; with static weights; with
 one attribute branch. "0.5 thresholds" re-scores the full model's own test probabilities
 with fixed 0.5 thresholds (the thresholds are applied after training, so no retraining is
-needed for that comparison). Each run is stored when done; a rerun resumes.
+needed for that comparison). Each run is a recipe of the one training loop
+(:mod:`facefuse.train.engine`): it keeps its state after every epoch and is stored when done,
+so a rerun resumes (no finished run or epoch is trained again); under ``torchrun`` every run
+trains with DDP, rank 0 writing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from facefuse.config import save_config
+from facefuse.config import save_config, to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
@@ -41,10 +47,20 @@ from facefuse.experiments import EXPERIMENTS, Experiment
 from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import CELEBA_ATTRIBUTES
-from facefuse.train.dynamic_weights import DynamicAttributeWeights
-from facefuse.train.loop import OptimConfig, make_optimizer
+from facefuse.train.distributed import (
+    DistInfo,
+    barrier,
+    from_rank0,
+    join,
+    rank0_first,
+    shutdown,
+)
+from facefuse.train.engine import STATE_FILE, Engine, Loss, Recipe, run_lock, static_weighting
+from facefuse.train.loop import OptimConfig
 from facefuse.train.losses import landmark_l1
+from facefuse.train.mtl_data import hold_in_memory
 from facefuse.train.thresholds import apply_thresholds, select_thresholds
+from facefuse.train.weighting import DynamicWeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +121,8 @@ class DMMTrainConfig:
     temperature: float = 2.0  # dynamic weighting temperature
     threshold_objective: str = "accuracy"
     augment: bool = True
+    bf16: bool = True  # autocast on CUDA
+    channels_last: bool = True  # on CUDA
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,8 @@ class DMMConfig:
     landmark_margin: float = 0.2
     split_seed: int = 0
     variants: tuple[str, ...] = tuple(VARIANTS)
+    # the training cache's images in RAM (None: when they take at most a quarter of it)
+    cache_in_memory: bool | None = None
     model: DMMModelConfig = DMMModelConfig()
     train: DMMTrainConfig = DMMTrainConfig()
 
@@ -190,70 +210,131 @@ def per_attribute_val_loss(probs: np.ndarray, targets: np.ndarray) -> np.ndarray
     return np.maximum((bce * known).sum(0) / np.maximum(known.sum(0), 1), 1e-6)
 
 
-def train_run(cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
-              device: torch.device, folder: Path) -> dict[str, Any]:
-    """Train one ablation run (or load its stored result)."""
-    result_file = folder / "result.json"
-    if result_file.is_file():
-        return json.loads(result_file.read_text()) | {
-            "arrays": dict(np.load(folder / "predictions.npz"))}
-    two_branches, landmarks, dynamic, _, _ = VARIANTS[name]
-    t = cfg.train
-    torch.manual_seed(seed)
-    model = build_model(model_spec(cfg, two_branches, landmarks)).to(device)
-    has_lm = cache.table.present("landmarks")
-    use = cache.valid & (cache.table.present("attributes") | (has_lm & landmarks))
-    rows = {s: np.flatnonzero(use & (cache.table.split == s)) for s in ("train", "val", "test")}
-    tasks = ("attributes", "landmarks")
-    augment = AugmentSpec(max_rotation=10, max_scale=0.1, max_shift=0.05) if t.augment \
-        else None
-    train = CacheLoader(cache, rows["train"], t.batch_size, seed=seed, device=device,
-                        augment=augment, tasks=tasks)
-    val = CacheLoader(cache, rows["val"], 512, shuffle=False, device=device, tasks=tasks)
-    test = CacheLoader(cache, rows["test"], 512, shuffle=False, device=device, tasks=tasks)
-    optimizer, scheduler = make_optimizer(model.parameters(), t.optim)
-    weights = DynamicAttributeWeights(40, t.temperature)
-    history: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for epoch in range(1, t.optim.epochs + 1):
-        model.train()
-        w = torch.tensor(weights.weights, dtype=torch.float32, device=device)
-        sums = {"attributes": 0.0, "landmarks": 0.0}
-        steps = 0
-        for batch in train:
-            out = model(batch.images)
-            loss = attribute_loss(out["attributes"], batch.labels["attributes"], w)
-            sums["attributes"] += float(loss.detach())
-            if landmarks and batch.masks["landmarks"].any():
-                lm = landmark_l1(out["landmarks"], batch.labels["landmarks"],
-                                 batch.masks["landmarks"])
-                sums["landmarks"] += float(lm.detach())
-                loss = loss + t.landmark_weight * lm
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-        scheduler.step()
-        v = collect(model, val)
+class DMMRecipe(Recipe):
+    """One ablation run: weighted attribute BCE (the weights from each attribute's validation
+    loss trend, when the variant is dynamic) plus the landmark L1 where a batch has
+    landmarks."""
+
+    def __init__(self, cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
+                 device: torch.device, dist: DistInfo) -> None:
+        two_branches, self.landmarks, self.dynamic, _, _ = VARIANTS[name]
+        t = cfg.train
+        torch.manual_seed(seed)
+        self.model = build_model(model_spec(cfg, two_branches, self.landmarks)).to(device)
+        has_lm = cache.table.present("landmarks")
+        use = cache.valid & (cache.table.present("attributes") | (has_lm & self.landmarks))
+        self.rows = {s: np.flatnonzero(use & (cache.table.split == s))
+                     for s in ("train", "val", "test")}
+        tasks = ("attributes", "landmarks")
+        augment = AugmentSpec(max_rotation=10, max_scale=0.1, max_shift=0.05) if t.augment \
+            else None
+        self.bf16, self.channels_last = t.bf16, t.channels_last
+        self.train = CacheLoader(cache, self.rows["train"], t.batch_size, seed=seed,
+                                 device=device, augment=augment, tasks=tasks,
+                                 shard=(dist.rank, dist.world_size),
+                                 channels_last=t.channels_last and device.type == "cuda")
+        self.val = CacheLoader(cache, self.rows["val"], 512, shuffle=False, device=device,
+                               tasks=tasks)
+        self.optim, self.epochs, self.device = t.optim, t.optim.epochs, device
+        self.attribute_weights = DynamicWeightAverage(list(CELEBA_ATTRIBUTES),
+                                                      temperature=t.temperature)
+        self.weighting = static_weighting({"attributes": 1.0, "landmarks": t.landmark_weight})
+        self.config = {k: v for k, v in to_dict(cfg).items() if k not in (
+            "output", "cache_dir", "data_root", "device", "workers", "seeds", "variants",
+            "cache_in_memory")}
+        self.config.update(variant=name, seed=seed)
+        self.weights = np.ones(40)
+        self.w = torch.ones(40, device=device)
+
+    def loss_names(self, epoch: int) -> list[str]:
+        return ["attributes", "landmarks"] if self.landmarks else ["attributes"]
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        current = self.attribute_weights.current()
+        self.weights = np.asarray([current[a] for a in CELEBA_ATTRIBUTES])  # float64, logged
+        self.w = torch.tensor(self.weights, dtype=torch.float32, device=self.device)
+        return {}
+
+    def batches(self, epoch: int) -> CacheLoader:
+        return self.train
+
+    def losses(self, output: dict[str, torch.Tensor], batch: Any, epoch: int
+               ) -> dict[str, Loss]:
+        terms = {"attributes": Loss(attribute_loss(output["attributes"],
+                                                   batch.labels["attributes"], self.w),
+                                    batch.masks["attributes"].sum())}
+        mask = batch.masks["landmarks"]
+        if self.landmarks and mask.any():
+            terms["landmarks"] = Loss(landmark_l1(output["landmarks"],
+                                                  batch.labels["landmarks"], mask), mask.sum())
+        return terms
+
+    def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        v = collect(model, self.val)
         val_loss = per_attribute_val_loss(v["probabilities"], v["attributes"])
-        entry = {"epoch": epoch, "train_loss": {k: s / max(steps, 1) for k, s in sums.items()},
-                 "val_attribute_loss": float(val_loss.mean()), "weights": weights.weights
-                 .round(4).tolist()}
+        entry = {"val_attribute_loss": float(val_loss.mean()),
+                 "weights": self.weights.round(4).tolist(),
+                 "val_losses": val_loss.tolist()}
         if "landmarks" in v:
             entry["val_nme"] = float(nme_per_face(v["landmarks_pred"], v["landmarks"]).mean())
-        if dynamic:
-            weights.update(val_loss)
-        history.append(entry)
-        log.info("%s seed %d epoch %d: %s", name, seed, epoch, entry)
-    v = collect(model, val)
-    thresholds = select_thresholds(v["probabilities"], v["attributes"], t.threshold_objective)
+        return entry
+
+    def end_epoch(self, epoch: int, entry: dict[str, Any]) -> None:
+        val_loss = entry.pop("val_losses")  # for the weights, not the log
+        if self.dynamic:
+            self.attribute_weights.end_epoch(dict(zip(CELEBA_ATTRIBUTES, val_loss, strict=True)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train": self.train.state_dict(),
+                "attribute_weights": self.attribute_weights.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.train.load_state_dict(state["train"])
+        self.attribute_weights.load_state_dict(state["attribute_weights"])
+
+
+def train_variant(cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
+                  device: torch.device, folder: Path, dist: DistInfo | None = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """Train one ablation run, resuming its saved state (or load its stored result); rank 0
+    stores the result and returns it, the other ranks return the training's history."""
+    dist = dist or DistInfo()
+    result_file = folder / "result.json"
+    if from_rank0(dist, result_file.is_file()):
+        return json.loads(result_file.read_text()) | {
+            "arrays": dict(np.load(folder / "predictions.npz"))}
+    start = time.perf_counter()
+    recipe = DMMRecipe(cfg, cache, name, seed, device, dist)
+    history = Engine(recipe, device, folder, f"{name}-seed{seed}", progress).fit()
+    result = {"variant": name, "seed": seed, "history": history,
+              "rows": {k: int(len(r)) for k, r in recipe.rows.items()}}
+    if dist.is_main:
+        arrays = _store_run(cfg, cache, recipe, folder, name, seed)
+        result["seconds"] = round(time.perf_counter() - start, 1)
+        tmp = result_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(result_file)
+        (folder / STATE_FILE).unlink(missing_ok=True)  # the result holds what it held
+        result["arrays"] = arrays
+    return result
+
+
+def _store_run(cfg: DMMConfig, cache: TrainingCache, recipe: DMMRecipe, folder: Path,
+               name: str, seed: int) -> dict[str, np.ndarray]:
+    """Thresholds chosen on validation, test predictions and the checkpoint of a run."""
+    model, device = recipe.model, recipe.device
+    v = collect(model, recipe.val)
+    thresholds = select_thresholds(v["probabilities"], v["attributes"],
+                                   cfg.train.threshold_objective)
+    test = CacheLoader(cache, recipe.rows["test"], 512, shuffle=False, device=device,
+                       tasks=("attributes", "landmarks"))
     arrays = {f"test_{k}": a for k, a in collect(model, test).items()}
     arrays["thresholds"] = thresholds
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "predictions.npz", **arrays)
     save_checkpoint(model, folder / "model",
                     tasks={"attributes": list(CELEBA_ATTRIBUTES),
-                           **({"landmarks": 68} if landmarks else {})},
+                           **({"landmarks": 68} if recipe.landmarks else {})},
                     thresholds=thresholds.round(2).tolist(),
                     attribute_groups={"objective": list(cfg.model.objective),
                                       "subjective": list(cfg.model.subjective)},
@@ -263,10 +344,7 @@ def train_run(cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
                           "center_crop": cfg.center_crop},
                     landmark_coordinates="0..1 of the input crop (x right, y down)",
                     training_data=cache.table.datasets(), seed=seed, variant=name)
-    result = {"variant": name, "seed": seed, "seconds": round(time.perf_counter() - start, 1),
-              "history": history, "rows": {k: int(len(r)) for k, r in rows.items()}}
-    result_file.write_text(json.dumps(result, indent=1))
-    return result | {"arrays": arrays}
+    return arrays
 
 
 def score_variant(name: str, run: dict[str, Any]) -> dict[str, Any]:
@@ -300,36 +378,44 @@ def load_table(cfg: DMMConfig) -> tuple[SampleTable, list[dict]]:
 
 
 def run_dmm(cfg: DMMConfig, progress: bool = False) -> Path:
-    """Train and score every variant for every seed; write the report folder."""
+    """Train and score every variant for every seed (or what an interrupted run left);
+    write the report folder. Under ``torchrun`` every rank takes part in each run; rank 0
+    writes."""
     from tqdm.auto import tqdm
 
     from facefuse.evaluation.dmm_report import write_report
 
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    device = resolve_device(cfg.device)
-    start = time.perf_counter()
-    table, counts = load_table(cfg)
-    cache = build_cache(table, cfg.cache_dir, CacheSpec(size=cfg.image_size,
-                                                        landmark_margin=cfg.landmark_margin,
-                                                        center_crop=cfg.center_crop),
-                        name="dmm", workers=cfg.workers, progress=progress)
-    trained = sorted({VARIANTS[v][4] for v in cfg.variants})
-    bar = tqdm(total=len(trained) * len(cfg.seeds), desc="dmm_cnn", unit="run",
-               disable=not progress)
-    runs: dict[tuple[str, int], dict] = {}
-    for seed in cfg.seeds:
-        for name in trained:
-            runs[(name, seed)] = train_run(cfg, cache, name, seed, device,
-                                           out / "runs" / f"{name}-seed{seed}")
-            bar.update(1)
-    bar.close()
-    scores = [score_variant(v, runs[(VARIANTS[v][4], s)]) for v in cfg.variants
-              for s in cfg.seeds]
-    positive_rate = _positive_rate(cache)
-    write_report(out, cfg, scores, runs, positive_rate, counts,
-                 {"total": time.perf_counter() - start}, device)
+    with run_lock(out):
+        device, dist = join(resolve_device(cfg.device))
+        progress = progress and dist.is_main
+        if dist.is_main:
+            save_config(cfg, out / "config.yaml")
+        start = time.perf_counter()
+        table, counts = load_table(cfg)
+        spec = CacheSpec(size=cfg.image_size, landmark_margin=cfg.landmark_margin,
+                         center_crop=cfg.center_crop)
+        cache = rank0_first(dist, lambda: build_cache(
+            table, cfg.cache_dir, spec, name="dmm", workers=cfg.workers, progress=progress))
+        hold_in_memory(cache, cfg.cache_in_memory)
+        trained = sorted({VARIANTS[v][4] for v in cfg.variants})
+        bar = tqdm(total=len(trained) * len(cfg.seeds), desc="dmm_cnn", unit="run",
+                   disable=not progress)
+        runs: dict[tuple[str, int], dict] = {}
+        for seed in cfg.seeds:
+            for name in trained:
+                runs[(name, seed)] = train_variant(cfg, cache, name, seed, device,
+                                                   out / "runs" / f"{name}-seed{seed}", dist,
+                                                   progress)
+                bar.update(1)
+        bar.close()
+        if dist.is_main:
+            scores = [score_variant(v, runs[(VARIANTS[v][4], s)]) for v in cfg.variants
+                      for s in cfg.seeds]
+            write_report(out, cfg, scores, runs, _positive_rate(cache), counts,
+                         {"total": time.perf_counter() - start}, device)
+        barrier(dist)
+        shutdown(dist)
     return out
 
 

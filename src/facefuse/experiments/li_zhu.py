@@ -9,7 +9,10 @@
 4. Fusion table: per target, heads on the own source's features, on the other sources',
    on all of them concatenated (the paper), and on all of them merged by further methods.
 
-Every cell is stored as JSON when done, so an interrupted run resumes where it stopped.
+Every cell is stored as JSON when done, and a CNN's training keeps its state after every
+epoch (:mod:`facefuse.train.engine`), so an interrupted run resumes where it stopped: no
+finished cell, model or epoch is computed again. Under ``torchrun`` every CNN and head
+trains with DDP (each rank on its share of each epoch); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facefuse.config import save_config
+from facefuse.config import save_config, to_dict
 from facefuse.data.augment import paper_augment
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
@@ -33,12 +36,23 @@ from facefuse.data.splits import assign_splits
 from facefuse.data.table import SPLITS, SampleTable
 from facefuse.devices import resolve_device
 from facefuse.experiments import EXPERIMENTS, Experiment
-from facefuse.features.probe import ProbeConfig, out_width, train_probe
+from facefuse.features.probe import ProbeConfig, fit_probe, out_width
 from facefuse.features.store import FeatureSet, extract_features
 from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import Task, TaskKind, age_group, age_group_task, get_task
-from facefuse.train.loop import OptimConfig, fit
+from facefuse.train.distributed import (
+    DistInfo,
+    barrier,
+    from_rank0,
+    join,
+    rank0_first,
+    shutdown,
+)
+from facefuse.train.engine import STATE_FILE, run_lock
+from facefuse.train.loop import OptimConfig
+from facefuse.train.mtl_data import hold_in_memory
+from facefuse.train.supervised import fit
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +94,8 @@ class ExtractorConfig:
     dropout: float = 0.25
     batch_size: int = 200
     augment: bool = True
+    bf16: bool = True  # autocast on CUDA
+    channels_last: bool = True  # on CUDA
     optim: OptimConfig = OptimConfig(optimizer="sgd", lr=0.01, momentum=0.9,
                                      weight_decay=5e-4, lr_decay=0.93, epochs=15)
 
@@ -94,6 +110,8 @@ class LiZhuConfig:
     device: str = "auto"
     workers: int | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
+    # the training cache's images in RAM (None: when they take at most a quarter of it)
+    cache_in_memory: bool | None = None
     sources: tuple[str, ...] = ("identity", "age_group", "gender", "race")
     targets: tuple[str, ...] = ("identity", "age_group", "age", "gender", "race")
     own_source: dict[str, str] = field(default_factory=lambda: {"age": "age_group"})
@@ -241,9 +259,12 @@ def extractor_spec(e: ExtractorConfig, target: str, width: int) -> ModelSpec:
 
 
 def train_extractor(cfg: LiZhuConfig, cache: TrainingCache, target: Target, seed: int,
-                    device: torch.device, path: Path) -> MultiTaskModel:
-    """Train (or load, when its checkpoint exists) one per-task CNN."""
-    if path.with_suffix(".json").is_file():
+                    device: torch.device, path: Path, dist: DistInfo | None = None,
+                    progress: bool = False) -> MultiTaskModel:
+    """Train (or load, when its checkpoint exists) one per-task CNN; its training state is
+    kept beside the checkpoint (``path.state/``) until the checkpoint is written."""
+    dist = dist or DistInfo()
+    if from_rank0(dist, path.with_suffix(".json").is_file()):
         return load_checkpoint(path, device).model
     e = cfg.extractor
     torch.manual_seed(seed)
@@ -251,62 +272,102 @@ def train_extractor(cfg: LiZhuConfig, cache: TrainingCache, target: Target, seed
     model = build_model(spec).to(device)
     labels = {target.name: target.labels}
     train = CacheLoader(cache, target.rows["train"], e.batch_size, seed=seed, device=device,
-                        augment=paper_augment() if e.augment else None, labels=labels)
+                        augment=paper_augment() if e.augment else None, labels=labels,
+                        shard=(dist.rank, dist.world_size),
+                        channels_last=e.channels_last and device.type == "cuda")
     val = CacheLoader(cache, target.rows["val"], 512, shuffle=False, device=device,
                       labels=labels)
-    result = fit(model, train, e.optim, {target.name: 1.0}, val, {target.name: target.task})
-    save_checkpoint(model, path, tasks={target.name: list(target.task.label_names)},
-                    input_size=e.image_size,
-                    normalisation={"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)},
-                    training_data=cache.table.datasets(), seed=seed, history=result.history,
-                    seconds=round(result.seconds, 1))
+    state = path.with_name(f"{path.name}.state")
+    run = {"extractor": to_dict(e), "data": to_dict(cfg.data), "target": target.name,
+           "seed": seed}
+    result = fit(model, train, e.optim, {target.name: 1.0}, val, {target.name: target.task},
+                 folder=state, config=run, name=path.name, progress=progress, bf16=e.bf16,
+                 channels_last=e.channels_last)
+    if dist.is_main:
+        save_checkpoint(model, path, tasks={target.name: list(target.task.label_names)},
+                        input_size=e.image_size,
+                        normalisation={"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)},
+                        training_data=cache.table.datasets(), seed=seed,
+                        history=result.history, seconds=round(result.seconds, 1))
+        (state / STATE_FILE).unlink(missing_ok=True)  # the checkpoint holds what it held
+        if state.is_dir() and not any(state.iterdir()):
+            state.rmdir()
     return model
 
 
-def run_cell(path: Path, work) -> dict:
-    """Run ``work()`` unless ``path`` holds its result already; store the result."""
-    if path.is_file():
+def source_features(model: MultiTaskModel, cache: TrainingCache, source: str, path: Path,
+                    device: torch.device, dist: DistInfo) -> FeatureSet:
+    """A source model's features of every cached image (stored; rank 0 computes them)."""
+    if not from_rank0(dist, path.is_file()) and dist.is_main:
+        extract_features(model, cache, cache.rows(), source, device=device).save(path)
+    barrier(dist)
+    return FeatureSet.load(path)
+
+
+def run_cell(path: Path, work, dist: DistInfo | None = None) -> dict:
+    """Run ``work()`` unless ``path`` holds its result already; store the result (rank 0)."""
+    dist = dist or DistInfo()
+    if from_rank0(dist, path.is_file()):
         return json.loads(path.read_text())
     start = time.perf_counter()
     result = work()
     result["seconds"] = round(time.perf_counter() - start, 2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    if dist.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(path)
     return result
 
 
 def probe_cell(cfg: LiZhuConfig, target: Target, features: dict[str, FeatureSet],
-               sources: list[str], method: str, seed: int, cache: TrainingCache) -> dict:
+               sources: list[str], method: str, seed: int, cache: TrainingCache,
+               device: torch.device | None = None) -> dict:
     ids = {s: cache.table.sample_id[target.rows[s]] for s in SPLITS}
     xs = {s: [features[src].rows_for(ids[s]) for src in sources] for s in SPLITS}
     ys = {s: target.labels[target.rows[s]] for s in SPLITS}
-    r = train_probe(target.task, method, xs["train"], ys["train"], xs["val"], ys["val"],
-                    xs["test"], ys["test"], cfg.probe, seed, target.n_classes)
+    r = fit_probe(target.task, method, xs["train"], ys["train"], xs["val"], ys["val"],
+                  xs["test"], ys["test"], cfg.probe, seed, target.n_classes, device,
+                  f"{target.name}-{method}-{'+'.join(sources)}-seed{seed}")
     return {"sources": sources, "method": method, "seed": seed, "target": target.name,
             "val": r.val, "test": r.test, "best_epoch": r.best_epoch,
             "n": {s: len(ys[s]) for s in SPLITS}}
 
 
 def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
-    """Run the whole protocol; returns the report folder."""
-    from tqdm.auto import tqdm
-
+    """Run the whole protocol (or what an interrupted run left); returns the report folder.
+    Under ``torchrun`` every rank takes part in each training; rank 0 writes."""
     from facefuse.evaluation.li_zhu_report import write_report
 
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    device = resolve_device(cfg.device)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    table, counts = load_tables(cfg)
-    spec = CacheSpec(size=cfg.extractor.image_size, center_crop=cfg.data.center_crop)
-    cache = build_cache(table, cfg.cache_dir, spec, name="li_zhu", workers=cfg.workers,
-                        progress=progress)
-    targets = build_targets(cfg, cache)
-    timings["data_and_cache"] = time.perf_counter() - t0
+    with run_lock(out):
+        device, dist = join(resolve_device(cfg.device))
+        progress = progress and dist.is_main
+        if dist.is_main:
+            save_config(cfg, out / "config.yaml")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        table, counts = load_tables(cfg)
+        spec = CacheSpec(size=cfg.extractor.image_size, center_crop=cfg.data.center_crop)
+        cache = rank0_first(dist, lambda: build_cache(
+            table, cfg.cache_dir, spec, name="li_zhu", workers=cfg.workers, progress=progress))
+        hold_in_memory(cache, cfg.cache_in_memory)
+        targets = build_targets(cfg, cache)
+        timings["data_and_cache"] = time.perf_counter() - t0
+        cells = _all_cells(cfg, cache, targets, out, device, dist, progress, timings)
+        timings["total"] = time.perf_counter() - t0
+        if dist.is_main:
+            write_report(out, cfg, cells, targets, counts, timings, device)
+        barrier(dist)
+        shutdown(dist)
+    return out
+
+
+def _all_cells(cfg: LiZhuConfig, cache: TrainingCache, targets: dict[str, Target], out: Path,
+               device: torch.device, dist: DistInfo, progress: bool,
+               timings: dict[str, float]) -> list[dict]:
+    """Per seed: every source's CNN and features, then every head of both tables."""
+    from tqdm.auto import tqdm
 
     jobs = len(cfg.seeds) * len(cfg.sources) * (1 + len(cfg.targets)) + len(cfg.seeds) * sum(
         len(cfg.fusion_rows(t)) for t in cfg.targets)
@@ -318,38 +379,29 @@ def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
         for source in cfg.sources:
             t1 = time.perf_counter()
             model = train_extractor(cfg, cache, targets[source], seed, device,
-                                    out / "models" / f"{source}-seed{seed}")
-            fpath = out / "features" / f"{source}-seed{seed}.safetensors"
-            if fpath.is_file():
-                features[source] = FeatureSet.load(fpath)
-            else:
-                features[source] = extract_features(model, cache, cache.rows(), source,
-                                                    device=device)
-                features[source].save(fpath)
+                                    out / "models" / f"{source}-seed{seed}", dist, progress)
+            features[source] = source_features(
+                model, cache, source, out / "features" / f"{source}-seed{seed}.safetensors",
+                device, dist)
             t_extract += time.perf_counter() - t1
             bar.update(1)
         t2 = time.perf_counter()
         for target in cfg.targets:
-            for source in cfg.sources:
-                cell = run_cell(out / "cells" / "cross" / f"{source}__{target}__seed{seed}.json",
-                                partial(probe_cell, cfg, targets[target], features, [source],
-                                        "concat", seed, cache))
-                cells.append({"table": "cross", "row": source, **cell})
-                bar.update(1)
-            for row, sources, method in cfg.fusion_rows(target):
-                safe = row.replace(":", "-")
-                cell = run_cell(out / "cells" / "fusion" / f"{safe}__{target}__seed{seed}.json",
+            rows = [("cross", source, [source], "concat") for source in cfg.sources]
+            rows += [("fusion", row, sources, method)
+                     for row, sources, method in cfg.fusion_rows(target)]
+            for table, row, sources, method in rows:
+                name = f"{row.replace(':', '-')}__{target}__seed{seed}.json"
+                cell = run_cell(out / "cells" / table / name,
                                 partial(probe_cell, cfg, targets[target], features, sources,
-                                        method, seed, cache))
-                cells.append({"table": "fusion", "row": row, **cell})
+                                        method, seed, cache, device), dist)
+                cells.append({"table": table, "row": row, **cell})
                 bar.update(1)
         t_probe += time.perf_counter() - t2
     bar.close()
     timings["extractors_and_features"] = t_extract
     timings["heads"] = t_probe
-    timings["total"] = time.perf_counter() - t0
-    write_report(out, cfg, cells, targets, counts, timings, device)
-    return out
+    return cells
 
 
 EXPERIMENTS.add("li_zhu", Experiment(LiZhuConfig, run_li_zhu))

@@ -7,7 +7,9 @@ around it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -43,6 +45,49 @@ def init_distributed(device: torch.device) -> DistInfo:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(),
                     int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def join(device: torch.device) -> tuple[torch.device, DistInfo]:
+    """Join the process group (when launched by torchrun) and pick this rank's device: under
+    DDP on CUDA, the GPU of the local rank."""
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    return device, info
+
+
+T = TypeVar("T")
+
+
+def from_rank0(info: DistInfo, value: T) -> T:
+    """Rank 0's ``value`` on every rank (``value`` itself without DDP): decisions such as
+    "is this run done already?" must be the same on every rank."""
+    if not info.enabled:
+        return value
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(info: DistInfo, value: T) -> list[T]:
+    """Every rank's ``value``, in rank order, on every rank (``[value]`` without DDP)."""
+    if not info.enabled:
+        return [value]
+    box: list[Any] = [None] * info.world_size
+    dist.all_gather_object(box, value)
+    return box
+
+
+def rank0_first(info: DistInfo, make: Callable[[], T]) -> T:
+    """``make()`` on rank 0, then, once it returned, on the other ranks: e.g. building a
+    cache that the other ranks then find built."""
+    if info.is_main:
+        value = make()
+    barrier(info)
+    if not info.is_main:
+        value = make()
+    return value
 
 
 def barrier(info: DistInfo) -> None:

@@ -1,4 +1,5 @@
-"""One training loop for any set of tasks: ``train_one_epoch`` and ``evaluate`` kept apart.
+"""What every training recipe shares: the optimiser and its schedule, masked task losses,
+decoding outputs and scoring them (the loop itself is :mod:`facefuse.train.engine`).
 
 Losses are masked per task (rows without a label contribute nothing), so one batch may mix
 datasets. Regression targets are divided by the top of the task's value range (age / 116)
@@ -8,9 +9,7 @@ so that one learning rate suits every head; predictions are scaled back.
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,46 +96,6 @@ def decode(task: TaskLike, output: torch.Tensor) -> np.ndarray:
     return out.reshape(len(out), -1, 2).numpy()
 
 
-def train_one_epoch(model: nn.Module, batches: Iterable[Batch],
-                    optimizer: torch.optim.Optimizer, task_weights: Mapping[str, float],
-                    tasks: Mapping[str, Task] | None = None,
-                    max_grad_norm: float | None = 10.0) -> dict[str, float]:
-    """One pass over ``batches``; returns the mean loss per task and in total.
-
-    ``task_weights`` names the tasks trained (registered names, or keys of ``tasks`` for
-    derived targets) and their loss weights.
-    """
-    defs = tasks or {}
-    model.train()
-    sums: dict[str, float] = {t: 0.0 for t in task_weights}
-    counts: dict[str, int] = {t: 0 for t in task_weights}
-    total, steps = 0.0, 0
-    for batch in batches:
-        outputs = model(batch.images)
-        loss = batch.images.new_zeros(())
-        for task, weight in task_weights.items():
-            mask = batch.masks[task]
-            if not mask.any():
-                continue
-            value = task_loss(defs.get(task, task), outputs[task], batch.labels[task], mask)
-            loss = loss + weight * value
-            sums[task] += float(value.detach()) * int(mask.sum())
-            counts[task] += int(mask.sum())
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"training loss became {float(loss)}; lower the learning "
-                                     f"rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        total += float(loss.detach())
-        steps += 1
-    out = {t: sums[t] / counts[t] for t in task_weights if counts[t]}
-    out["total"] = total / max(steps, 1)
-    return out
-
-
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable[Batch],
             tasks: Sequence[TaskLike] | Mapping[str, Task]) -> dict[str, dict[str, np.ndarray]]:
@@ -169,36 +128,3 @@ def evaluate(model: nn.Module, batches: Iterable[Batch],
     defs = resolve_tasks(tasks)
     preds = predict(model, batches, defs)
     return {t: score(defs[t], p["pred"], p["target"]) for t, p in preds.items()}
-
-
-@dataclass
-class FitResult:
-    history: list[dict[str, object]]
-    seconds: float
-
-
-def fit(model: nn.Module, train_batches: Iterable[Batch], cfg: OptimConfig,
-        task_weights: Mapping[str, float], val_batches: Iterable[Batch] | None = None,
-        tasks: Mapping[str, Task] | None = None,
-        on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
-    """Train for ``cfg.epochs`` epochs, evaluating on ``val_batches`` after each.
-
-    ``tasks`` defines derived targets by name (registered tasks need no entry).
-    """
-    defs = {name: (tasks or {}).get(name) or get_task(name) for name in task_weights}
-    optimizer, scheduler = make_optimizer(model.parameters(), cfg)
-    history: list[dict[str, object]] = []
-    start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        losses = train_one_epoch(model, train_batches, optimizer, task_weights, defs)
-        scheduler.step()
-        entry: dict[str, object] = {"epoch": epoch, "loss": losses,
-                                    "seconds": round(time.perf_counter() - t0, 2)}
-        if val_batches is not None:
-            entry["val"] = evaluate(model, val_batches, defs)
-        history.append(entry)
-        log.info("epoch %d: %s", epoch, entry)
-        if on_epoch is not None:
-            on_epoch(epoch, entry)
-    return FitResult(history, time.perf_counter() - start)

@@ -21,8 +21,10 @@ statistics fixed; backward then stops at the first trained layer).
 from a pack on a machine without the data, :mod:`facefuse.data.cache_pack`); its settings
 must match the config's.
 
-Every epoch writes ``last.safetensors/.json`` and ``state.pt`` (optimiser, scheduler,
-weighting, epoch); a rerun with the same config resumes after the last finished epoch.
+The trainer is a recipe of the one training loop (:mod:`facefuse.train.engine`): bf16
+autocast and channels_last on CUDA, DDP under ``torchrun``, ``state.pt`` after every epoch
+(a rerun with the same config resumes after the last finished epoch) are the engine's. Every
+epoch also writes ``last.safetensors/.json``.
 
 The config is :class:`facefuse.train.mtl_config.MTLConfig`; reading the datasets, the
 training cache and the sampling weights are :mod:`facefuse.train.mtl_data` (both importable
@@ -33,21 +35,17 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from facefuse.config import same_config, save_config, to_dict
+from facefuse.config import save_config
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import TrainingCache
 from facefuse.data.cache_pack import lfw_view2_pairs
-from facefuse.data.file_lock import LockHeld, exclusive_lock
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader, identity_classes
 from facefuse.devices import resolve_device
 from facefuse.evaluation.verification import pair_scores, verification_accuracy
@@ -56,20 +54,12 @@ from facefuse.models.margin import margin_loss
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model
 from facefuse.tasks import TaskKind, get_task, regression_scale
 from facefuse.train.distill import TeacherEmbeddings, distillation_loss
-from facefuse.train.distributed import (
-    DistInfo,
-    barrier,
-    init_distributed,
-    launched_as_main,
-    shutdown,
-)
-from facefuse.train.loop import (
-    evaluate,
-    make_optimizer,
-    task_loss,
-)
+from facefuse.train.distributed import barrier, join, shutdown
+from facefuse.train.engine import Engine, Loss, Recipe, RunConflict, run_lock
+from facefuse.train.loop import evaluate, task_loss
 from facefuse.train.mtl_config import AGE_HEADS, IDENTITY_HEADS, RECIPES, MTLConfig
 from facefuse.train.mtl_data import (
+    hold_in_memory,
     keep_in_memory,
     load_data,
     open_prebuilt_cache,
@@ -141,15 +131,15 @@ def lfw_verification(model: nn.Module, cache: TrainingCache, device: torch.devic
             "pairs": float(r.pairs)}
 
 
-class MTLTrainer:
-    """Owns data, model, optimiser and state for one run."""
+class MTLTrainer(Recipe):
+    """The multi-task recipe: owns data, model and loss weighting for one run; its engine
+    (``self.engine``, built last, having resumed any saved state) trains it."""
+
+    max_grad_norm = 10.0
 
     def __init__(self, cfg: MTLConfig, progress: bool = False) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        self.dist: DistInfo = init_distributed(self.device)
-        if self.dist.enabled and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.dist.local_rank)
+        self.device, self.dist = join(resolve_device(cfg.device))
         self.out = Path(cfg.output)
         self.progress = progress and self.dist.is_main
         torch.manual_seed(cfg.seed)
@@ -161,11 +151,7 @@ class MTLTrainer:
         barrier(self.dist)  # rank 0 built the cache; the others open it
         if not self.dist.is_main:
             self.cache, self.counts = training_cache(cfg)
-        if keep_in_memory(self.cache, cfg.cache_in_memory):
-            t = time.perf_counter()
-            self.cache.load_into_memory()
-            log.info("training cache in memory: %.2f GB in %.1f s",
-                     self.cache.images.nbytes / 1e9, time.perf_counter() - t)
+        hold_in_memory(self.cache, cfg.cache_in_memory)
         train_rows = self.cache.rows("train")
         self.identities = identity_classes(self.cache, train_rows) if "identity" in cfg.tasks \
             else {}
@@ -178,22 +164,15 @@ class MTLTrainer:
         if cfg.identity_teacher is not None:
             self._load_teacher(cfg.identity_teacher)
         self.frozen = self._freeze(cfg.freeze)
-        if cfg.channels_last and self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.weighting = WEIGHTINGS.get(cfg.weighting)(list(cfg.tasks),
-                                                       cfg.task_weights).to(self.device)
-        self.trained = [p for p in self.model.parameters() if p.requires_grad]
-        params = self.trained + list(self.weighting.parameters())
-        self.optimizer, self.scheduler = make_optimizer(params, cfg.optim)
-        self.losses = {t: self._loss_fn(t) for t in cfg.tasks}
-        self.start_epoch = 1
-        self.history: list[dict[str, Any]] = []
-        self._resume()
-        self.ddp_model: nn.Module = self.model
-        if self.dist.enabled:
-            self.ddp_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
-                else None, find_unused_parameters=True)
+        self.weighting = WEIGHTINGS.get(cfg.weighting)(list(cfg.tasks), cfg.task_weights)
+        self.loss_fns = {t: self._loss_fn(t) for t in cfg.tasks}
+        self.optim, self.epochs, self.config = cfg.optim, cfg.optim.epochs, cfg
+        self.bf16, self.channels_last = cfg.bf16, cfg.channels_last
+        self.engine = Engine(self, self.device, self.out, progress=progress)
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.engine.history
 
     def _start_checkpoint(self, path: str) -> Checkpoint:
         """``init_from``'s checkpoint, checked before any cache is built: a start trained on
@@ -269,36 +248,8 @@ class MTLTrainer:
         loss = "distribution_l1" if self.model.spec.heads[task].kind == "distribution" else None
         return lambda out, y, m: task_loss(task, out, y, m, loss)
 
-    # -- state ----------------------------------------------------------------------------
-    def _state_file(self) -> Path:
-        return self.out / "state.pt"
-
-    def _resume(self) -> None:
-        state_file = self._state_file()
-        if not state_file.is_file():
-            return
-        state = torch.load(state_file, map_location=self.device, weights_only=True)
-        if not same_config(json.loads(state.get("config") or "null"), self.cfg):
-            raise RunConflict(f"{state_file} belongs to a run with another config; use "
-                              f"another output folder or delete it")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.weighting.load_state_dict(state["weighting"])
-        self.history = json.loads(state["history"])
-        self.start_epoch = int(state["epoch"]) + 1
-        log.info("resuming after epoch %d", state["epoch"])
-
-    def _save(self, epoch: int) -> None:
-        if not self.dist.is_main:
-            return
-        tmp = self._state_file().with_suffix(".tmp")
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "weighting": self.weighting.state_dict(), "epoch": epoch,
-                    "history": json.dumps(self.history),
-                    "config": json.dumps(to_dict(self.cfg), sort_keys=True)}, tmp)
-        tmp.replace(self._state_file())
+    # -- the recipe's hooks ------------------------------------------------------------------
+    def on_saved(self, folder: Path, epoch: int) -> None:
         self._checkpoint("last")
 
     def _checkpoint(self, name: str) -> None:
@@ -342,58 +293,49 @@ class MTLTrainer:
             rows = rng.choice(rows, size=size, replace=True, p=probs)
         else:
             rows = np.random.default_rng([cfg.seed, epoch]).permutation(rows)
-        if self.dist.enabled:  # the same global order on every rank; each takes its share
-            per_rank = len(rows) // self.dist.world_size
-            rows = rows[self.dist.rank * per_rank:(self.dist.rank + 1) * per_rank]
         augment = AugmentSpec(grayscale=cfg.grayscale) if cfg.augment else None
+        # the same global order on every rank; under DDP each takes its share
         return CacheLoader(self.cache, rows, cfg.batch_size, shuffle=False, seed=cfg.seed + epoch,
                            device=self.device, augment=augment, tasks=cfg.tasks,
                            identities=self.identities, drop_last=True,
-                           channels_last=cfg.channels_last and self.device.type == "cuda")
+                           channels_last=cfg.channels_last and self.device.type == "cuda",
+                           shard=(self.dist.rank, self.dist.world_size))
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        self.ddp_model.train()
-        for module in self.frozen:
+    def _distils(self, epoch: int) -> bool:
+        return self.teacher is not None and "identity" in self.active_tasks(epoch)
+
+    def start_epoch(self, epoch: int) -> dict[str, Any]:
+        for module in self.frozen:  # BatchNorm statistics stay
             module.eval()
-        active = self.active_tasks(epoch)
-        # running sums stay on the device: no host sync per step (the GPU keeps its queue)
-        distil = self.teacher is not None and "identity" in active
-        logged = active + ["identity_teacher"] if distil else active
-        sums = {t: torch.zeros((), device=self.device) for t in logged}
-        counts = {t: torch.zeros((), device=self.device) for t in logged}
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16,
-                                  enabled=self.cfg.bf16 and self.device.type == "cuda")
-        steps = 0
-        loader = self._loader(epoch)
-        for batch in tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False,
-                          disable=not self.progress):
-            with autocast:
-                out = self.ddp_model(batch.images, with_embedding=distil)
-            losses = {}
-            for t in active:
-                mask = batch.masks[t]
-                losses[t] = self.losses[t](out[t].float(), batch.labels[t], mask)
-                n = mask.sum()
-                sums[t] += losses[t].detach().float() * n
-                counts[t] += n
-            loss = self.weighting.combine(losses)
-            if distil:
-                index = torch.as_tensor(batch.index, device=self.device)
-                targets, mask = self.teacher[0][index], self.teacher[1][index]
-                d = distillation_loss(out["identity_embedding"], targets, mask)
-                loss = loss + self.cfg.teacher_weight * d
-                n = mask.sum()
-                sums["identity_teacher"] += d.detach() * n
-                counts["identity_teacher"] += n
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.trained, 10.0)
-            self.optimizer.step()
-            steps += 1
-        self.scheduler.step()
-        means = {t: float(sums[t]) / float(counts[t]) for t in logged if float(counts[t])}
-        self.weighting.end_epoch({t: v for t, v in means.items() if t in active})
-        return {**means, "steps": steps}
+        return {"tasks": self.active_tasks(epoch)}
+
+    def loss_names(self, epoch: int) -> list[str]:
+        return self.active_tasks(epoch) + (["identity_teacher"] if self._distils(epoch) else [])
+
+    def batches(self, epoch: int) -> CacheLoader:
+        return self._loader(epoch)
+
+    def forward(self, model: nn.Module, batch: Any, epoch: int) -> dict[str, torch.Tensor]:
+        return model(batch.images, with_embedding=self._distils(epoch))
+
+    def losses(self, output: dict[str, torch.Tensor], batch: Any, epoch: int
+               ) -> dict[str, Loss]:
+        terms = {}
+        for t in self.active_tasks(epoch):
+            mask = batch.masks[t]
+            terms[t] = Loss(self.loss_fns[t](output[t].float(), batch.labels[t], mask),
+                            mask.sum())
+        if self._distils(epoch):
+            assert self.teacher is not None
+            index = torch.as_tensor(batch.index, device=self.device)
+            targets, mask = self.teacher[0][index], self.teacher[1][index]
+            terms["identity_teacher"] = Loss(
+                distillation_loss(output["identity_embedding"], targets, mask), mask.sum(),
+                self.cfg.teacher_weight)
+        return terms
+
+    def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
+        return {"val": self.evaluate("val")}
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:
@@ -418,26 +360,8 @@ class MTLTrainer:
         return lfw_verification(self.model, self.cache, self.device)
 
     def run(self) -> Path:
-        epochs = range(self.start_epoch, self.cfg.optim.epochs + 1)
-        for epoch in tqdm(epochs, desc="epochs", disable=not self.progress):
-            t0 = time.perf_counter()
-            losses = self.train_epoch(epoch)
-            seconds = time.perf_counter() - t0
-            entry = {"epoch": epoch, "tasks": self.active_tasks(epoch), "loss": losses,
-                     "world_size": self.dist.world_size,
-                     "seconds": round(seconds, 2),
-                     "images_per_second": round(losses["steps"] * self.cfg.batch_size
-                                                * self.dist.world_size / max(seconds, 1e-9), 1),
-                     "weights": self.weighting.current()}
-            if self.dist.is_main:
-                entry["val"] = self.evaluate("val")
-            self.history.append(entry)
-            log.info("epoch %d: %s", epoch, entry)
-            self._save(epoch)
-            barrier(self.dist)
-        checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
-        log.info("rank %d of %d: parameter checksum %.10e", self.dist.rank,
-                 self.dist.world_size, checksum)
+        """Train the remaining epochs, then test, write ``final`` and ``metrics.json``."""
+        self.engine.fit()
         if self.dist.is_main:
             test = self.evaluate("test")
             self._checkpoint("final")
@@ -449,10 +373,6 @@ class MTLTrainer:
         return self.out
 
 
-class RunConflict(ValueError):
-    """The run folder belongs to another config, or another process is training into it."""
-
-
 def train_mtl(cfg: MTLConfig, progress: bool = False) -> Path:
     """Train (or resume) one multi-task model; returns the run folder.
 
@@ -461,14 +381,5 @@ def train_mtl(cfg: MTLConfig, progress: bool = False) -> Path:
             checkpoints would be overwritten by turns), or the folder holds a run of
             another config.
     """
-    if not launched_as_main():  # DDP: rank 0 holds the folder's lock
-        return MTLTrainer(cfg, progress).run()
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as held:
-        try:
-            held.enter_context(exclusive_lock(out / ".training.lock", wait=False))
-        except LockHeld:
-            raise RunConflict(f"another process is training into {out} now; wait for it to "
-                              f"finish or use another output folder") from None
+    with run_lock(cfg.output):  # before anything is written to the folder
         return MTLTrainer(cfg, progress).run()
