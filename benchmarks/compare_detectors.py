@@ -42,7 +42,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from facefuse.inference.detection import Detection, FaceDetector, build_detector  # noqa: E402
+from facefuse.detection.detectors import Detection, FaceDetector, build_detector  # noqa: E402
 from facefuse.tasks import OUTER_EYE_CORNERS_68, five_points_from_68  # noqa: E402
 
 

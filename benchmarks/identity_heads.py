@@ -194,7 +194,7 @@ class Extractor:
     def _mtl_crop(self, rgb: np.ndarray, dataset: str, det) -> tuple[np.ndarray, tuple]:
         """The shipped model's crop and its square (x0, y0, side) in image pixels."""
         from facefuse.data.cache import crop_box
-        from facefuse.inference.detection import square_around, square_crop
+        from facefuse.detection.detectors import square_around, square_crop
 
         h, w = rgb.shape[:2]
         if dataset == "fer2013":  # trained and evaluated on the whole 48x48 image

@@ -48,7 +48,7 @@ def view_crop(rgb: np.ndarray, box, margin: float, dx: float, dy: float, rotatio
               size: int) -> np.ndarray:
     """The square ``margin`` crop around ``box`` (as the analyzer cuts it), moved by
     ``dx, dy`` of its side and rotated by ``rotation`` degrees about its centre."""
-    from facefuse.inference.detection import square_around, square_crop
+    from facefuse.detection.detectors import square_around, square_crop
 
     side = square_around(box, margin)[2]
     x0, y0, x1, y1 = box

@@ -15,7 +15,7 @@ from facefuse.data.images import load_rgb
 from facefuse.data.loader import CacheLoader, identity_classes
 from facefuse.data.readers import find_datasets, read_dataset
 from facefuse.data.table import SampleTable
-from facefuse.inference.detection import build_detector
+from facefuse.detection.detectors import build_detector
 from facefuse.tasks import FLIP_68, get_task
 
 

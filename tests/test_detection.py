@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from facefuse.data.images import load_rgb
-from facefuse.inference.detection import (
+from facefuse.detection.detectors import (
     DETECTORS,
     Detection,
     build_detector,
     landmark_box,
     square_crop,
 )
-from facefuse.inference.mtcnn import MTCNN
+from facefuse.detection.mtcnn import MTCNN
 
 
 @pytest.fixture(scope="module")

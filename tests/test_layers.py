@@ -17,6 +17,16 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "facefuse"
 
 #: layer -> what it must never import (package-relative module prefixes)
 FORBIDDEN = {
+    # datasets, their readers and the training cache: below every model and pipeline
+    "data": ("facefuse.inference", "facefuse.train", "facefuse.experiments",
+             "facefuse.models", "facefuse.runtime", "facefuse.features",
+             "facefuse.evaluation", "facefuse.gallery", "facefuse.batch",
+             "facefuse.lifecycle", "facefuse.cli", "facefuse.service"),
+    # face detectors: beside the data, below the face pipeline that runs them
+    "detection": ("facefuse.inference", "facefuse.train", "facefuse.experiments",
+                  "facefuse.models", "facefuse.data", "facefuse.features",
+                  "facefuse.evaluation", "facefuse.gallery", "facefuse.cli",
+                  "facefuse.service"),
     "runtime": ("facefuse.inference", "facefuse.train", "facefuse.experiments",
                 "facefuse.models", "facefuse.data", "facefuse.features",
                 "facefuse.evaluation", "facefuse.cli", "facefuse.service"),
@@ -103,10 +113,12 @@ CORE_RUN = textwrap.dedent("""
                 raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
 
     sys.meta_path.insert(0, Blocker())
-    import facefuse.gallery, facefuse.inference, facefuse.runtime, facefuse.service
+    import facefuse.detection, facefuse.gallery, facefuse.inference, facefuse.runtime
+    import facefuse.service
     names = ["facefuse", "facefuse.cli", "facefuse.cli_analyze", "facefuse.cli_video",
              "facefuse.tasks", "facefuse.weights", "facefuse.inference.landmark_refiner"]
-    for package in (facefuse.inference, facefuse.runtime, facefuse.gallery, facefuse.service):
+    for package in (facefuse.inference, facefuse.runtime, facefuse.gallery, facefuse.service,
+                    facefuse.detection):
         names += [m.name for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
                   if m.name not in SKIP]
     for name in names:

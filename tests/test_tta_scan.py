@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scripts import load_script
 
-from facefuse.inference.detection import square_around, square_crop
+from facefuse.detection.detectors import square_around, square_crop
 
 
 def _scan():

@@ -10,9 +10,9 @@ import pytest
 
 from facefuse.cli import main
 from facefuse.data.images import load_rgb
+from facefuse.detection.detectors import HaarDetector, build_detector, iou, square_crop
 from facefuse.inference.analyzer import FaceAnalyzer
 from facefuse.inference.clips import ClipClassifier, read_clip_manifest
-from facefuse.inference.detection import HaarDetector, build_detector, iou, square_crop
 from facefuse.inference.video import RunningStats, VideoError, analyze_video, iter_frames
 from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, build_model

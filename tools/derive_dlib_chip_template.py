@@ -223,7 +223,7 @@ def train_images(per_set: int, seed: int) -> list[str]:
 
 
 def cmd_mtcnn_train(args) -> None:
-    from facefuse.inference.detection import build_detector
+    from facefuse.detection.detectors import build_detector
 
     det = build_detector("mtcnn")
     paths = train_images(args.per_set, args.seed)
@@ -338,7 +338,7 @@ def lfw_images() -> tuple[list, list[str]]:
 def cmd_mtcnn_lfw(args) -> None:
     """MTCNN on every View-2 image, raw and padded (``pad50edge``); the other variants only
     where the raw crop gave no face."""
-    from facefuse.inference.detection import build_detector
+    from facefuse.detection.detectors import build_detector
 
     det = build_detector("mtcnn")
     pairs, paths = lfw_images()

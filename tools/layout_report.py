@@ -18,7 +18,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS = {
     "files": 0, "registry": 0, "tasks": 0, "config": 0, "devices": 0, "identity_format": 0,
     "extras": 0, "assets": 0, "weights": 0,
-    "data": 1, "runtime": 1,
+    "data": 1, "runtime": 1, "detection": 1,
     "models": 2,
     "inference": 3, "evaluation": 3,
     "gallery": 4, "batch": 4, "train": 4, "features": 4, "lifecycle": 5, "experiments": 5,

@@ -212,6 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
                         help="more log output (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_data_parser(sub)
+    _add_training_parsers(sub)
+    from facefuse.cli_analyze import add_analyze_parsers
+    from facefuse.cli_gallery import add_gallery_parser
+    from facefuse.cli_landmarks import add_landmarks_parser
+    from facefuse.cli_model import add_export_onnx_alias, add_model_parser
+    from facefuse.cli_serve import add_serve_parser
+    from facefuse.cli_video import add_video_parser
+
+    add_analyze_parsers(sub)
+    add_landmarks_parser(sub)
+    add_video_parser(sub)
+    add_model_parser(sub)
+    add_export_onnx_alias(sub)
+    add_gallery_parser(sub)
+    add_serve_parser(sub)
+    return parser
+
+
+def _add_data_parser(sub: argparse._SubParsersAction) -> None:
+    """``facefuse data summary | cache | caches``."""
     data = sub.add_parser("data", help="inspect datasets and build training caches")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     summary = data_sub.add_parser("summary", help="counts, label distributions and skipped "
@@ -256,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     caches.add_argument("--json", action="store_true", help="machine-readable listing")
     caches.set_defaults(func=cmd_data_caches)
 
+
+def _add_training_parsers(sub: argparse._SubParsersAction) -> None:
+    """``facefuse experiment`` and ``facefuse train``."""
     exp = sub.add_parser("experiment", help="run an experiment protocol from a YAML config "
                                             "and write its report folder",
         **examples("facefuse experiment configs/li_zhu.yaml --quick",
@@ -268,28 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(runs unchanged under torchrun)",
         **examples("facefuse train configs/mtl.yaml --quick",
                    "torchrun --nproc_per_node 2 -m facefuse train configs/mtl.yaml"))
-    train.add_argument("config", help="YAML config (see configs/mtl_*.yaml)")
+    train.add_argument("config", help="YAML config (see configs/mtl.yaml)")
     add_run_options(train, "run folder")
     train.add_argument("--cache-only", action="store_true",
                        help="only build the training cache and print its folder (to pack it "
                             "for another machine: tools/pack_for_device.py --cache FOLDER)")
     train.set_defaults(needs_training=True, func=cmd_train)
-
-    from facefuse.cli_analyze import add_analyze_parsers
-    from facefuse.cli_gallery import add_gallery_parser
-    from facefuse.cli_landmarks import add_landmarks_parser
-    from facefuse.cli_model import add_export_onnx_alias, add_model_parser
-    from facefuse.cli_serve import add_serve_parser
-    from facefuse.cli_video import add_video_parser
-
-    add_analyze_parsers(sub)
-    add_landmarks_parser(sub)
-    add_video_parser(sub)
-    add_model_parser(sub)
-    add_export_onnx_alias(sub)
-    add_gallery_parser(sub)
-    add_serve_parser(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -154,7 +154,7 @@ CROP_HINT = " (for photos that are already face crops, use --detector full_frame
 
 def crop_hint(analyzer) -> str:
     """The hint for pre-cropped photos, after "no face found", where a detector looked."""
-    from facefuse.inference.detection import FullFrameDetector
+    from facefuse.detection.detectors import FullFrameDetector
 
     return "" if isinstance(analyzer.detector, FullFrameDetector) else CROP_HINT
 

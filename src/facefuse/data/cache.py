@@ -62,7 +62,7 @@ class CacheSpec:
             landmark box widened by ``landmark_margin``; rows where it finds none fall back
             to the rule above. Training on these crops makes the training crops match what
             the model sees through the analyzer.
-        detector: the detector's registered name (see :mod:`facefuse.inference.detection`).
+        detector: the detector's registered name (see :mod:`facefuse.detection.detectors`).
         min_face: the analyzer's smallest face, in source pixels.
     """
 
@@ -86,7 +86,7 @@ class CacheSpec:
                 raise ValueError(f"center_crop[{name!r}] must be in (0, 1], got {share}")
         object.__setattr__(self, "detector_crop", tuple(self.detector_crop))
         if self.detector_crop:
-            from facefuse.inference.detection import DETECTORS
+            from facefuse.detection.detectors import DETECTORS
 
             DETECTORS.get(self.detector)  # an unknown name fails here, listing the valid ones
 
@@ -146,7 +146,7 @@ def detector_crop_box(rgb: np.ndarray, spec: CacheSpec
     """The analyzer's crop box (see :meth:`facefuse.inference.analyzer.FaceAnalyzer.crops`)
     of the face ``spec.detector`` finds nearest the centre of ``rgb``, or None when it finds
     none."""
-    from facefuse.inference.detection import build_detector, square_around
+    from facefuse.detection.detectors import build_detector, square_around
 
     detector = _DETECTORS.get(spec.detector)
     if detector is None:
@@ -166,7 +166,7 @@ def detector_crop_box(rgb: np.ndarray, spec: CacheSpec
 
 def _detector_crop(path: str, dataset: str, spec: CacheSpec
                    ) -> tuple[np.ndarray | None, tuple[float, ...], str | None]:
-    from facefuse.inference.detection import square_crop
+    from facefuse.detection.detectors import square_crop
 
     try:
         rgb = load_rgb(path)

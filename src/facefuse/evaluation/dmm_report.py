@@ -35,6 +35,8 @@ METRIC_COLUMNS = (("mean_accuracy", "mean accuracy %", True, True),
 
 def write_report(out: Path, cfg, scores: list[dict], runs: dict, positive_rate: np.ndarray,
                  counts: list[dict], timings: dict, device: object) -> None:
+    """The ablation and per-attribute tables (CSV, markdown), their figures,
+    ``summary.json`` and ``report.md`` in ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,8 +45,19 @@ def write_report(out: Path, cfg, scores: list[dict], runs: dict, positive_rate: 
     by_variant: dict[str, list[dict]] = {}
     for s in scores:
         by_variant.setdefault(s["variant"], []).append(s)
-    seeds_full = {s["seed"]: s for s in by_variant["full"]}
+    table_md, effect_md = _ablation_tables(out, cfg, by_variant)
+    attr_md, acc, acc05 = _attribute_table(out, cfg, scores, by_variant, positive_rate)
+    _attribute_plot(out, plt, acc, acc05, positive_rate)
+    _ced_plot(out, plt, cfg, by_variant)
+    _weights_plot(out, plt, cfg, runs)
+    _summary_and_report(out, cfg, scores, runs, counts, timings, device, table_md, effect_md,
+                        attr_md)
 
+
+def _ablation_tables(out: Path, cfg, by_variant: dict[str, list[dict]]) -> tuple[str, str]:
+    """The ablation table and each component's effect (paired by seed), as CSV and
+    markdown; returns both markdown tables."""
+    seeds_full = {s["seed"]: s for s in by_variant["full"]}
     rows, csv_rows, effect_rows = [], [], []
     for v in cfg.variants:
         entries = by_variant[v]
@@ -75,8 +88,14 @@ def write_report(out: Path, cfg, scores: list[dict], runs: dict, positive_rate: 
     (out / "ablation.md").write_text(table_md + "\n\nEffect of each component (full model "
                                      "minus the variant, in points; positive = the component "
                                      "helps; paired by seed):\n\n" + effect_md + "\n")
+    return table_md, effect_md
 
-    # per-attribute, full model, averaged over seeds
+
+def _attribute_table(out: Path, cfg, scores: list[dict], by_variant: dict[str, list[dict]],
+                     positive_rate: np.ndarray):
+    """Per attribute, the full model averaged over seeds (CSV, markdown); returns the
+    markdown and the accuracies with adaptive and with 0.5 thresholds (None without that
+    variant)."""
     full = by_variant["full"]
     fixed = [s for s in scores if s["variant"] == "fixed_threshold"]
     with warnings.catch_warnings():  # an attribute with one class in test has no balanced
@@ -102,8 +121,11 @@ def write_report(out: Path, cfg, scores: list[dict], runs: dict, positive_rate: 
               attr_csv)
     attr_md = markdown_table(attr_header, attr_rows)
     (out / "attributes.md").write_text(attr_md + "\n")
+    return attr_md, acc, acc05
 
-    # plots
+
+def _attribute_plot(out: Path, plt, acc: np.ndarray, acc05: np.ndarray | None,
+                    positive_rate: np.ndarray) -> None:
     fig, ax = plt.subplots(figsize=(14, 4))
     x = np.arange(40)
     ax.bar(x - 0.2, 100 * acc, 0.4, label="adaptive thresholds")
@@ -120,6 +142,8 @@ def write_report(out: Path, cfg, scores: list[dict], runs: dict, positive_rate: 
     fig.savefig(out / "attributes.png", dpi=110)
     plt.close(fig)
 
+
+def _ced_plot(out: Path, plt, cfg, by_variant: dict[str, list[dict]]) -> None:
     fig, ax = plt.subplots(figsize=(5, 4))
     for v in cfg.variants:
         nmes = np.concatenate([e["nme_per_face"] for e in by_variant[v] if "nme_per_face" in e]
@@ -137,6 +161,8 @@ def write_report(out: Path, cfg, scores: list[dict], runs: dict, positive_rate: 
     fig.savefig(out / "ced.png", dpi=110)
     plt.close(fig)
 
+
+def _weights_plot(out: Path, plt, cfg, runs: dict) -> None:
     first_full = runs[("full", cfg.seeds[0])]
     weights = np.asarray([h["weights"] for h in first_full["history"]])
     fig, ax = plt.subplots(figsize=(12, 3.5))
@@ -150,6 +176,10 @@ def write_report(out: Path, cfg, scores: list[dict], runs: dict, positive_rate: 
     fig.savefig(out / "weights.png", dpi=110)
     plt.close(fig)
 
+
+def _summary_and_report(out: Path, cfg, scores: list[dict], runs: dict, counts: list[dict],
+                        timings: dict, device: object, table_md: str, effect_md: str,
+                        attr_md: str) -> None:
     env = environment(device)
     seconds = {f"{k[0]}-seed{k[1]}": r["seconds"] for k, r in runs.items()}
     summary: dict[str, Any] = {"config": to_dict(cfg), "environment": env, "data": counts,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facefuse.config import to_dict
+from facefuse.evaluation.metrics import primary_metric
 from facefuse.evaluation.report import (
     environment,
     format_mean_std,
@@ -17,7 +19,6 @@ from facefuse.evaluation.report import (
     mean_std,
     write_csv,
 )
-from facefuse.features.probe import primary
 
 ROW_LABELS = {"own": "Own", "other": "Other sources", "all": "All (concat, paper)"}
 
@@ -35,29 +36,53 @@ def _by_seed(cells: list[dict], table: str) -> dict[tuple[str, str], dict[int, f
     return out
 
 
+@dataclass(frozen=True)
+class _Scales:
+    """Each target's primary metric (name, higher is better), whether it reads in percent,
+    and its chance levels."""
+
+    metric: dict[str, tuple[str, bool]]
+    percent: dict[str, bool]
+    chance: dict[str, dict]
+
+    def fmt(self, t: str, values: list[float]) -> str:
+        return format_mean_std(values, self.percent[t]) if values else "-"
+
+    def chance_text(self, t: str) -> str:
+        c = self.chance[t]
+        if "majority" in c:
+            return f"{100 * c['majority']:.1f} (1/k {100 * c['uniform']:.1f})"
+        return f"{c['mae_of_train_median']:.2f}"
+
+    def header(self, targets) -> list[str]:
+        return [f"{t} ({self.metric[t][0]}{' %' if self.percent[t] else ''})"
+                for t in targets]
+
+
 def write_report(out: Path, cfg, cells: list[dict], targets: dict, counts: list[dict],
                  timings: dict[str, float], device: object) -> None:
+    """The cross-task and fusion tables (CSV, markdown, figures), ``summary.json`` and
+    ``report.md`` in ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = {t: primary(targets[t].task) for t in cfg.targets}  # name -> (metric, higher)
+    metric = {t: primary_metric(targets[t].task) for t in cfg.targets}  # name -> (metric, higher)
     for c in cells:
         c["metric"] = metric[c["target"]][0]
-    percent = {t: metric[t][0] != "mae" for t in cfg.targets}
-    chance = {t: targets[t].chance() for t in cfg.targets}
+    sc = _Scales(metric, {t: metric[t][0] != "mae" for t in cfg.targets},
+                 {t: targets[t].chance() for t in cfg.targets})
+    cross_md = _cross_task_table(out, cfg, cells, sc, plt)
+    fusion_md, gain_md = _fusion_table(out, cfg, cells, sc, plt)
+    _summary_and_report(out, cfg, cells, targets, counts, timings, device, sc.chance,
+                        cross_md, fusion_md, gain_md)
 
-    def fmt(t: str, values: list[float]) -> str:
-        return format_mean_std(values, percent[t]) if values else "-"
 
-    def chance_text(t: str) -> str:
-        c = chance[t]
-        if "majority" in c:
-            return f"{100 * c['majority']:.1f} (1/k {100 * c['uniform']:.1f})"
-        return f"{c['mae_of_train_median']:.2f}"
-
-    # ---- cross-task table ----
+def _cross_task_table(out: Path, cfg, cells: list[dict], sc: _Scales, plt) -> str:
+    """The cross-task table (the paper's Table 1) as CSV, markdown and a heat map; returns
+    the markdown."""
+    metric, chance, fmt = sc.metric, sc.chance, sc.fmt
     cross = _by_seed(cells, "cross")
     csv_rows, md_rows = [], []
     matrix = np.full((len(cfg.sources), len(cfg.targets)), np.nan)
@@ -76,11 +101,10 @@ def write_report(out: Path, cfg, cells: list[dict], targets: dict, counts: list[
             else:
                 matrix[i, j] = (c["mae_of_train_median"] - m) / c["mae_of_train_median"]
         md_rows.append(md_row)
-    md_rows.append(["chance"] + [chance_text(t) for t in cfg.targets])
+    md_rows.append(["chance"] + [sc.chance_text(t) for t in cfg.targets])
     write_csv(out / "cross_task.csv", ["source", "target", "metric", "mean", "std", "seeds",
                                        "per_seed", "chance"], csv_rows)
-    header = ["features of \\ target"] + [f"{t} ({metric[t][0]}{' %' if percent[t] else ''})"
-                                          for t in cfg.targets]
+    header = ["features of \\ target", *sc.header(cfg.targets)]
     cross_md = markdown_table(header, md_rows)
     (out / "cross_task.md").write_text(cross_md + "\n")
 
@@ -102,8 +126,13 @@ def write_report(out: Path, cfg, cells: list[dict], targets: dict, counts: list[
     fig.tight_layout()
     fig.savefig(out / "cross_task.png", dpi=120)
     plt.close(fig)
+    return cross_md
 
-    # ---- fusion table ----
+
+def _fusion_table(out: Path, cfg, cells: list[dict], sc: _Scales, plt) -> tuple[str, str]:
+    """The fusion table (the paper's Table 2, and beyond) and each row's gain over own
+    features, as CSV, markdown and a bar chart; returns both markdown tables."""
+    metric, percent, fmt = sc.metric, sc.percent, sc.fmt
     fusion = _by_seed(cells, "fusion")
     row_names = [r for r, _, _ in cfg.fusion_rows(cfg.targets[0])]
     csv_rows, md_rows, gain_rows = [], [], []
@@ -125,10 +154,10 @@ def write_report(out: Path, cfg, cells: list[dict], targets: dict, counts: list[
                              json.dumps(vals)])
         md_rows.append(md_row)
         gain_rows.append(gain_row)
-    md_rows.append(["chance"] + [chance_text(t) for t in cfg.targets])
+    md_rows.append(["chance"] + [sc.chance_text(t) for t in cfg.targets])
     write_csv(out / "fusion.csv", ["row", "target", "metric", "mean", "std", "gain_mean",
                                    "gain_std", "seeds", "per_seed"], csv_rows)
-    fusion_md = markdown_table(["features"] + header[1:], md_rows)
+    fusion_md = markdown_table(["features", *sc.header(cfg.targets)], md_rows)
     gain_md = markdown_table(["gain over own"] + [
         f"{t} ({'points' if percent[t] else 'years lower MAE'})" for t in cfg.targets],
         gain_rows)
@@ -150,7 +179,12 @@ def write_report(out: Path, cfg, cells: list[dict], targets: dict, counts: list[
     fig.tight_layout()
     fig.savefig(out / "fusion.png", dpi=120)
     plt.close(fig)
+    return fusion_md, gain_md
 
+
+def _summary_and_report(out: Path, cfg, cells: list[dict], targets: dict,
+                        counts: list[dict], timings: dict[str, float], device: object,
+                        chance: dict, cross_md: str, fusion_md: str, gain_md: str) -> None:
     data = {"datasets": counts,
             "targets": {t: {s: int(len(r)) for s, r in targets[t].rows.items()}
                         for t in targets},

@@ -109,3 +109,14 @@ def failure_rate(prediction: np.ndarray, target: np.ndarray) -> float:
     """Share of faces whose NME exceeds :data:`FAILURE_THRESHOLD`."""
     _nonempty(target, "failure_rate")
     return float((nme_per_face(prediction, target) > FAILURE_THRESHOLD).mean())
+
+
+#: metrics where a lower value is better; every other metric is better higher
+LOWER_IS_BETTER = frozenset({"mae", "nme_inter_ocular", "failure_rate"})
+
+
+def primary_metric(task) -> tuple[str, bool]:
+    """A task's primary metric (its first), which selects the best epoch, and whether
+    higher is better."""
+    metric = task.metrics[0]
+    return metric, metric not in LOWER_IS_BETTER

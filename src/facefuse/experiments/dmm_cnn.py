@@ -43,7 +43,7 @@ from facefuse.evaluation.metrics import (
     per_attribute_accuracy,
     per_attribute_balanced_accuracy,
 )
-from facefuse.experiments import EXPERIMENTS, Experiment
+from facefuse.experiments.registry import EXPERIMENTS, Experiment
 from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import CELEBA_ATTRIBUTES

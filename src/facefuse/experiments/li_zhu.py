@@ -35,7 +35,7 @@ from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.splits import assign_splits
 from facefuse.data.table import SPLITS, SampleTable
 from facefuse.devices import resolve_device
-from facefuse.experiments import EXPERIMENTS, Experiment
+from facefuse.experiments.registry import EXPERIMENTS, Experiment
 from facefuse.features.probe import ProbeConfig, fit_probe, out_width
 from facefuse.features.store import FeatureSet, extract_features
 from facefuse.models.checkpoint import load_checkpoint, save_checkpoint

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from facefuse.config import load_config, same_config, save_config, to_dict
 from facefuse.devices import resolve_device
 from facefuse.evaluation.report import environment, markdown_table, mean_std, write_csv
-from facefuse.experiments import EXPERIMENTS, Experiment
+from facefuse.experiments.registry import EXPERIMENTS, Experiment
 from facefuse.models import TRUNKS
 from facefuse.train.mtl import MTLConfig, sampling_probabilities, train_mtl, training_cache
 from facefuse.train.weighting import WEIGHTINGS
@@ -189,6 +189,8 @@ def finished_run(run_cfg: MTLConfig) -> bool:
 
 
 def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
+    """Train (or reuse) every run of the comparison, then write its table, ``summary.json``
+    and ``report.md`` in ``cfg.output``; returns that folder."""
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -204,6 +206,18 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
         exposure = task_exposure(base, cfg.tasks)
         log.info("joint draws per task: %s", exposure)
     start = time.perf_counter()
+    scores, seconds, reused = _train_runs(cfg, base, exposure, progress)
+    table = _comparison_table(out, cfg, scores)
+    _write_report(out, cfg, base, exposure, scores, seconds, reused, table,
+                  time.perf_counter() - start)
+    return out
+
+
+def _train_runs(cfg: MTLCompareConfig, base: MTLConfig, exposure: dict | None,
+                progress: bool) -> tuple[dict[tuple[str, str, str, int], float],
+                                     dict[str, float], list[str]]:
+    """Every run of the plan, trained or reused when finished earlier: each (trunk, recipe,
+    task, seed)'s test score, each trained run's seconds, the reused runs' names."""
     # (trunk, recipe, task, seed) -> score
     scores: dict[tuple[str, str, str, int], float] = {}
     seconds: dict[str, float] = {}
@@ -228,6 +242,13 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
             value = _score(test, t)
             if value is not None:
                 scores[(trunk, recipe, t, seed)] = value
+    return scores, seconds, reused
+
+
+def _comparison_table(out: Path, cfg: MTLCompareConfig,
+                      scores: dict[tuple[str, str, str, int], float]) -> str:
+    """The comparison (mean ± std per trunk, task and recipe, and each column's gain over
+    single-task training, paired by seed) as CSV; returns it as markdown."""
     rows, csv_rows = [], []
     # the columns compared with single-task training, each paired by seed
     gained = ([r for r in cfg.columns() if r != "single"]
@@ -258,12 +279,18 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
     table = markdown_table(header, rows)
     write_csv(out / "comparison.csv", ["trunk", "task", "metric", "recipe", "mean", "std",
                                        "seeds", "per_seed"], csv_rows)
+    return table
+
+
+def _write_report(out: Path, cfg: MTLCompareConfig, base: MTLConfig, exposure: dict | None,
+                  scores: dict, seconds: dict[str, float], reused: list[str], table: str,
+                  elapsed: float) -> None:
     env = environment(resolve_device(base.device))
     (out / "summary.json").write_text(json.dumps({
         "config": to_dict(cfg), "base": to_dict(base), "environment": env,
         "scores": [[*k, v] for k, v in scores.items()], "run_seconds": seconds,
         "reused_runs": reused, "joint_share_per_task": exposure,
-        "total_seconds": round(time.perf_counter() - start, 1)}, indent=1))
+        "total_seconds": round(elapsed, 1)}, indent=1))
     if exposure is not None:
         budget = ("Single-task runs at equal exposure: each gets the draws the joint run "
                   "spends on samples carrying its task (" + ", ".join(
@@ -288,7 +315,6 @@ def run_mtl_compare(cfg: MTLCompareConfig, progress: bool = False) -> Path:
         "Test scores, mean ± std over seeds (accuracy-like metrics in %, age MAE in years, "
         "landmark NME in %). Gains are paired by seed; positive = better than single-task.",
         "", table, ""]))
-    return out
 
 
 EXPERIMENTS.add("mtl_compare", Experiment(MTLCompareConfig, run_mtl_compare))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facefuse.evaluation.metrics import primary_metric
 from facefuse.features.fusion import FusionHead
 from facefuse.tasks import Task, TaskKind
 from facefuse.train.distributed import from_rank0, init_distributed
@@ -73,12 +74,6 @@ def out_width(task: Task, n_classes: int | None = None) -> int:
     return task.num_outputs
 
 
-def primary(task: Task) -> tuple[str, bool]:
-    """The metric that selects the best epoch, and whether higher is better."""
-    metric = task.metrics[0]
-    return metric, metric not in ("mae", "nme_inter_ocular", "failure_rate")
-
-
 @dataclass
 class ProbeBatch:
     """Standardised features of some rows (one tensor per source), their labels and which
@@ -107,7 +102,7 @@ class ProbeRecipe(Recipe):
         self.val, self.test, self.shard = val, test, shard
         self.weighting = static_weighting({task.name: 1.0})
         self.generator = torch.Generator().manual_seed(seed)
-        self.metric, self.higher = primary(task)
+        self.metric, self.higher = primary_metric(task)
         self.best: tuple[float, int, dict, dict, np.ndarray] | None = None
 
     def optimizers(self, params: list[torch.nn.Parameter]) -> tuple[torch.optim.Optimizer, None]:

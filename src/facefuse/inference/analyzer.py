@@ -6,20 +6,16 @@ Results are frozen dataclasses with ``to_dict()`` and ``to_dataframe()``.
 
 from __future__ import annotations
 
-import glob
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facefuse.config import check_whole
-from facefuse.data.images import MAX_PIXELS, ImageError, is_image_name, load_rgb, to_rgb_uint8
-from facefuse.identity_format import ARCFACE_TEMPLATE_112
-from facefuse.inference.alignment import align_face
-from facefuse.inference.detection import (
+from facefuse.data.images import MAX_PIXELS, ImageError, load_rgb, to_rgb_uint8
+from facefuse.detection.detectors import (
     Detection,
     FaceDetector,
     FullFrameDetector,
@@ -28,18 +24,20 @@ from facefuse.inference.detection import (
     square_around,
     square_crop,
 )
+from facefuse.identity_format import ARCFACE_TEMPLATE_112
+from facefuse.inference.alignment import align_face
 from facefuse.inference.face_model import FaceModel
 from facefuse.inference.identity import FusedIdentity
 from facefuse.inference.identity_heads import IdentityHeads
+from facefuse.inference.inputs import VIDEO_SUFFIXES, expand_inputs  # noqa: F401 (API)
 from facefuse.inference.landmark_refiner import LandmarkRefiner
-from facefuse.inference.rows import ROW_COLUMNS, face_row
+from facefuse.inference.results import FaceResult, ImageResult  # noqa: F401 (API)
 from facefuse.runtime.graph import check_device_name
 from facefuse.runtime.threads import limit_blas_threads
 from facefuse.tasks import five_points_from_68
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
 #: images decoded and predicted together by analyze_many / iter_analyze
 BATCH_IMAGES = 32
 #: images whose longer side is at most this are treated as possible face crops when the
@@ -53,92 +51,6 @@ WHOLE_IMAGE_ASPECT = 1.5
 #: a small, about square image is a face crop (the whole image is the face) when its largest
 #: face spans at least this share of its shorter side
 TIGHT_CROP_SHARE = 0.5
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    """One face: its box and score, landmarks (68 points, image pixels, when the model has a
-    landmark head), every task's prediction, and the model's trunk feature vector
-    (``features``: what video clip statistics and feature studies use; not in
-    :meth:`to_dict`)."""
-
-    index: int
-    box: tuple[float, float, float, float]
-    score: float
-    predictions: dict[str, Any] = field(compare=False)
-    landmarks: tuple[tuple[float, float], ...] | None = field(default=None, compare=False)
-    found_by: str = "detector"
-    features: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"face": self.index, "box": [round(v, 1) for v in self.box],
-                "score": round(self.score, 4), "found_by": self.found_by,
-                "landmarks": None if self.landmarks is None else [list(p) for p in
-                                                                  self.landmarks],
-                **self.predictions}
-
-
-@dataclass(frozen=True)
-class ImageResult:
-    """All faces of one image (an empty tuple when there is none), or the error that
-    stopped it."""
-
-    source: str
-    width: int
-    height: int
-    faces: tuple[FaceResult, ...]
-    error: str | None = None
-
-    def largest_face(self) -> FaceResult | None:
-        """The face with the largest box (None when there is none)."""
-        return max(self.faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]),
-                   default=None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "width": self.width, "height": self.height,
-                "faces": [f.to_dict() for f in self.faces], "error": self.error}
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One flat row per face (class labels, age, box), for tables."""
-        return [face_row(self.source, f.index, f.box, f.score, f.predictions)
-                for f in self.faces]
-
-    def to_dataframe(self):
-        """The faces as a pandas DataFrame, one row per face as :meth:`rows` gives them (an
-        image without faces: no rows, the same first columns); needs pandas
-        (``pip install 'facefuse[dataframe]'``)."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError("to_dataframe needs pandas: pip install 'facefuse[dataframe]' "
-                              "(or pip install pandas)") from exc
-        return pd.DataFrame(self.rows(), columns=None if self.faces else ROW_COLUMNS)
-
-
-def expand_inputs(inputs: Iterable[str | Path]) -> Iterator[Path]:
-    """Files, folders (their images and videos, sorted, recursively) and glob patterns.
-
-    Raises:
-        FileNotFoundError: a pattern matches nothing, or a folder holds no image or video
-            (so a mistyped folder is not a silent empty run).
-    """
-    for item in inputs:
-        text = str(item)
-        if any(c in text for c in "*?["):
-            matches = sorted(glob.glob(text, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"no file matches {text!r}")
-            yield from (Path(m) for m in matches)
-            continue
-        path = Path(item)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and (
-                is_image_name(p) or p.suffix.lower() in VIDEO_SUFFIXES))
-            if not found:
-                raise FileNotFoundError(f"{path}: no image or video in this folder")
-            yield from found
-        else:
-            yield path
 
 
 def _load_plugin(spec: Any, kind: type, what: str, shipped: Any, load: Any) -> Any:

@@ -18,8 +18,8 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 
+from facefuse.detection.detectors import iou
 from facefuse.inference.analyzer import FaceAnalyzer
-from facefuse.inference.detection import iou
 from facefuse.inference.rows import face_row
 
 

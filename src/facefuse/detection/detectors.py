@@ -4,7 +4,7 @@ Every detector works offline from a fresh install:
 
 * ``haar``: OpenCV's frontal-face Haar cascade, shipped inside ``opencv-python-headless``
   (4.x); a box and a confidence per face, no landmarks.
-* ``mtcnn`` (default): the MTCNN cascade (:mod:`facefuse.inference.mtcnn`), its 2 MB of
+* ``mtcnn`` (default): the MTCNN cascade (:mod:`facefuse.detection.mtcnn`), its 2 MB of
   MIT-licensed weights shipped in the package and run by OpenCV's DNN module; a box, a
   confidence and five landmarks per face, so faces can be aligned.
 * ``dlib_hog``: dlib's HOG + linear SVM frontal detector; needs ``pip install dlib-bin``
@@ -146,7 +146,7 @@ class MTCNNDetector(FaceDetector):
     def __init__(self, min_size: int = 20, min_score: float = 0.9,
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  scale_factor: float = 0.709) -> None:
-        from facefuse.inference.mtcnn import MTCNN
+        from facefuse.detection.mtcnn import MTCNN
 
         self.cascade = MTCNN(min_size=max(int(min_size), 12), thresholds=tuple(thresholds),
                              scale_factor=scale_factor)
