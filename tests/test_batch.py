@@ -227,3 +227,50 @@ def test_cli_batch_and_its_errors(photos: Path, tmp_path: Path, capsys, monkeypa
     assert "pip install 'facefuse[batch]'" in capsys.readouterr().err
     assert main(["batch", str(photos), "--out", str(out), "--engine", "ray"]) == 2
     assert "pip install 'facefuse[ray]'" in capsys.readouterr().err
+
+
+def test_gallery_add_from_parquet_enrols_what_from_folder_would(tmp_path: Path,
+                                                                 capsys) -> None:
+    pytest.importorskip("faiss")
+    from conftest import SHARED_DATA
+
+    people = tmp_path / "people"
+    lfw = SHARED_DATA / "lfw" / "lfw"
+    names = sorted(d.name for d in lfw.iterdir() if len(list(d.glob("*.jpg"))) >= 3)[:2]
+    if len(names) < 2:
+        pytest.skip("LFW not found")
+    for name in names:
+        (people / name).mkdir(parents=True)
+        for p in sorted((lfw / name).glob("*.jpg"))[:2]:
+            (people / name / p.name).symlink_to(p)
+    out = tmp_path / "emb"
+    assert main(["batch", str(people), "--out", str(out), "--embed-only", "--quiet"]) == 0
+    bulk, folder = tmp_path / "bulk.gallery", tmp_path / "folder.gallery"
+    for g in (bulk, folder):
+        assert main(["gallery", "create", str(g)]) == 0
+    assert main(["gallery", "add", str(bulk), "--from-parquet", str(out), "--quiet"]) == 0
+    added = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if '"face_id"' in line]
+    assert sorted({a["subject"] for a in added}) == names and len(added) == 4
+    assert main(["gallery", "add", str(folder), "--from-folder", str(people),
+                 "--quiet"]) == 0
+    from facefuse.gallery import FaceGallery
+
+    def vectors(path: Path) -> dict[str, np.ndarray]:
+        with FaceGallery.open(path, readonly=True) as g:
+            faces = g.faces()
+            got = g.embeddings([f.id for f in faces])
+            return {f.source: got[f.id] for f in faces}
+
+    a, b = vectors(bulk), vectors(folder)
+    assert sorted(a) == sorted(b) and len(a) == 4
+    for source, vector in a.items():
+        assert np.abs(vector - b[source]).max() < 1e-5
+    # embeddings of other weights are refused, in one line
+    own = tmp_path / "own.gallery"
+    assert main(["gallery", "create", str(own), "--identity", "none"]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "add", str(own), "--from-parquet", str(out)]) == 2
+    assert "holds embeddings of model:" in capsys.readouterr().err
+    assert main(["gallery", "add", str(own), "--from-parquet", str(tmp_path)]) == 2
+    assert "not a `facefuse batch` output folder" in capsys.readouterr().err
