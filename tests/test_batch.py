@@ -274,3 +274,44 @@ def test_gallery_add_from_parquet_enrols_what_from_folder_would(tmp_path: Path,
     assert "holds embeddings of model:" in capsys.readouterr().err
     assert main(["gallery", "add", str(own), "--from-parquet", str(tmp_path)]) == 2
     assert "not a `facefuse batch` output folder" in capsys.readouterr().err
+
+
+def test_manifest_uris_are_read_through_pyarrow_fs(photos: Path, tmp_path: Path) -> None:
+    real = sorted(photos.glob("0*.jpg"))[:2]
+    manifest = tmp_path / "uris.csv"
+    manifest.write_text("path\n" + "".join(f"file://{p.resolve()}\n" for p in real)
+                        + f"file://{tmp_path}/absent.jpg\n")
+    units = list_units([manifest])
+    assert units[0].size == real[0].resolve().stat().st_size and units[2].size == -1
+    run_batch([manifest], tmp_path / "out", FAST)
+    files = {r["path"]: r for r in read(tmp_path / "out", "files").to_pylist()}
+    assert [files[f"file://{p.resolve()}"]["status"] for p in real] == ["ok", "ok"]
+    assert files[f"file://{tmp_path}/absent.jpg"]["status"] == "error"
+    sources = set(read(tmp_path / "out", "faces").column("source").to_pylist())
+    assert sources == {f"file://{p.resolve()}" for p in real}
+    # the same photos by path: the same faces
+    by_path = run_batch(real, tmp_path / "paths", FAST)
+    assert by_path.totals["faces"] == len(read(tmp_path / "out", "faces"))
+
+
+def test_a_first_run_that_dies_can_be_rerun(photos: Path, tmp_path: Path,
+                                             monkeypatch) -> None:
+    import facefuse.batch.local as local
+
+    out = tmp_path / "out"
+    real_split = local.split_units
+    calls = []
+
+    def dies_on_second_chunk(table, layout):
+        calls.append(1)
+        if len(calls) == 2:
+            raise local.WorkerDied("a worker process died (simulated)")
+        return real_split(table, layout)
+
+    monkeypatch.setattr(local, "split_units", dies_on_second_chunk)
+    with pytest.raises(local.WorkerDied):
+        run_batch([photos], out, FAST, chunk_size=3)
+    monkeypatch.setattr(local, "split_units", real_split)
+    again = run_batch([photos], out, FAST, chunk_size=3)
+    assert (again.skipped, again.done) == (3, 5)
+    assert read(out, "files").num_rows == 8

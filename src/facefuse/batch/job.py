@@ -104,6 +104,7 @@ def run_batch(inputs: Sequence[str | Path], out: str | Path,
         "schema": {"faces": [f"{f.name}: {f.type}" for f in face_schema(layout)]},
         "runs": []}
     del analyzer  # the workers load their own
+    folder.write_manifest(manifest)  # before any result: a killed first run can be rerun
     run_began = time.perf_counter()
     if not todo:
         done = 0

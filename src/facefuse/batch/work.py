@@ -163,7 +163,7 @@ class UnitWorker:
 
     def _readable(self, unit: WorkUnit) -> Any:
         """What the analyzer reads for ``unit``: its local path, or the decoded pixels of a
-        URI (an error string where they cannot be read)."""
+        URI (an :class:`_Unreadable` with the message where they cannot be read)."""
         if not is_uri(unit.path):
             return unit.path
         from facefuse.data.images import ImageError, decode_rgb
