@@ -5,8 +5,10 @@ in tests/test_batch_ray.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +220,13 @@ def test_cli_batch_and_its_errors(photos: Path, tmp_path: Path, capsys, monkeypa
     assert "holds results made with setting" in capsys.readouterr().err
     assert main(["batch", str(tmp_path / "*.nothing"), "--out", str(out)]) == 2
     assert "no file matches" in capsys.readouterr().err
+    if importlib.util.find_spec("ray") is not None:  # a closed port: one line, at once
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed = f"127.0.0.1:{probe.getsockname()[1]}"
+        assert main(["batch", str(photos), "--out", str(tmp_path / "r"), "--engine", "ray",
+                     "--address", closed]) == 2
+        assert f"no Ray cluster answers at {closed}" in capsys.readouterr().err
     import facefuse.extras as extras
 
     real = extras.installed

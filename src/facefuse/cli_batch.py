@@ -66,6 +66,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
         bar.close()
         report(exc)
         return 2
+    except ConnectionError as exc:  # ray.init cannot reach --address
+        bar.close()
+        print(f"facefuse: {exc} (is the cluster up, is facefuse installed on its nodes, "
+              f"and for Ray's token authentication RAY_AUTH_MODE=token with its token? "
+              f"docs/BATCH.md)", file=sys.stderr)
+        return 2
     except WorkerDied as exc:
         bar.close()
         report(exc)

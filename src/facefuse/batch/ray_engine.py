@@ -17,6 +17,7 @@ the like): Ray's workers write the Parquet files and the driver renames them.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,14 +77,38 @@ class RayOptions:
     round_units: int = ROUND_UNITS
 
 
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Refuse a ``HOST:PORT`` where nothing accepts a connection (``ray.init`` would retry
+    for minutes); None and ``auto`` are left to Ray.
+
+    Raises:
+        ConnectionError: naming the address and why.
+    """
+    if address in (None, "auto") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConnectionError(f"--address {address!r}: expected auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"no Ray cluster answers at {address} "
+                              f"({exc.strerror or exc})") from None
+
+
 def start_ray(address: str | None, quiet: bool = True) -> float:
-    """Connect to (or start) Ray unless it is already up; returns the seconds it took."""
+    """Connect to (or start) Ray unless it is already up; returns the seconds it took.
+
+    Raises:
+        ConnectionError: no cluster at ``address``.
+    """
     import ray
 
     began = time.perf_counter()
     if quiet:  # Ray Data logs each dataset's progress at INFO
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     if not ray.is_initialized():
+        check_reachable(address)
         ray.init(address=address, include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=not quiet)
     return time.perf_counter() - began
