@@ -60,8 +60,8 @@ class RayOptions:
     """Where and how the Ray engine runs.
 
     Args:
-        address: None: a Ray instance of this process (``ray.init()``), or one already
-            started by the caller; ``auto``: the cluster this machine belongs to;
+        address: None: a new Ray instance of this process (``ray.init(address="local")``),
+            or one already started by the caller; ``auto``: the cluster this machine belongs to;
             ``HOST:PORT``: that cluster's head.
         workers: actors (each loads the analyzer).
         batch_size: units per ``map_batches`` call.
@@ -109,7 +109,8 @@ def start_ray(address: str | None, quiet: bool = True) -> float:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     if not ray.is_initialized():
         check_reachable(address)
-        ray.init(address=address, include_dashboard=False,
+        # None: a new instance of this process ("local"), never a cluster found by chance
+        ray.init(address=address or "local", include_dashboard=False,
                  logging_level=logging.WARNING, log_to_driver=not quiet)
     return time.perf_counter() - began
 
