@@ -41,6 +41,10 @@ FORBIDDEN = {
     # a model's life after training sits beside the experiments: it may use training and
     # inference code, and the command line calls it, never the other way
     "lifecycle": ("facefuse.experiments", "facefuse.cli", "facefuse.service"),
+    # batch analysis runs the analyzer at scale (pyarrow and Ray only where used): an
+    # inference-side package, never training code
+    "batch": ("facefuse.train", "facefuse.experiments", "facefuse.models",
+              "facefuse.features", "facefuse.evaluation", "facefuse.cli", "facefuse.service"),
     # the service sits on top, beside the command line: it serves the analyzer and the
     # galleries, never training code (the core install, without torch, must run it)
     "service": ("facefuse.train", "facefuse.experiments", "facefuse.models",
@@ -113,12 +117,13 @@ CORE_RUN = textwrap.dedent("""
                 raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
 
     sys.meta_path.insert(0, Blocker())
-    import facefuse.detection, facefuse.gallery, facefuse.inference, facefuse.runtime
-    import facefuse.service
+    import facefuse.batch, facefuse.detection, facefuse.gallery, facefuse.inference
+    import facefuse.runtime, facefuse.service
     names = ["facefuse", "facefuse.cli", "facefuse.cli_analyze", "facefuse.cli_video",
-             "facefuse.tasks", "facefuse.weights", "facefuse.inference.landmark_refiner"]
+             "facefuse.cli_batch", "facefuse.tasks", "facefuse.weights",
+             "facefuse.inference.landmark_refiner"]
     for package in (facefuse.inference, facefuse.runtime, facefuse.gallery, facefuse.service,
-                    facefuse.detection):
+                    facefuse.detection, facefuse.batch):
         names += [m.name for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
                   if m.name not in SKIP]
     for name in names:
@@ -182,3 +187,20 @@ def test_serve_without_its_extra_says_so_in_one_line(tmp_path: Path) -> None:
     lines = [ln for ln in out["stderr"].splitlines() if ln.strip()]
     assert lines == [f"facefuse: facefuse serve needs the serve extra ({', '.join(missing)} "
                      f"missing): pip install 'facefuse[serve]'"]
+
+
+def test_batch_without_its_extras_says_so_in_one_line(tmp_path: Path) -> None:
+    from facefuse.assets import demo_image_path
+
+    photo = str(demo_image_path())
+    local = f"batch {photo} --out {tmp_path / 'o'}"
+    on_ray = f"{local} --engine ray"
+    out = run_core([local, on_ray], tmp_path, blocked=("pyarrow", "ray"))
+    assert out["codes"] == {local: 2, on_ray: 2}
+    lines = [ln for ln in out["stderr"].splitlines() if ln.strip()]
+    assert lines == [
+        "facefuse: facefuse batch needs the batch extra (pyarrow is not installed): pip "
+        "install 'facefuse[batch]'",
+        "facefuse: facefuse batch --engine ray needs the ray extra (ray is not installed): "
+        "pip install 'facefuse[ray]'"]
+    assert not (tmp_path / "o").exists()

@@ -19,6 +19,7 @@ from facefuse.cli_outputs import make_folder
 from facefuse.cli_values import positive_int
 from facefuse.extras import (
     missing_extra_message,
+    require_batch_extra,
     require_gallery_extra,
     require_serve_extra,
     require_training_extra,
@@ -215,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(sub)
     _add_training_parsers(sub)
     from facefuse.cli_analyze import add_analyze_parsers
+    from facefuse.cli_batch import add_batch_parser
     from facefuse.cli_gallery import add_gallery_parser
     from facefuse.cli_landmarks import add_landmarks_parser
     from facefuse.cli_model import add_export_onnx_alias, add_model_parser
@@ -228,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_onnx_alias(sub)
     add_gallery_parser(sub)
     add_serve_parser(sub)
+    add_batch_parser(sub)
     return parser
 
 
@@ -316,6 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             require_gallery_extra(command)
         if getattr(args, "needs_serve", False):
             require_serve_extra(command)
+        if getattr(args, "needs_batch", False):
+            require_batch_extra(command, args.engine)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
         return code

@@ -60,6 +60,8 @@ def _photo_inputs(inputs: list[str], command: str) -> list[Path]:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
+    if args.from_parquet:
+        return _add_from_parquet(args)
     from tqdm.auto import tqdm
 
     from facefuse.cli_analyze import crop_hint
@@ -96,6 +98,44 @@ def cmd_add(args: argparse.Namespace) -> int:
               f"{args.gallery} holds {info.faces} face(s) of {info.subjects} subject(s)",
               file=sys.stderr)
     return 1 if failures else 0
+
+
+def _add_from_parquet(args: argparse.Namespace) -> int:
+    """``gallery add DIR --from-parquet OUT``: the embeddings a batch job wrote, no
+    analyzer run (:mod:`facefuse.gallery.bulk`)."""
+    from facefuse.extras import require_batch_extra
+    from facefuse.gallery import FaceGallery
+    from facefuse.gallery.bulk import read_batch_faces
+
+    try:
+        if args.items or args.from_folder:
+            raise ValueError("give --from-parquet OUT alone (no SUBJECT PHOTO..., no "
+                             "--from-folder)")
+        require_batch_extra("facefuse gallery add --from-parquet")
+        bulk = read_batch_faces(args.from_parquet, args.face, args.subject_column)
+        gallery = FaceGallery.open(args.gallery, bulk.fingerprint)
+    except SETUP_ERRORS as exc:
+        report(exc)
+        return 2
+    for note in bulk.notes:
+        print(f"facefuse: {note}; not added", file=sys.stderr)
+    args.written = written = Written(str(args.gallery), "face")
+    with gallery:
+        for start in range(0, len(bulk.sources), args.batch_images):
+            end = start + args.batch_images
+            ids = gallery.add_many(bulk.subjects[start:end], bulk.embeddings[start:end],
+                                   bulk.sources[start:end], bulk.boxes[start:end])
+            for i, face_id in enumerate(ids, start):
+                print(json.dumps({"face_id": face_id, "subject": bulk.subjects[i],
+                                  "source": bulk.sources[i], "face": bulk.faces[i],
+                                  "box": [round(v, 1) for v in bulk.boxes[i]]}))
+                written.add()
+        info = gallery.info()
+    if not args.quiet:
+        print(f"{written.count} face(s) added from {args.from_parquet}, {len(bulk.notes)} "
+              f"not; {args.gallery} holds {info.faces} face(s) of {info.subjects} "
+              f"subject(s)", file=sys.stderr)
+    return 1 if bulk.notes else 0
 
 
 def _enrol(gallery: FaceGallery, chosen: list[Candidate], written: Written) -> None:
@@ -244,12 +284,18 @@ def add_gallery_parser(sub: argparse._SubParsersAction) -> None:
     a = gsub.add_parser("add", help="enrol one face of each photo (JSON line per face added)",
         **examples("facefuse gallery add people.gallery Ada ada1.jpg ada2.jpg",
                    "facefuse gallery add people.gallery Ada group.jpg --face 2",
-                   "facefuse gallery add people.gallery --from-folder people/  # <name>/*.jpg"))
+                   "facefuse gallery add people.gallery --from-folder people/  # <name>/*.jpg",
+                   "facefuse gallery add people.gallery --from-parquet out/  # facefuse batch"))
     _gallery_argument(a)
     a.add_argument("items", nargs="*", metavar="SUBJECT PHOTO",
                    help="the subject's name, then photos, folders or globs")
     a.add_argument("--from-folder", default=None, metavar="PEOPLE",
                    help="enrol PEOPLE/<name>/* (or PEOPLE/<name>.jpg) under each name")
+    a.add_argument("--from-parquet", default=None, metavar="OUT",
+                   help="enrol the embeddings a `facefuse batch` run wrote to OUT (one face "
+                        "per photo; subject: the photo's folder, or --subject-column)")
+    a.add_argument("--subject-column", default=None, metavar="NAME",
+                   help="with --from-parquet: the faces column that names the subject")
     a.add_argument("--face", type=face_choice, default="largest", metavar="largest|N",
                    help="which face of each photo: the largest (default) or number N, as "
                         "`facefuse analyze` numbers them")

@@ -4,7 +4,9 @@
 Runtime and Pillow. ``pip install 'facefuse[train]'`` adds what training, experiments,
 export and import need; ``pip install 'facefuse[gallery]'`` adds faiss-cpu for the
 persistent face gallery (:mod:`facefuse.gallery`); ``pip install 'facefuse[serve]'`` adds
-FastAPI, uvicorn and python-multipart for ``facefuse serve`` (:mod:`facefuse.service`). Code
+FastAPI, uvicorn and python-multipart for ``facefuse serve`` (:mod:`facefuse.service`);
+``pip install 'facefuse[batch]'`` adds pyarrow for ``facefuse batch`` and ``pip install
+'facefuse[ray]'`` Ray Data for its Ray engine (:mod:`facefuse.batch`). Code
 that needs an extra imports it where it is used; the command line turns a missing module of
 an extra into one line (:func:`missing_extra_message`).
 """
@@ -22,6 +24,12 @@ INSTALL_GALLERY = "pip install 'facefuse[gallery]'"
 #: import names of the serve extra's packages (python-multipart is ``python_multipart``)
 SERVE_MODULES = ("fastapi", "uvicorn", "python_multipart")
 INSTALL_SERVE = "pip install 'facefuse[serve]'"
+#: import names of the batch extra's packages (``facefuse batch``: Parquet output)
+BATCH_MODULES = ("pyarrow",)
+INSTALL_BATCH = "pip install 'facefuse[batch]'"
+#: import names of the ray extra's packages (``facefuse batch --engine ray``)
+RAY_MODULES = ("ray",)
+INSTALL_RAY = "pip install 'facefuse[ray]'"
 
 
 class MissingExtra(ImportError):
@@ -80,9 +88,26 @@ def require_serve_extra(what: str) -> None:
                            f"{INSTALL_SERVE}")
 
 
+def require_batch_extra(what: str, engine: str = "local") -> None:
+    """Raise :class:`MissingExtra` naming ``what`` when pyarrow (the batch extra) or, for
+    ``engine`` ``ray``, Ray (the ray extra, which brings pyarrow too) is missing.
+
+    Raises:
+        MissingExtra: ``"<what> needs the ray extra (ray is not installed): pip install
+            'facefuse[ray]'"``, or the same for the batch extra and pyarrow.
+    """
+    if engine == "ray" and not installed("ray"):
+        raise MissingExtra(f"{what} --engine ray needs the ray extra (ray is not "
+                           f"installed): {INSTALL_RAY}")
+    if not installed("pyarrow"):
+        raise MissingExtra(f"{what} needs the batch extra (pyarrow is not installed): "
+                           f"{INSTALL_BATCH}")
+
+
 def missing_extra_message(exc: BaseException, what: str) -> str | None:
     """The one line to show for ``exc`` when it is a missing module of the training, the
-    gallery or the serve extra (or a :class:`MissingExtra`), else None."""
+    gallery, the serve, the ray or the batch extra (or a :class:`MissingExtra`), else
+    None."""
     if isinstance(exc, MissingExtra):
         return str(exc)
     if not isinstance(exc, ModuleNotFoundError) or not exc.name:
@@ -90,7 +115,9 @@ def missing_extra_message(exc: BaseException, what: str) -> str | None:
     top = exc.name.split(".")[0]
     for modules, extra, install in ((TRAINING_MODULES, "training", INSTALL_TRAINING),
                                     (GALLERY_MODULES, "gallery", INSTALL_GALLERY),
-                                    (SERVE_MODULES, "serve", INSTALL_SERVE)):
+                                    (SERVE_MODULES, "serve", INSTALL_SERVE),
+                                    (RAY_MODULES, "ray", INSTALL_RAY),
+                                    (BATCH_MODULES, "batch", INSTALL_BATCH)):
         if top in modules:
             return f"{what} needs the {extra} extra ({exc.name} is not installed): {install}"
     return None

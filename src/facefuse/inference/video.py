@@ -42,13 +42,16 @@ def check_sampling(fps: float | None, stride: int | None) -> None:
         raise ValueError(f"stride must be at least 1, got {stride}")
 
 
-def iter_frames(path: str | Path, fps: float | None = None, stride: int | None = None
-                ) -> Iterator[Frame]:
+def iter_frames(path: str | Path, fps: float | None = None, stride: int | None = None,
+                start: int = 0, stop: int | None = None) -> Iterator[Frame]:
     """Sampled frames of a video, decoded one at a time.
 
     Args:
         fps: sample about this many frames per second (by the video's own frame rate).
         stride: or take every ``stride``-th frame. Neither: every frame.
+        start, stop: only frames ``start`` to ``stop - 1`` (``stop`` None: to the end);
+            which frames are sampled does not depend on them (frame ``i`` is taken when
+            ``i`` is a multiple of the step), so ranges split a video's samples exactly.
     """
     import cv2
 
@@ -62,8 +65,10 @@ def iter_frames(path: str | Path, fps: float | None = None, stride: int | None =
     try:
         native = cap.get(cv2.CAP_PROP_FPS) or 25.0
         step = stride or (max(1, int(round(native / fps))) if fps else 1)
-        index = 0
-        while True:
+        index = max(0, int(start))
+        if index:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        while stop is None or index < stop:
             ok = cap.grab()
             if not ok:
                 break

@@ -67,8 +67,13 @@ def quiet_threads(options: Any) -> None:
     """Session ``options`` whose idle intra-op threads sleep instead of spinning: the
     analyzer runs several sessions in turn (the model, both identity networks) beside
     OpenCV's detector, and threads left spinning by one session take the cores from the
-    next."""
+    next. A session that names no intra-op thread count gets the process's own, where
+    :func:`facefuse.runtime.threads.set_session_threads` set one."""
+    from facefuse.runtime.threads import session_threads
+
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if not options.intra_op_num_threads and session_threads():
+        options.intra_op_num_threads = session_threads()
 
 
 class OnnxGraph:

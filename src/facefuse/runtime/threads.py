@@ -34,3 +34,30 @@ def limit_blas_threads(threads: int | None) -> None:
         log.info("threadpoolctl is not installed: numpy's BLAS threads left as they are")
         return
     threadpool_limits(limits=threads, user_api="blas")
+
+
+#: intra-op threads for ONNX Runtime sessions opened from now on in this process that do not
+#: set their own (None: ONNX Runtime's default, one per core); see :func:`set_session_threads`
+_SESSION_THREADS: int | None = None
+
+
+def set_session_threads(threads: int | None) -> None:
+    """Open every later ONNX Runtime session of this process that names no thread count
+    with ``threads`` intra-op threads (None: ONNX Runtime's default, one per core). For
+    several analyzer processes on one machine (``facefuse batch``'s workers): each left at
+    one thread per core, they contend for the cores.
+
+    Raises:
+        ValueError: ``threads`` is not a positive whole number or None.
+    """
+    global _SESSION_THREADS
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"session threads must be a positive whole number or None, got "
+                         f"{threads!r}")
+    _SESSION_THREADS = threads
+
+
+def session_threads() -> int | None:
+    """The thread count :func:`set_session_threads` set (None: not set)."""
+    return _SESSION_THREADS
