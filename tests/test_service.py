@@ -243,6 +243,21 @@ def test_a_search_of_an_empty_gallery_finds_nobody(client, shared_data: Path) ->
     client.delete("/v1/galleries/empty")
 
 
+def test_a_gallery_that_keeps_photos_stores_each_upload_as_sent(client,
+                                                               shared_data: Path) -> None:
+    made = client.post("/v1/galleries", json={"name": "kept", "keep_images": True})
+    assert made.status_code == 201 and made.json()["keeps_images"] is True
+    sent = photo(shared_data, BLAIR, 2)
+    r = client.post(f"/v1/galleries/kept/subjects/{BLAIR}/faces", files=[upload(sent, "file")])
+    assert r.status_code == 201, r.text
+    gallery = client.app.state.service.galleries.get("kept")
+    ((face_id, box, data),) = gallery.source_images([r.json()["face_id"]])
+    assert data == sent.read_bytes() and box == tuple(r.json()["box"])
+    assert error_of(client.post("/v1/galleries", json={"name": "k2", "keep_images": "maybe"})
+                    ) == (400, "bad_request")
+    assert client.delete("/v1/galleries/kept").status_code == 200
+
+
 def test_a_gallery_of_other_embeddings_is_listed_with_its_error(client) -> None:
     from facefuse.gallery import FaceGallery
 

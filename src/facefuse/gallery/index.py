@@ -80,7 +80,12 @@ def write_index(index: Any, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync(path.parent)
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries to disk (a rename or deletion in it made durable)."""
+    _fsync(folder)
 
 
 def remove_temporary_files(path: Path) -> list[Path]:

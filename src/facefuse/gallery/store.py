@@ -28,6 +28,7 @@ from facefuse.gallery.records import (
     Subject,
     best_subjects,
     check_faces,
+    check_images,
     check_k,
     check_settings,
     unit_rows,
@@ -64,9 +65,11 @@ class FaceGallery:
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: str | Path, dim: int, fingerprint: str, threshold: float,
-               autosave: bool = True) -> FaceGallery:
+               autosave: bool = True, keep_images: bool = False) -> FaceGallery:
         """Make an empty gallery in ``folder`` (created if missing) for ``dim``-d embeddings
         made by the weights ``fingerprint`` names, matching at cosine ``>= threshold``.
+        ``keep_images``: every face is added with its photo, kept in SQLite, so that the
+        gallery can be re-embedded by other weights (:mod:`facefuse.gallery.reembed`).
 
         Raises:
             GalleryError: ``folder`` already holds a gallery, or a setting is invalid.
@@ -77,7 +80,8 @@ class FaceGallery:
             raise GalleryError(f"{folder} already holds a gallery ({DATABASE})")
         folder.mkdir(parents=True, exist_ok=True)
         return cls._start(folder, _write_lock(folder), False, autosave, lambda: (
-            GalleryDatabase.create(folder / DATABASE, dim, fingerprint, float(threshold))))
+            GalleryDatabase.create(folder / DATABASE, dim, fingerprint, float(threshold),
+                                   bool(keep_images))))
 
     @classmethod
     def open(cls, folder: str | Path, fingerprint: str | None = None, readonly: bool = False,
@@ -101,10 +105,12 @@ class FaceGallery:
             db = GalleryDatabase.open(folder / DATABASE, readonly)
             if fingerprint is not None and fingerprint != db.fingerprint:
                 db.close()
+                again = f", or re-embed it with these weights (`facefuse gallery reembed " \
+                    f"{folder}`)" if db.keeps_images else ""
                 raise FingerprintMismatch(
                     f"gallery {folder} holds embeddings of {db.fingerprint}, not of "
                     f"{fingerprint}: use the identity options it was made with, or another "
-                    f"gallery")
+                    f"gallery{again}")
             return db
 
         return cls._start(folder, ExitStack() if readonly else _write_lock(folder), readonly,
@@ -160,6 +166,11 @@ class FaceGallery:
         """A search's ``match``: a score at or above this cosine."""
         return self._db.threshold
 
+    @property
+    def keeps_images(self) -> bool:
+        """Whether every face is kept with its photo (and so can be re-embedded)."""
+        return self._db.keeps_images
+
     def info(self) -> GalleryInfo:
         """Settings and counts."""
         with self._lock:
@@ -188,25 +199,32 @@ class FaceGallery:
 
     # -- writes ----------------------------------------------------------------------------
     def add(self, subject: str, embedding: Any, source: str | None = None,
-            box: Sequence[float] | None = None) -> int:
+            box: Sequence[float] | None = None, image: bytes | None = None) -> int:
         """Enrol one face of ``subject`` (made if new); its id. The embedding is scaled to
-        unit length."""
-        return self.add_many([subject], [embedding], [source], [box])[0]
+        unit length; ``image``: the photo's file bytes (required by a gallery that keeps
+        them, refused by one that does not)."""
+        return self.add_many([subject], [embedding], [source], [box],
+                             None if image is None else [image])[0]
 
     def add_many(self, subjects: Sequence[str], embeddings: Any,
                  sources: Sequence[str | None] | None = None,
-                 boxes: Sequence[Sequence[float] | None] | None = None) -> list[int]:
-        """Enrol faces in one transaction (all or none); their ids, in order.
+                 boxes: Sequence[Sequence[float] | None] | None = None,
+                 images: Sequence[bytes] | None = None) -> list[int]:
+        """Enrol faces in one transaction (all or none); their ids, in order. ``images``:
+        each face's photo (its file's bytes), for a gallery that keeps them.
 
         Raises:
-            GalleryError: a bad name, width, value or box, lengths that differ, read-only.
+            GalleryError: a bad name, width, value, box or photo, lengths that differ,
+                photos missing (a gallery that keeps them) or given (one that does not),
+                read-only.
         """
         self._check_writable()
         names, vectors, sources, boxes = check_faces(subjects, embeddings, sources, boxes,
                                                      self.dim)
+        images = check_images(images, len(names), self.keeps_images, self.folder)
         with self._lock:
             self._ready_index()  # before SQLite changes: loading it catches up with SQLite
-            ids = self._db.insert(names, vectors, sources, boxes)
+            ids = self._db.insert(names, vectors, sources, boxes, images)
             self._index.add(vectors, ids)
         return ids
 
@@ -227,6 +245,44 @@ class FaceGallery:
             ids = self._db.delete_subject(name)
             self._index.remove(ids)
         return len(ids)
+
+    def source_images(self, face_ids: Sequence[int]
+                      ) -> list[tuple[int, tuple[float, ...] | None, bytes | None]]:
+        """(face id, box, photo) of those of ``face_ids`` that exist, by id; the photo is
+        None in a gallery that does not keep them."""
+        with self._lock:
+            return self._open_db().images([int(i) for i in face_ids])
+
+    def face_ids(self) -> list[int]:
+        """Every face's id, ascending."""
+        with self._lock:
+            return self._open_db().ids().tolist()
+
+    def replace_embeddings(self, face_ids: Sequence[int], embeddings: Any, dim: int,
+                           fingerprint: str, threshold: float) -> None:
+        """Give every face a new ``dim``-d embedding (rows in the order of ``face_ids``,
+        which must name every face held) made by the weights ``fingerprint`` names, and the
+        gallery that width, fingerprint and ``threshold``: one SQLite transaction, all or
+        nothing. The index file is deleted before the commit and rebuilt after it, so that
+        no index of the old embeddings outlives them, even after a crash.
+
+        Raises:
+            GalleryError: bad settings or embeddings, ids that are not exactly the faces
+                held, read-only.
+        """
+        self._check_writable()
+        check_settings(dim, fingerprint, threshold)
+        ids = np.asarray(face_ids, np.int64).reshape(-1)
+        vectors = unit_rows(embeddings, dim) if len(ids) else np.zeros((0, dim), np.float32)
+        if len(vectors) != len(ids) or len(np.unique(ids)) != len(ids):
+            raise GalleryError(f"{len(vectors)} embeddings for {len(ids)} face ids "
+                               f"({len(np.unique(ids))} distinct)")
+        with self._lock:
+            self._check_open()
+            self._index.forget()
+            self._db.replace_embeddings(ids, vectors, dim, fingerprint, threshold)
+            self._index.rebuild()
+            self._index.save()
 
     # -- search ----------------------------------------------------------------------------
     def search(self, embeddings: Any, k: int = 1) -> list[list[Hit]]:

@@ -5,8 +5,9 @@ On first use the index file is read and compared with SQLite: faces removed sinc
 saved are dropped from it, faces added since are added from SQLite's embeddings, and a few
 stored vectors are compared with SQLite's; a missing, unreadable or wrong file (another
 kind, width or metric, repeated ids, a vector that differs) is rebuilt from SQLite whole.
-Face ids are never reused and embeddings never change, so an id both sides hold always
-means the same vector.
+Face ids are never reused, so an id both sides hold means the same vector; the one
+exception, a re-embedding (:meth:`SyncedIndex.forget` then a new set of vectors), deletes
+the file before SQLite commits the new vectors.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from facefuse.gallery.database import GalleryDatabase
-from facefuse.gallery.index import index_ids, new_index, read_index, write_index
+from facefuse.gallery.index import (
+    fsync_folder,
+    index_ids,
+    new_index,
+    read_index,
+    write_index,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,14 @@ class SyncedIndex:
                       self.path, exc.strerror or exc, self.db.path.name)
             return
         self.dirty = False
+
+    def forget(self) -> None:
+        """Delete the index file (durably) and the index in memory: call before SQLite's
+        embeddings change in place, so that neither can be read against the new ones."""
+        self._index, self.dirty = None, False
+        if self.path.exists():
+            self.path.unlink()
+            fsync_folder(self.path.parent)
 
     def drop(self) -> None:
         """Forget the index (the gallery is closed)."""

@@ -69,8 +69,10 @@ class Galleries:
                 self._open[name] = gallery
             return gallery
 
-    def create(self, name: str, threshold: float | None = None) -> FaceGallery:
-        """A new, empty gallery ``name`` (threshold: the embeddings' own when None).
+    def create(self, name: str, threshold: float | None = None, keep_images: bool = False
+               ) -> FaceGallery:
+        """A new, empty gallery ``name`` (threshold: the embeddings' own when None;
+        ``keep_images``: as :meth:`FaceGallery.create`).
 
         Raises:
             GalleryExists: one of that name is there.
@@ -82,7 +84,8 @@ class Galleries:
                 raise GalleryExists(f"gallery {name!r} already exists")
             self._open[name] = gallery = FaceGallery.create(
                 folder, self.space.dim, self.space.fingerprint,
-                self.space.threshold if threshold is None else threshold)
+                self.space.threshold if threshold is None else threshold,
+                keep_images=keep_images)
             return gallery
 
     def delete(self, name: str) -> None:

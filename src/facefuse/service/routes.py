@@ -108,6 +108,9 @@ class NewGallery(BaseModel):
     name: str = Field(description="letters, digits, '.', '-', '_' (64 at most)")
     threshold: float | None = Field(None, ge=-1, le=1, description="cosine at or above "
                                     "which a search is a match (default: the embedding's own)")
+    keep_images: bool = Field(False, description="keep each enrolled photo, so that the "
+                              "gallery can be re-embedded for other weights (`facefuse "
+                              "gallery reembed`)")
 
 
 def _galleries(request: Request):
@@ -124,7 +127,7 @@ def _gallery(request: Request, name: str) -> FaceGallery:
 
 @gallery_router.post("", status_code=201, summary="create a gallery")
 def create_gallery(request: Request, body: Annotated[NewGallery, Body()]) -> dict[str, Any]:
-    gallery = _galleries(request).create(body.name, body.threshold)
+    gallery = _galleries(request).create(body.name, body.threshold, body.keep_images)
     return {"name": body.name, **gallery.info().to_dict()}
 
 
@@ -166,7 +169,11 @@ def add_face(request: Request, gallery: str, subject: str, file: Image,
         chosen = choose_face(result, choice)
     except ValueError as exc:
         raise ServiceError(400, "no_face", str(exc)) from None
-    face_id = g.add(subject, chosen.predictions["embedding"], result.source, chosen.box)
+    image = None
+    if g.keeps_images:  # the upload as sent, read again from its spooled file
+        file.file.seek(0)
+        image = file.file.read()
+    face_id = g.add(subject, chosen.predictions["embedding"], result.source, chosen.box, image)
     return {"face_id": face_id, "subject": subject, "source": result.source,
             "face": chosen.index, "box": _box(chosen)}
 
