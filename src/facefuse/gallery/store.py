@@ -1,7 +1,8 @@
 """A persistent face gallery in a folder: ``gallery.sqlite`` (settings, subjects, faces and
-their embeddings: the source of truth) and ``index.faiss`` (the exact index searched, a
-cache of the embeddings that is rebuilt from SQLite whenever it is missing, unreadable or
-out of step). ``docs/GALLERY.md`` has the format and the durability guarantees.
+their embeddings: the source of truth) and ``index.faiss`` (the index searched, exact up to
+a size and IVF above it: a cache of the embeddings that is rebuilt from SQLite whenever it
+is missing, unreadable or out of step). ``docs/GALLERY.md`` has the format and the
+durability guarantees.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facefuse.gallery.database import GalleryDatabase
-from facefuse.gallery.index import remove_temporary_files
+from facefuse.gallery.index import IVF_ABOVE, NPROBE, remove_temporary_files
 from facefuse.gallery.records import (
     EmptyGallery,
     Face,
@@ -40,6 +42,22 @@ log = logging.getLogger(__name__)
 DATABASE, INDEX, LOCK = "gallery.sqlite", "index.faiss", "gallery.lock"
 
 
+@dataclass(frozen=True)
+class IndexOptions:
+    """How a gallery keeps its index: saved after every write (``autosave``), IVF from
+    ``ivf_above`` faces (None: always exact), searching ``nprobe`` of its lists."""
+
+    autosave: bool = True
+    ivf_above: int | None = IVF_ABOVE
+    nprobe: int = NPROBE
+
+    def __post_init__(self) -> None:
+        if self.ivf_above is not None and (not isinstance(self.ivf_above, int)
+                                           or self.ivf_above < 1):
+            raise GalleryError(f"ivf_above is a whole number of faces of at least 1 (or "
+                               f"None), got {self.ivf_above!r}")
+
+
 class FaceGallery:
     """Subjects and their face embeddings, searched by cosine (exact, faiss).
 
@@ -53,11 +71,12 @@ class FaceGallery:
     SQLite, on the first search or write. Use :meth:`create` or :meth:`open` (``with``).
     """
 
-    def __init__(self, folder: Path, db: GalleryDatabase, readonly: bool, autosave: bool,
-                 stack: ExitStack) -> None:
+    def __init__(self, folder: Path, db: GalleryDatabase, readonly: bool,
+                 options: IndexOptions, stack: ExitStack) -> None:
         self.folder, self._db, self.readonly = folder, db, readonly
         self._stack, self._lock, self._closed = stack, threading.RLock(), False
-        self._index = SyncedIndex(db, folder / INDEX, not readonly, autosave)
+        self._index = SyncedIndex(db, folder / INDEX, not readonly, options.autosave,
+                                  options.ivf_above, options.nprobe)
         if not readonly:
             for leftover in remove_temporary_files(folder / INDEX):
                 log.info("removed %s, left by an interrupted index write", leftover)
@@ -65,11 +84,14 @@ class FaceGallery:
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: str | Path, dim: int, fingerprint: str, threshold: float,
-               autosave: bool = True, keep_images: bool = False) -> FaceGallery:
+               autosave: bool = True, keep_images: bool = False,
+               ivf_above: int | None = IVF_ABOVE) -> FaceGallery:
         """Make an empty gallery in ``folder`` (created if missing) for ``dim``-d embeddings
         made by the weights ``fingerprint`` names, matching at cosine ``>= threshold``.
         ``keep_images``: every face is added with its photo, kept in SQLite, so that the
         gallery can be re-embedded by other weights (:mod:`facefuse.gallery.reembed`).
+        ``ivf_above``: from this many faces the index is IVF, trained on the gallery's
+        embeddings (None: always exact; docs/GALLERY.md has the measurements).
 
         Raises:
             GalleryError: ``folder`` already holds a gallery, or a setting is invalid.
@@ -79,16 +101,18 @@ class FaceGallery:
         if (folder / DATABASE).exists():
             raise GalleryError(f"{folder} already holds a gallery ({DATABASE})")
         folder.mkdir(parents=True, exist_ok=True)
-        return cls._start(folder, _write_lock(folder), False, autosave, lambda: (
+        options = IndexOptions(autosave, ivf_above)
+        return cls._start(folder, _write_lock(folder), False, options, lambda: (
             GalleryDatabase.create(folder / DATABASE, dim, fingerprint, float(threshold),
                                    bool(keep_images))))
 
     @classmethod
     def open(cls, folder: str | Path, fingerprint: str | None = None, readonly: bool = False,
-             autosave: bool = True) -> FaceGallery:
+             autosave: bool = True, ivf_above: int | None = IVF_ABOVE) -> FaceGallery:
         """Open the gallery in ``folder``; with ``fingerprint``, refuse one whose embeddings
         other weights made. ``readonly``: search and list only (no lock taken, nothing
-        written; the index is brought up to date in memory).
+        written; the index is brought up to date in memory). ``ivf_above``: as for
+        :meth:`create`.
 
         Raises:
             FileNotFoundError: no gallery there.
@@ -114,16 +138,16 @@ class FaceGallery:
             return db
 
         return cls._start(folder, ExitStack() if readonly else _write_lock(folder), readonly,
-                          autosave, checked)
+                          IndexOptions(autosave, ivf_above), checked)
 
     @classmethod
-    def _start(cls, folder: Path, stack: ExitStack, readonly: bool, autosave: bool,
+    def _start(cls, folder: Path, stack: ExitStack, readonly: bool, options: IndexOptions,
                database: Callable[[], GalleryDatabase]) -> FaceGallery:
         """The gallery over ``database()``, its lock in ``stack``; all closed on failure."""
         try:
             db = database()
             try:
-                return cls(folder, db, readonly, autosave, stack)
+                return cls(folder, db, readonly, options, stack)
             except BaseException:
                 db.close()
                 raise
@@ -317,6 +341,13 @@ class FaceGallery:
         with self._lock:
             self._check_open()
             self._index.rebuild()
+
+    @property
+    def index_kind(self) -> str:
+        """The index searched: ``"exact"`` or ``"ivf"`` (loaded if it was not)."""
+        with self._lock:
+            self._check_open()
+            return self._index.kind
 
     def save_index(self) -> None:
         """Write the index file now (atomically) if it has unsaved changes."""

@@ -8,6 +8,12 @@ kind, width or metric, repeated ids, a vector that differs) is rebuilt from SQLi
 Face ids are never reused, so an id both sides hold means the same vector; the one
 exception, a re-embedding (:meth:`SyncedIndex.forget` then a new set of vectors), deletes
 the file before SQLite commits the new vectors.
+
+The index is exact until the gallery holds ``ivf_above`` faces: the write that reaches that
+size, or an open that finds the gallery at it, rebuilds it as IVF-Flat trained on the
+gallery's own embeddings (a random sample of them), saved like any other change. An IVF
+index stays IVF as faces are removed (until :meth:`SyncedIndex.rebuild`, which chooses by
+size again); faces added later go to the lists the training made.
 """
 
 from __future__ import annotations
@@ -20,9 +26,14 @@ import numpy as np
 
 from facefuse.gallery.database import GalleryDatabase
 from facefuse.gallery.index import (
+    NPROBE,
+    TRAIN_PER_LIST,
     fsync_folder,
     index_ids,
+    is_ivf,
+    ivf_lists,
     new_index,
+    new_ivf_index,
     read_index,
     write_index,
 )
@@ -39,13 +50,16 @@ class SyncedIndex:
     Args:
         writable: False keeps every change in memory (a read-only gallery).
         autosave: save the file after every change (else at :meth:`save`).
+        ivf_above: from this many faces the index is IVF (None: always exact).
+        nprobe: the lists an IVF index searches.
 
     Not thread-safe by itself: its owner holds a lock around every call.
     """
 
-    def __init__(self, db: GalleryDatabase, path: Path, writable: bool, autosave: bool
-                 ) -> None:
+    def __init__(self, db: GalleryDatabase, path: Path, writable: bool, autosave: bool,
+                 ivf_above: int | None = None, nprobe: int = NPROBE) -> None:
         self.db, self.path, self.writable, self.autosave = db, path, writable, autosave
+        self.ivf_above, self.nprobe = ivf_above, nprobe
         self.dirty = False
         self._index: Any = None
 
@@ -59,11 +73,20 @@ class SyncedIndex:
             self.rebuild()
         else:
             self._index = index
+            if is_ivf(index):
+                index.nprobe = min(self.nprobe, index.nlist)
             if not self._catch_up():
                 log.warning("%s does not hold the stored embeddings; rebuilding it from %s",
                             self.path, self.db.path.name)
                 self.rebuild()
+            elif self._outgrown():
+                self.rebuild()
         return self._index
+
+    def _outgrown(self) -> bool:
+        """Whether the index is exact and the gallery has reached the IVF size."""
+        return self.ivf_above is not None and not is_ivf(self._index) \
+            and self._index.ntotal >= self.ivf_above
 
     def _catch_up(self) -> bool:
         """Drop the faces removed since the file was saved and add those added since; False
@@ -89,17 +112,37 @@ class SyncedIndex:
         return True
 
     def rebuild(self) -> None:
-        """A new index of every embedding SQLite holds."""
-        index = new_index(self.db.dim)
+        """A new index of every embedding SQLite holds: exact, or IVF trained on them from
+        ``ivf_above`` faces."""
+        known = self.db.ids()
+        if self.ivf_above is not None and len(known) >= self.ivf_above:
+            lists = ivf_lists(len(known))
+            sample = np.random.default_rng(0).choice(
+                known, min(len(known), TRAIN_PER_LIST * lists), replace=False)
+            train = np.concatenate([m for _, m in self.db.vectors(np.sort(sample).tolist())])
+            log.info("%s: %d faces, so an IVF index of %d lists (trained on %d of them)",
+                     self.path.name, len(known), lists, len(train))
+            index = new_ivf_index(train, lists, self.nprobe)
+        else:
+            index = new_index(self.db.dim)
         for ids, matrix in self.db.vectors():
             index.add_with_ids(matrix, ids)
         self._index = index
         self.changed()
 
     def add(self, vectors: np.ndarray, ids: list[int]) -> None:
-        """Add faces SQLite has just committed (load the index before committing them)."""
+        """Add faces SQLite has just committed (load the index before committing them);
+        the index becomes IVF when they bring the gallery to ``ivf_above`` faces."""
         self.ready().add_with_ids(vectors, np.asarray(ids, np.int64))
+        if self._outgrown():
+            self.rebuild()
+            return
         self.changed()
+
+    @property
+    def kind(self) -> str:
+        """``"exact"`` or ``"ivf"`` (the index loaded on first use)."""
+        return "ivf" if is_ivf(self.ready()) else "exact"
 
     def remove(self, ids: list[int]) -> None:
         """Drop faces SQLite has just deleted."""
