@@ -44,7 +44,8 @@ def build_service(args: argparse.Namespace):
                                batch_window_ms=args.batch_window_ms, api_key=args.api_key,
                                max_upload_bytes=int(args.max_upload_mb * 2**20),
                                max_files=args.max_files, max_pixels=args.max_pixels,
-                               request_timeout_s=args.request_timeout, model=args.model)
+                               request_timeout_s=args.request_timeout, model=args.model,
+                               shared_galleries=args.workers > 1)
     refiner = None if args.landmark_refiner == "none" else args.landmark_refiner
     analyzer = build_analyzer(args, None, refiner)  # every head, as `facefuse analyze`
     if not reports_embedding(analyzer):  # a model without an identity head of its own
@@ -67,11 +68,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"facefuse: --host {args.host} is reachable from other machines; give an API "
               f"key (--api-key KEY or ${API_KEY_ENV}) that every request must send as "
               f"x-api-key", file=sys.stderr)
-        return 2
-    if args.workers > 1 and args.gallery_root is not None:
-        print("facefuse: galleries need --workers 1 (a gallery has one writer, and each "
-              "worker process would open its own); serve galleries from one worker",
-              file=sys.stderr)
         return 2
     if args.gallery_root is not None:
         from facefuse.extras import require_gallery_extra
@@ -116,8 +112,8 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder of the galleries (one sub-folder each; made if missing); "
                         "without it the gallery endpoints answer 404")
     s.add_argument("--workers", type=positive_int, default=1, metavar="N",
-                   help="worker processes, each loading the models once (default 1; "
-                        "galleries need 1)")
+                   help="worker processes, each loading the models once (default 1; with "
+                        "more, each gallery write waits its turn for the gallery's lock)")
     s.add_argument("--batch-window-ms", type=non_negative_float, default=10.0, metavar="MS",
                    help="how long the model thread waits for more requests to batch with "
                         "the first (default 10; 0: each request runs alone)")

@@ -102,11 +102,24 @@ class GalleryDatabase:
             conn.close()
             raise GalleryError(f"{path} is not a facefuse gallery (format "
                                f"{row[0] if row else None!r}, expected {FORMAT!r})")
-        self.dim, self.fingerprint = int(row[1]), str(row[2])
-        self.threshold, self.created = float(row[3]), str(row[4])
+        self._settings(row)
         self.keeps_images = conn.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
             (IMAGES_TABLE,)).fetchone()[0] == 1
+
+    def _settings(self, row: tuple) -> None:
+        self.dim, self.fingerprint = int(row[1]), str(row[2])
+        self.threshold, self.created = float(row[3]), str(row[4])
+
+    def data_version(self) -> int:
+        """SQLite's ``data_version``: it changes when another connection (any process) has
+        committed since this connection last asked."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def reload_settings(self) -> None:
+        """Read the settings again (another process may have re-embedded the gallery)."""
+        self._settings(self.conn.execute("SELECT format, dim, fingerprint, threshold, "
+                                         "created FROM gallery").fetchone())
 
     @classmethod
     def create(cls, path: Path, dim: int, fingerprint: str, threshold: float,

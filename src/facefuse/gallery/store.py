@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from facefuse.gallery.synced_index import SyncedIndex
 log = logging.getLogger(__name__)
 
 DATABASE, INDEX, LOCK = "gallery.sqlite", "index.faiss", "gallery.lock"
+#: how often a writer waiting for the lock tries again, seconds
+LOCK_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class FaceGallery:
     def __init__(self, folder: Path, db: GalleryDatabase, readonly: bool,
                  options: IndexOptions, stack: ExitStack) -> None:
         self.folder, self._db, self.readonly = folder, db, readonly
+        self._version, self._opened_with = db.data_version(), db.fingerprint
         self._stack, self._lock, self._closed = stack, threading.RLock(), False
         self._index = SyncedIndex(db, folder / INDEX, not readonly, options.autosave,
                                   options.ivf_above, options.nprobe)
@@ -108,16 +112,19 @@ class FaceGallery:
 
     @classmethod
     def open(cls, folder: str | Path, fingerprint: str | None = None, readonly: bool = False,
-             autosave: bool = True, ivf_above: int | None = IVF_ABOVE) -> FaceGallery:
+             autosave: bool = True, ivf_above: int | None = IVF_ABOVE, wait_s: float = 0.0
+             ) -> FaceGallery:
         """Open the gallery in ``folder``; with ``fingerprint``, refuse one whose embeddings
         other weights made. ``readonly``: search and list only (no lock taken, nothing
-        written; the index is brought up to date in memory). ``ivf_above``: as for
-        :meth:`create`.
+        written; the index is brought up to date in memory; :meth:`refresh` sees later
+        commits). ``ivf_above``: as for :meth:`create`. ``wait_s``: how long to wait for
+        another writer to close it (0: refuse at once).
 
         Raises:
             FileNotFoundError: no gallery there.
             FingerprintMismatch: ``fingerprint`` differs from the gallery's.
-            GalleryBusy: another writer has it open (not for ``readonly``).
+            GalleryBusy: another writer has it open, still after ``wait_s`` (not for
+                ``readonly``).
             GalleryError: the SQLite file is not a facefuse gallery.
         """
         folder = Path(folder)
@@ -137,7 +144,8 @@ class FaceGallery:
                     f"gallery{again}")
             return db
 
-        return cls._start(folder, ExitStack() if readonly else _write_lock(folder), readonly,
+        return cls._start(folder, ExitStack() if readonly else _write_lock(folder, wait_s),
+                          readonly,
                           IndexOptions(autosave, ivf_above), checked)
 
     @classmethod
@@ -173,6 +181,32 @@ class FaceGallery:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def refresh(self) -> bool:
+        """Bring this object up to date with what other processes committed since it last
+        looked (for a read-only gallery beside a writer elsewhere): a cheap check of
+        SQLite's ``data_version``; when it changed, the settings are read again and the
+        index in memory is caught up (or rebuilt when the embeddings were replaced).
+        Whether anything had changed.
+
+        Raises:
+            FingerprintMismatch: the gallery was re-embedded since, for ``fingerprint``
+                other than the one it was opened with.
+        """
+        with self._lock:
+            self._check_open()
+            version = self._db.data_version()
+            changed = version != self._version
+            if changed:
+                self._version = version
+                self._db.reload_settings()
+            if self._db.fingerprint != self._opened_with:
+                raise FingerprintMismatch(
+                    f"gallery {self.folder} was re-embedded: it holds embeddings of "
+                    f"{self._db.fingerprint}, not of {self._opened_with}; open it again")
+            if changed:
+                self._index.catch_up()
+            return changed
 
     # -- settings and listings -------------------------------------------------------------
     @property
@@ -373,14 +407,20 @@ class FaceGallery:
         return self._db
 
 
-def _write_lock(folder: Path) -> ExitStack:
-    """Hold the exclusive write lock of the gallery in ``folder`` until the stack closes."""
+def _write_lock(folder: Path, wait_s: float = 0.0) -> ExitStack:
+    """Hold the exclusive write lock of the gallery in ``folder`` until the stack closes,
+    waiting up to ``wait_s`` seconds for another holder to let it go."""
     from facefuse.data.file_lock import LockHeld, exclusive_lock
 
-    stack = ExitStack()
-    try:
-        stack.enter_context(exclusive_lock(folder / LOCK, wait=False))
-    except LockHeld:
-        raise GalleryBusy(f"gallery {folder} is open for writing elsewhere (another gallery "
-                          f"command, a service, another object in this process)") from None
-    return stack
+    deadline = time.monotonic() + wait_s
+    while True:
+        stack = ExitStack()
+        try:
+            stack.enter_context(exclusive_lock(folder / LOCK, wait=False))
+            return stack
+        except LockHeld:
+            if time.monotonic() >= deadline:
+                raise GalleryBusy(f"gallery {folder} is open for writing elsewhere (another "
+                                  f"gallery command, a service, another object in this "
+                                  f"process)") from None
+            time.sleep(LOCK_POLL_S)

@@ -83,6 +83,15 @@ class SyncedIndex:
                 self.rebuild()
         return self._index
 
+    def catch_up(self) -> None:
+        """Bring an index in memory up to date with SQLite (what other processes committed
+        since), in memory only; rebuilt when a vector differs. Nothing when none is loaded
+        (the first use loads it)."""
+        if self._index is None:
+            return
+        if self._index.d != self.db.dim or not self._catch_up():
+            self.rebuild()
+
     def _outgrown(self) -> bool:
         """Whether the index is exact and the gallery has reached the IVF size."""
         return self.ivf_above is not None and not is_ivf(self._index) \

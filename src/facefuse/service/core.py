@@ -54,6 +54,8 @@ class ServiceSettings:
         request_timeout_s: how long a request waits for the model thread (503 after).
         model: the ``--model`` the analyzer was built from (None: the shipped one), which
             names the embeddings of the galleries when the model's own head makes them.
+        shared_galleries: other processes serve the same galleries (``--workers N``): no
+            gallery is held open for writing (:mod:`facefuse.service.galleries`).
     """
 
     gallery_root: Path | None = None
@@ -64,6 +66,7 @@ class ServiceSettings:
     max_pixels: int = MAX_PIXELS
     request_timeout_s: float = 60.0
     model: str | None = None
+    shared_galleries: bool = False
 
 
 def reports_embedding(analyzer: FaceAnalyzer) -> bool:
@@ -91,7 +94,8 @@ class Service:
 
             # before the model thread starts: measuring the width may run the analyzer
             space = embedding_space(analyzer, settings.model)
-            self.galleries = Galleries(settings.gallery_root, space)
+            self.galleries = Galleries(settings.gallery_root, space,
+                                       shared=settings.shared_galleries)
         self.batcher = MicroBatcher(self._analyze, settings.batch_window_ms / 1000,
                                     on_batch=self.metrics.batch)
 

@@ -18,6 +18,7 @@ from facefuse.gallery import EmptyGallery, FaceGallery, GalleryError
 from facefuse.gallery.enrol import choose_face
 from facefuse.inference.analyzer import FaceResult, ImageResult
 from facefuse.service.core import Service, ServiceError, only_tasks
+from facefuse.service.galleries import SharedGallery
 
 analysis_router = APIRouter(prefix="/v1", tags=["analysis"])
 gallery_router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
@@ -121,7 +122,7 @@ def _galleries(request: Request):
     return galleries
 
 
-def _gallery(request: Request, name: str) -> FaceGallery:
+def _gallery(request: Request, name: str) -> FaceGallery | SharedGallery:
     return _galleries(request).get(name)
 
 
