@@ -456,6 +456,29 @@ def test_serve_refuses_an_open_address_without_a_key(monkeypatch, capsys) -> Non
     assert "give an API key" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, arena", [([], False), (["--cpu-arena"], True)])
+def test_serve_sets_the_cpu_arena_before_the_models_load(monkeypatch, flag, arena) -> None:
+    from facefuse import cli_serve
+    from facefuse.cli import build_parser
+    from facefuse.runtime import graph
+
+    seen = []
+
+    def stop(*_: object) -> None:
+        seen.append(graph.session_options().enable_cpu_mem_arena)
+        raise RuntimeError("stopped before loading")
+
+    monkeypatch.setattr(cli_serve, "build_analyzer", stop)
+    args = build_parser().parse_args(["serve", *flag])
+    args.api_key = None
+    try:
+        with pytest.raises(RuntimeError, match="stopped"):
+            cli_serve.build_service(args)
+    finally:
+        graph.use_cpu_arena(True)
+    assert seen == [arena]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
