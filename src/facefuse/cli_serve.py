@@ -47,7 +47,9 @@ def build_service(args: argparse.Namespace):
                                request_timeout_s=args.request_timeout, model=args.model,
                                shared_galleries=args.workers > 1)
     from facefuse.runtime.graph import use_cpu_arena
+    from facefuse.service.heap import limit_arenas
 
+    limit_arenas()  # before the model's and the server's threads start
     use_cpu_arena(args.cpu_arena)  # before any session opens
     refiner = None if args.landmark_refiner == "none" else args.landmark_refiner
     analyzer = build_analyzer(args, None, refiner)  # every head, as `facefuse analyze`

@@ -16,6 +16,7 @@ from facefuse.data.images import ImageError, decode_rgb
 from facefuse.inference.analyzer import FaceAnalyzer, ImageResult
 from facefuse.service.batcher import MicroBatcher
 from facefuse.service.galleries import Galleries
+from facefuse.service.heap import Trimmer
 from facefuse.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Service:
             raise ValueError("the service's analyzer must report the 'embedding' task")
         self.analyzer, self.settings = analyzer, settings
         self.metrics = Metrics()
+        self._trimmer = Trimmer()
         #: what /v1/analyze reports when no tasks are asked for: as `facefuse analyze`
         self.default_tasks = list(analyzer.model.tasks)
         self.galleries = None
@@ -100,7 +102,10 @@ class Service:
                                     on_batch=self.metrics.batch)
 
     def _analyze(self, images: list[np.ndarray]) -> list[ImageResult]:
-        return self.analyzer.analyze_many(images, batch_images=max(1, len(images)))
+        try:
+            return self.analyzer.analyze_many(images, batch_images=max(1, len(images)))
+        finally:
+            self._trimmer.maybe()  # the batch's freed memory back to the system, now and then
 
     def close(self) -> None:
         self.batcher.close()
