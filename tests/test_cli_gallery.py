@@ -219,6 +219,10 @@ def test_a_gallery_that_keeps_its_photos_is_reembedded_for_other_weights(
     assert lines(capsys.readouterr().out)[0]["match"] == POWELL
     assert main(["gallery", "list", str(folder), "--faces", "--json"]) == 0
     assert [f["subject"] for f in lines(capsys.readouterr().out)] == [BUSH, POWELL]
+    assert main(["gallery", "list", str(folder)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "256-d embeddings of identity:dlib_resnet+sface:" in header
+    assert header.endswith("; keeps its photos")
 
 
 @pytest.mark.parametrize("command", ["create", "add", "remove", "list", "search",

@@ -186,7 +186,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.gallery}: {info.subjects} subject(s), {info.faces} face(s); {info.dim}-d "
           f"embeddings of {info.fingerprint}, threshold {info.threshold:.4f}, made "
-          f"{info.created}")
+          f"{info.created}{'; keeps its photos' if info.keeps_images else ''}")
     if rows and "id" in rows[0]:
         print(f"{'id':>8}  {'subject':<28} {'box':<26} source")
         for r in rows:
