@@ -55,9 +55,10 @@ def new_index(dim: int) -> Any:
 
 
 def ivf_lists(n: int) -> int:
-    """The lists of an IVF index of ``n`` vectors: about 4 sqrt(n), a power of two, and
-    few enough that each has :data:`TRAIN_PER_LIST` training vectors."""
-    lists = 1 << int(round(np.log2(max(1.0, 4 * np.sqrt(n)))))
+    """The lists of an IVF index of ``n`` vectors: about sqrt(n), a power of two (1,024 at a
+    million: k-means over them is what the write that switches to IVF waits for), and few
+    enough that each has :data:`TRAIN_PER_LIST` training vectors."""
+    lists = 1 << int(round(np.log2(max(1.0, np.sqrt(n)))))
     while lists > 1 and lists * TRAIN_PER_LIST > n:
         lists //= 2
     return lists
