@@ -12,7 +12,12 @@ import pytest
 pytest.importorskip("faiss")
 
 from facefuse.gallery import FaceGallery, GalleryError  # noqa: E402
-from facefuse.gallery.index import index_ids, ivf_lists, read_index  # noqa: E402
+from facefuse.gallery.index import (  # noqa: E402
+    index_ids,
+    ivf_lists,
+    ivf_nprobe,
+    read_index,
+)
 
 DIM, FP, ABOVE = 16, "identity:test:0123456789abcdef", 300
 
@@ -53,7 +58,7 @@ def test_the_write_that_reaches_the_size_makes_the_index_ivf(tmp_path: Path, fac
         ids += g.add_many(names(100, ABOVE), faces[ABOVE:])  # added to the trained lists
         assert file_kind(folder) == "IndexIVFFlat"
         # 400 faces: 4 lists (64 training vectors each), all probed, so as exact
-        assert ivf_lists(400) == 4
+        assert ivf_lists(400) == 4 and g._index.ready().nprobe == 4
         rng = np.random.default_rng(1)
         for i in rng.choice(len(faces), 40, replace=False):
             query = unit(faces[i] + 0.01 * rng.normal(size=DIM))
@@ -129,3 +134,5 @@ def test_a_bad_size_is_refused(tmp_path: Path, bad) -> None:
 
 def test_the_number_of_lists_grows_with_the_root_of_the_size() -> None:
     assert [ivf_lists(n) for n in (1, 100, 400, 10**5, 10**6)] == [1, 1, 4, 256, 1024]
+    # an eighth of them probed, all of a small index, 16 at least
+    assert [ivf_nprobe(k) for k in (1, 4, 16, 64, 256, 1024)] == [1, 4, 16, 16, 32, 128]

@@ -41,9 +41,13 @@ def faiss_module() -> Any:
 
 #: a gallery of this many faces or more is searched through an IVF index (see
 #: docs/GALLERY.md, "When to choose IVF", for the measurements behind it)
-IVF_ABOVE = 1_000_000
-#: lists of an IVF index probed by a search (recall against exact: docs/GALLERY.md)
-NPROBE = 64
+IVF_ABOVE = 500_000
+#: an IVF search probes this share of the lists (1/8: 32 of 256 lists at 10^5 faces, 128
+#: of 1,024 at 10^6, where each found a probe's own identity first as often as the exact
+#: index did; docs/GALLERY.md) ...
+NPROBE_SHARE = 8
+#: ... and at least this many of them (every list of a small index)
+MIN_NPROBE = 16
 #: training vectors per list of an IVF index (faiss warns below 39)
 TRAIN_PER_LIST = 64
 
@@ -64,16 +68,23 @@ def ivf_lists(n: int) -> int:
     return lists
 
 
-def new_ivf_index(train: np.ndarray, lists: int, nprobe: int = NPROBE) -> Any:
+def ivf_nprobe(lists: int) -> int:
+    """The lists an IVF search probes: :data:`NPROBE_SHARE` of them, at least
+    :data:`MIN_NPROBE` (all of them when there are fewer)."""
+    return max(lists // NPROBE_SHARE, min(lists, MIN_NPROBE))
+
+
+def new_ivf_index(train: np.ndarray, lists: int, nprobe: int | None = None) -> Any:
     """An empty IVF-Flat inner-product index with ``lists`` lists trained on the unit rows
-    of ``train``, searching ``nprobe`` of them, its ids mapped to vectors by a hash table
+    of ``train``, searching ``nprobe`` of them (None: :func:`ivf_nprobe`), its ids mapped
+    to vectors by a hash table
     (so that ``remove_ids`` and ``reconstruct`` work)."""
     faiss = faiss_module()
     index = faiss.index_factory(train.shape[1], f"IVF{lists},Flat",
                                 faiss.METRIC_INNER_PRODUCT)
     index.train(np.ascontiguousarray(train, np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
-    index.nprobe = min(nprobe, lists)
+    index.nprobe = min(nprobe or ivf_nprobe(lists), lists)
     return index
 
 

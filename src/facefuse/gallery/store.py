@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from facefuse.gallery.database import GalleryDatabase
-from facefuse.gallery.index import IVF_ABOVE, NPROBE, remove_temporary_files
+from facefuse.gallery.index import IVF_ABOVE, remove_temporary_files
 from facefuse.gallery.records import (
     EmptyGallery,
     Face,
@@ -48,11 +48,12 @@ LOCK_POLL_S = 0.02
 @dataclass(frozen=True)
 class IndexOptions:
     """How a gallery keeps its index: saved after every write (``autosave``), IVF from
-    ``ivf_above`` faces (None: always exact), searching ``nprobe`` of its lists."""
+    ``ivf_above`` faces (None: always exact), searching ``nprobe`` of its lists (None: as
+    :func:`facefuse.gallery.index.ivf_nprobe` chooses for their number)."""
 
     autosave: bool = True
     ivf_above: int | None = IVF_ABOVE
-    nprobe: int = NPROBE
+    nprobe: int | None = None
 
     def __post_init__(self) -> None:
         if self.ivf_above is not None and (not isinstance(self.ivf_above, int)

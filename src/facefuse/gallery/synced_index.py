@@ -26,12 +26,12 @@ import numpy as np
 
 from facefuse.gallery.database import GalleryDatabase
 from facefuse.gallery.index import (
-    NPROBE,
     TRAIN_PER_LIST,
     fsync_folder,
     index_ids,
     is_ivf,
     ivf_lists,
+    ivf_nprobe,
     new_index,
     new_ivf_index,
     read_index,
@@ -51,13 +51,13 @@ class SyncedIndex:
         writable: False keeps every change in memory (a read-only gallery).
         autosave: save the file after every change (else at :meth:`save`).
         ivf_above: from this many faces the index is IVF (None: always exact).
-        nprobe: the lists an IVF index searches.
+        nprobe: the lists an IVF index searches (None: :func:`ivf_nprobe` of its lists).
 
     Not thread-safe by itself: its owner holds a lock around every call.
     """
 
     def __init__(self, db: GalleryDatabase, path: Path, writable: bool, autosave: bool,
-                 ivf_above: int | None = None, nprobe: int = NPROBE) -> None:
+                 ivf_above: int | None = None, nprobe: int | None = None) -> None:
         self.db, self.path, self.writable, self.autosave = db, path, writable, autosave
         self.ivf_above, self.nprobe = ivf_above, nprobe
         self.dirty = False
@@ -74,7 +74,7 @@ class SyncedIndex:
         else:
             self._index = index
             if is_ivf(index):
-                index.nprobe = min(self.nprobe, index.nlist)
+                index.nprobe = min(self.nprobe or ivf_nprobe(index.nlist), index.nlist)
             if not self._catch_up():
                 log.warning("%s does not hold the stored embeddings; rebuilding it from %s",
                             self.path, self.db.path.name)
