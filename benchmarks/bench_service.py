@@ -20,9 +20,10 @@ analyzer in this process, one a call and 32 a call (no HTTP), for the ratio.
 
 ``--soak N`` replaces the timed runs: per window, N requests from the largest number of
 clients after a 5 s warm-up at that load, the server's resident memory read at its start,
-after the warm-up and after every N / 10 requests (printed as they come), then the table
-row: requests, seconds, requests/s, p50/p99, errors, memory at the start, after the
-warm-up, its lowest and highest during the run, and at the end.
+after the warm-up, every 0.25 s during the run and at the end; per tenth of the requests
+its lowest, median and highest reading, then the table row: requests, seconds,
+requests/s, p50/p99, errors, memory at the start, after the warm-up, in the first and the
+last tenth (median and range), and at the end.
 """
 
 from __future__ import annotations
@@ -172,31 +173,44 @@ def bench_server(url: str, images: list, clients: list[int], seconds: float,
 
 
 def soak(url: str, images: list, clients: int, total: int, pid: int, label: str,
-         samples: int = 10) -> str:
-    """``total`` requests from ``clients`` threads, the server's resident memory read at its
-    start, after a warm-up of ``clients`` threads for 5 s (the largest batches the soak
-    makes), and after every ``total / samples`` requests."""
+         blocks: int = 10, every_s: float = 0.25) -> str:
+    """``total`` requests from ``clients`` threads. The server's resident memory is read at
+    its start, after a warm-up of ``clients`` threads for 5 s (the largest batches the soak
+    makes), and every ``every_s`` seconds during the run: it swings by a batch's working
+    memory from one reading to the next, so each of ``blocks`` blocks of requests reports
+    its lowest, median and highest reading; memory that grows shows in the medians and the
+    highs rising from block to block."""
     start_mb = rss_mb(pid)
     load(url, images, clients, 5.0, {})
     warm_mb = rss_mb(pid)
     print(f"{label}: {start_mb:.0f} MB at the start, {warm_mb:.0f} MB after the warm-up",
           flush=True)
-    every = max(1, total // samples)
-    marks: dict[int, float] = {}
+    size = max(1, total // blocks)
+    done, readings = [0], [[] for _ in range(blocks + 1)]
+    stop = threading.Event()
 
-    def sample(n: int) -> None:
-        if n % every == 0:
-            marks[n] = rss_mb(pid)
-            print(f"{label}: {n} requests, {marks[n]:.0f} MB", flush=True)
+    def count(n: int) -> None:
+        done[0] = n
 
-    r = load(url, images, clients, float("inf"), {}, total, sample)
+    def sampler() -> None:
+        while not stop.wait(every_s):
+            readings[min(done[0] // size, blocks)].append(rss_mb(pid))
+
+    watcher = threading.Thread(target=sampler, daemon=True)
+    watcher.start()
+    r = load(url, images, clients, float("inf"), {}, total, count)
+    stop.set()
+    watcher.join()
     end_mb = rss_mb(pid)
-    trace = ", ".join(f"{n}: {mb:.0f}" for n, mb in sorted(marks.items()))
-    print(f"{label}: RSS MB after n requests: {trace}", flush=True)
+    summary = [(k, min(v), statistics.median(v), max(v)) for k, v in enumerate(readings) if v]
+    for k, low, mid, high in summary:
+        print(f"{label}: requests {k * size} to {min(total, (k + 1) * size)}: RSS {low:.0f} / "
+              f"{mid:.0f} / {high:.0f} MB (lowest / median / highest)", flush=True)
+    first, last = summary[0], summary[-1]
     row = (f"| {label} | {clients} | {r['requests']} | {r['seconds']:.0f} | {r['rps']:.1f} | "
            f"{r['p50'] * 1000:.0f} | {r['p99'] * 1000:.0f} | {r['errors']} | {start_mb:.0f} | "
-           f"{warm_mb:.0f} | {min(marks.values(), default=end_mb):.0f} to "
-           f"{max(marks.values(), default=end_mb):.0f} | {end_mb:.0f} |")
+           f"{warm_mb:.0f} | {first[2]:.0f} ({first[1]:.0f} to {first[3]:.0f}) | "
+           f"{last[2]:.0f} ({last[1]:.0f} to {last[3]:.0f}) | {end_mb:.0f} |")
     print(row, flush=True)
     return row
 
@@ -248,8 +262,8 @@ def main() -> int:
           f"{args.seconds:g} s per run")
     if args.soak is not None:
         print("| window | clients | requests | s | req/s | p50 ms | p99 ms | errors | RSS MB "
-              "start | after warm-up | during | end |\n|---|---|---|---|---|---|---|---|---|"
-              "---|---|---|", flush=True)
+              "start | after warm-up | first block, median (range) | last block | end |\n"
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     header = ["| window | clients | requests | req/s | faces/s | p50 ms | p95 ms | p99 ms | "
               "images/batch | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
     if args.soak is None:

@@ -81,10 +81,12 @@ def use_cpu_arena(enabled: bool) -> None:
 
     The arena keeps, for the life of a session, the most working memory any batch shape has
     needed, rounded up: a server fed batches of 1 to 16 faces held about 590 MB resident with
-    it and about 400 MB without, flat either way once the largest batch has run. Without it
-    each run allocates from the system allocator: on the 2-core CPU about 1.5 % more CPU
-    time a photo one at a time and 7 to 13 % more in batches of 8 to 16 (measured on a busy
-    machine; docs/SERVICE.md). ``facefuse serve`` turns it off (``--cpu-arena`` keeps it).
+    it, and without it (and with :mod:`facefuse.service.heap`'s trims) 230 to 480 MB as
+    batches came and went, about 320 at the median; flat either way once the largest batch
+    has run. Without it each run allocates from the system allocator: on the 2-core CPU
+    about 1.5 % more CPU time a photo one at a time and 7 to 13 % more in batches of 8 to 16
+    (measured on a busy machine; docs/SERVICE.md). ``facefuse serve`` turns it off
+    (``--cpu-arena`` keeps it).
     """
     _cpu_arena[0] = bool(enabled)
 
