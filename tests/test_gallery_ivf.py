@@ -98,6 +98,8 @@ def test_an_exact_gallery_past_the_size_becomes_ivf_and_rebuild_chooses_again(
     with FaceGallery.create(folder, DIM, FP, 0.5, ivf_above=None) as g:
         ids = g.add_many(names(400), faces)
         assert g.index_kind == "exact"
+    with FaceGallery.open(folder, ivf_above=ABOVE, readonly=True) as g:
+        assert g.index_kind == "exact"  # a reader does not train what it cannot save
     with FaceGallery.open(folder, ivf_above=ABOVE) as g:
         assert g.index_kind == "ivf" and file_kind(folder) == "IndexIVFFlat"
         for face_id in ids[:150]:

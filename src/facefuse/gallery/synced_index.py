@@ -10,7 +10,7 @@ exception, a re-embedding (:meth:`SyncedIndex.forget` then a new set of vectors)
 the file before SQLite commits the new vectors.
 
 The index is exact until the gallery holds ``ivf_above`` faces: the write that reaches that
-size, or an open that finds the gallery at it, rebuilds it as IVF-Flat trained on the
+size, or a writable open that finds the gallery at it, rebuilds it as IVF-Flat trained on the
 gallery's own embeddings (a random sample of them), saved like any other change. An IVF
 index stays IVF as faces are removed (until :meth:`SyncedIndex.rebuild`, which chooses by
 size again); faces added later go to the lists the training made.
@@ -93,8 +93,10 @@ class SyncedIndex:
             self.rebuild()
 
     def _outgrown(self) -> bool:
-        """Whether the index is exact and the gallery has reached the IVF size."""
-        return self.ivf_above is not None and not is_ivf(self._index) \
+        """Whether the index is exact, the gallery has reached the IVF size, and the new
+        index can be saved (a read-only opener searches the exact one rather than train an
+        IVF index that it could not keep)."""
+        return self.writable and self.ivf_above is not None and not is_ivf(self._index) \
             and self._index.ntotal >= self.ivf_above
 
     def _catch_up(self) -> bool:
