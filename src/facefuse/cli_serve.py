@@ -136,7 +136,7 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds a request waits for the model (default 60; then 503)")
     s.add_argument("--cpu-arena", action="store_true",
                    help="keep ONNX Runtime's CPU memory arena (up to 12 %% less CPU a "
-                        "batched image, about 270 MB more resident at the median; "
+                        "batched image, about 240 MB more resident at the median; "
                         "docs/SERVICE.md)")
     s.add_argument("--landmark-refiner", default="shipped", metavar="shipped|none|PATH",
                    help="as for `facefuse analyze` (default: the shipped one)")

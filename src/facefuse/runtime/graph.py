@@ -80,9 +80,9 @@ def use_cpu_arena(enabled: bool) -> None:
     arena (ONNX Runtime's default, and facefuse's unless told otherwise).
 
     The arena keeps, for the life of a session, the most working memory any batch shape has
-    needed, rounded up: a server fed batches of 1 to 16 faces held about 590 MB resident with
-    it, and without it (and with :mod:`facefuse.service.heap`'s trims) 230 to 480 MB as
-    batches came and went, about 320 at the median; flat either way once the largest batch
+    needed, rounded up: a server fed batches of 1 to 16 faces held 520 to 560 MB resident
+    with it, and without it 230 to 480 MB as batches came and went, about 310 at the median
+    (both with :mod:`facefuse.service.heap`'s care); flat either way once the largest batch
     has run. Without it each run allocates from the system allocator: on the 2-core CPU
     about 1.5 % more CPU time a photo one at a time and 7 to 13 % more in batches of 8 to 16
     (measured on a busy machine; docs/SERVICE.md). ``facefuse serve`` turns it off
