@@ -3,8 +3,8 @@ frees for reuse, in one arena per thread that allocated (up to eight per core), 
 server whose request threads decode images and whose model thread runs ONNX Runtime
 without its own arena frees a lot of memory of many sizes. Left alone, that memory stayed
 counted against the process: resident memory rose from 360 MB after the warm-up to 480 MB
-a few hundred requests later in ``benchmarks/bench_service.py --soak`` and was still
-rising; with both in place it stayed between 227 and 483 MB (median 314 to 339 MB per
+fewer than 1,000 requests later in ``benchmarks/bench_service.py --soak`` and was still
+rising; with both in place it stayed between 226 and 481 MB (medians 305 to 325 MB per
 thousand requests) over 10,000 requests of 16 clients (docs/SERVICE.md).
 
 :func:`limit_arenas` caps the number of arenas (so that freed memory is shared, not parked
