@@ -7,6 +7,18 @@ Usage:
     python benchmarks/bench_gallery.py                           # 10^5 vectors, 512-d
     python benchmarks/bench_gallery.py --sizes 100000 1000000    # 10^6 needs ~8 GB, minutes
     python benchmarks/bench_gallery.py --no-store --nprobes 16 64
+    python benchmarks/bench_gallery.py --real /tmp/lfw_embeddings.npz --sizes 100000 1000000
+
+``--real CACHE``: instead of random vectors, faces of identities modelled on real ones. The
+shipped analyzer embeds up to ``--real-photos`` LFW photos (people with two photos or more,
+four photos each at most; read in place from ../shared/data) into CACHE on the first run
+(reused after). Each real person gives a centre (their embeddings' mean, unit length) and
+each photo a residual (its embedding less its person's centre). A gallery of n faces is then
+n / 4 identities of 4 faces: the identities' centres drawn from a Gaussian fitted to the real
+centres (their mean and covariance), each face its centre plus a real residual drawn at
+random, scaled to unit length; a probe is an enrolled identity's centre plus a residual that
+none of its faces used (a new photo of the person). Besides recall@1 against the exact
+index, ``identity first`` is the share of probes whose best face is their own identity's.
 
 Per index: build (IVF: k-means training plus adding), a query in a batch of ``--queries``
 (wall time / queries), a single query (default threads and one thread), removing 1,000 ids
@@ -32,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facefuse.gallery.index import TRAIN_PER_LIST, ivf_lists
 from facefuse.runtime.decoding import unit_rows
 
 
@@ -54,6 +67,70 @@ def data(n: int, dim: int, queries: int, seed: int) -> tuple[np.ndarray, np.ndar
     noise = rng.standard_normal((queries, dim), dtype=np.float32) / np.sqrt(dim)
     probes = unit_rows(x[source] + noise)  # cosine ~ 1/sqrt(2) with its source
     return x, probes, source, unit_rows(rng.standard_normal((queries, dim), dtype=np.float32))
+
+
+LFW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw" / "lfw"
+FACES_PER_IDENTITY = 4
+
+
+def real_embeddings(cache: Path, photos: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unit embeddings, person index) of up to ``photos`` LFW photos, from ``cache`` or
+    made by the shipped analyzer and saved there."""
+    if cache.is_file():
+        with np.load(cache) as f:
+            return f["embeddings"], f["person"]
+    from facefuse.inference.analyzer import FaceAnalyzer
+
+    people = sorted(p for p in LFW.iterdir() if len(list(p.glob("*.jpg"))) >= 2)
+    paths, person = [], []
+    for k, folder in enumerate(people):
+        files = sorted(folder.glob("*.jpg"))[:FACES_PER_IDENTITY]
+        paths += files
+        person += [k] * len(files)
+        if len(paths) >= photos:
+            break
+    analyzer = FaceAnalyzer(tasks=["embedding"])
+    rows, kept = [], []
+    for i, result in enumerate(analyzer.iter_analyze(paths)):
+        face = result.largest_face()
+        if face is not None:
+            rows.append(face.predictions["embedding"])
+            kept.append(person[i])
+        if i % 500 == 499:
+            print(f"embedded {i + 1} of {len(paths)} photos", file=sys.stderr, flush=True)
+    embeddings, person = unit_rows(np.asarray(rows, np.float32)), np.asarray(kept)
+    np.savez(cache, embeddings=embeddings, person=person)
+    return embeddings, person
+
+
+def real_like(n: int, queries: int, seed: int, embeddings: np.ndarray, person: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(faces, probes, each probe's identity; each face's identity is its row // 4): see
+    the module's docstring."""
+    rng = np.random.default_rng(seed)
+    people = np.unique(person)
+    centres = unit_rows(np.stack([embeddings[person == p].mean(0) for p in people]))
+    residuals = embeddings - centres[np.searchsorted(people, person)]
+    identities = n // FACES_PER_IDENTITY
+    mean, cov = centres.mean(0), np.cov(centres, rowvar=False)
+    drawn = unit_rows(rng.multivariate_normal(mean, cov, identities, method="eigh")
+                      .astype(np.float32))
+    picks = rng.integers(0, len(residuals), (identities, FACES_PER_IDENTITY + 1))
+    while True:  # no residual twice for one identity (a probe is a new photo)
+        repeated = (np.sort(picks, 1)[:, 1:] == np.sort(picks, 1)[:, :-1]).any(1)
+        if not repeated.any():
+            break
+        picks[repeated] = rng.integers(0, len(residuals), (repeated.sum(), picks.shape[1]))
+    faces = np.empty((n, embeddings.shape[1]), np.float32)
+    step = 65536  # identities at a time: 10^6 faces at once would be several copies
+    for start in range(0, identities, step):
+        stop = min(identities, start + step)
+        block = drawn[start:stop, None, :] + residuals[picks[start:stop, :FACES_PER_IDENTITY]]
+        faces[start * FACES_PER_IDENTITY:stop * FACES_PER_IDENTITY] = \
+            unit_rows(block.reshape(-1, embeddings.shape[1]))
+    who = rng.choice(identities, queries, replace=False)
+    probes = unit_rows(drawn[who] + residuals[picks[who, FACES_PER_IDENTITY]])
+    return faces, probes, who
 
 
 def measure_index(faiss, index, x: np.ndarray, probes: np.ndarray, build_s: float,
@@ -80,7 +157,10 @@ def measure_index(faiss, index, x: np.ndarray, probes: np.ndarray, build_s: floa
 
 
 def bench_indexes(faiss, x: np.ndarray, probes: np.ndarray, source: np.ndarray,
-                  randoms: np.ndarray, nprobes: list[int], folder: Path) -> list[dict]:
+                  randoms: np.ndarray, nprobes: list[int], folder: Path, per: int = 1,
+                  lists: int | None = None) -> list[dict]:
+    """Exact and IVF at each nprobe; a probe's own face (identity) is ``source``, the
+    faces ``per * source`` to ``per * source + per - 1``."""
     n, dim = x.shape
     ids = np.arange(n, dtype=np.int64)
     rows = []
@@ -88,14 +168,15 @@ def bench_indexes(faiss, x: np.ndarray, probes: np.ndarray, source: np.ndarray,
     build = timed(lambda: exact.add_with_ids(x, ids))
     _, truth_p = exact.search(probes, 1)
     _, truth_r = exact.search(randoms, 1)
-    found = float(np.mean(truth_p[:, 0] == source))
+    found = float(np.mean(truth_p[:, 0] // per == source))
     rows.append({"index": "IDMap2,Flat (exact)", **measure_index(faiss, exact, x, probes,
                                                                  build, folder),
                  "recall_probes": 1.0, "recall_random": 1.0, "probe_source_first": found})
     exact.reset()  # its memory back before the IVF index is built
-    nlist = 1 << int(round(np.log2(4 * np.sqrt(n))))  # about 4 sqrt(n), a power of two
+    nlist = lists or ivf_lists(n)  # the gallery's own choice unless told
     ivf = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-    train = x[np.random.default_rng(2).choice(n, min(n, 64 * nlist), replace=False)]
+    train = x[np.random.default_rng(2).choice(n, min(n, TRAIN_PER_LIST * nlist),
+                                              replace=False)]
     build = timed(lambda: ivf.train(train)) + timed(lambda: ivf.add_with_ids(x, ids))
     for nprobe in nprobes:
         faiss.extract_index_ivf(ivf).nprobe = nprobe
@@ -104,6 +185,7 @@ def bench_indexes(faiss, x: np.ndarray, probes: np.ndarray, source: np.ndarray,
         rows.append({"index": f"IVF{nlist},Flat nprobe {nprobe}",
                      "recall_probes": float(np.mean(got_p[:, 0] == truth_p[:, 0])),
                      "recall_random": float(np.mean(got_r[:, 0] == truth_r[:, 0])),
+                     "probe_source_first": float(np.mean(got_p[:, 0] // per == source)),
                      "build_s": build,
                      "batch_ms": 1e3 * timed(lambda: ivf.search(probes, 10)) / len(probes),
                      "single_ms": 1e3 * timed(lambda: [ivf.search(q[None], 10)
@@ -159,7 +241,8 @@ INDEX_COLUMNS = [("index", "index", ""), ("build_s", "build s", ".2f"),
                  ("remove_1000_s", "remove 1000 s", ".3f"), ("remove_1_ms", "remove 1 ms", ".1f"),
                  ("save_s", "save s", ".2f"), ("reload_s", "reload s", ".2f"),
                  ("file_mb", "file MB", ".0f"), ("recall_probes", "recall@1 probes", ".3f"),
-                 ("recall_random", "recall@1 random", ".3f")]
+                 ("recall_random", "recall@1 random", ".3f"),
+                 ("probe_source_first", "probe's own first", ".3f")]
 STORE_COLUMNS = [("n", "faces", ","), ("add_many_s", "add_many s", ".1f"),
                  ("open_first_search_s", "open + first search s", ".2f"),
                  ("rebuild_s", "rebuild s", ".2f"), ("add_one_saved_s", "add 1 (saved) s", ".2f"),
@@ -176,18 +259,36 @@ def main() -> None:
     p.add_argument("--nprobes", type=int, nargs="+", default=[8, 16, 32, 64, 128])
     p.add_argument("--no-store", action="store_true", help="skip the FaceGallery figures")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lists", type=int, default=None,
+                   help="IVF lists (default: as the gallery chooses, about sqrt(n))")
+    p.add_argument("--real", type=Path, default=None, metavar="CACHE.npz",
+                   help="identities modelled on real LFW embeddings (see above), cached here")
+    p.add_argument("--real-photos", type=int, default=3000,
+                   help="LFW photos embedded for --real (default 3000)")
     args = p.parse_args()
     import faiss
 
+    real = real_embeddings(args.real, args.real_photos) if args.real else None
+    if real is not None:
+        args.dim = real[0].shape[1]
+        print(f"# real: {len(real[0])} LFW embeddings of {len(np.unique(real[1]))} people",
+              file=sys.stderr)
+
     print(f"# {platform.machine()}, {os.cpu_count()} CPU(s), faiss {faiss.__version__} "
           f"({faiss.omp_get_max_threads()} threads), Python {platform.python_version()}, "
-          f"{args.dim}-d random unit vectors, {args.queries} queries", file=sys.stderr)
+          f"{args.dim}-d {'real-like' if real else 'random unit'} vectors, {args.queries} "
+          f"queries", file=sys.stderr)
     for n in args.sizes:
         x, probes, source, randoms = data(n, args.dim, args.queries, args.seed)
+        per = 1
+        if real is not None:
+            del x, probes, source
+            x, probes, source = real_like(n, args.queries, args.seed, *real)
+            per = FACES_PER_IDENTITY
         with tempfile.TemporaryDirectory() as tmp:
             rows = bench_indexes(faiss, x, probes, source, randoms, sorted(args.nprobes),
-                                 Path(tmp))
-            print(f"\n{n:,} vectors (exact top-1 of a probe is its source: "
+                                 Path(tmp), per, args.lists)
+            print(f"\n{n:,} vectors (exact top-1 of a probe is its source's: "
                   f"{rows[0]['probe_source_first']:.3f})\n")
             print(table(rows, INDEX_COLUMNS))
             if not args.no_store:

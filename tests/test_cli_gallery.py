@@ -126,6 +126,8 @@ def test_faces_that_cannot_be_enrolled_are_reported(gallery: Path, tmp_path: Pat
     (["add", "{g}", BUSH], "give SUBJECT and one or more photos"),
     (["add", "{g}", BUSH, "{photo}", "--identity", "none"], "holds embeddings of identity:"),
     (["search", "{g}", "{photo}", "--identity", "none"], "not of model:facefuse-mtl-small:"),
+    (["reembed", "{g}"], "did not keep its photos (made without --keep-images)"),
+    (["reembed", "{g}/missing"], "no gallery in"),
 ])
 def test_errors_are_one_line_and_exit_2(gallery: Path, shared_data: Path, capsys, argv,
                                         message: str) -> None:
@@ -193,7 +195,38 @@ def test_the_fingerprint_follows_the_fusion_and_the_networks(tmp_path: Path) -> 
     assert len({shipped, variant("reweighed", reweigh), variant("graph", other_graph)}) == 3
 
 
-@pytest.mark.parametrize("command", ["create", "add", "remove", "list", "search"])
+def test_a_gallery_that_keeps_its_photos_is_reembedded_for_other_weights(
+        tmp_path: Path, shared_data: Path, capsys) -> None:
+    folder, own = tmp_path / "kept", ["--identity", "none"]
+    assert main(["gallery", "create", str(folder), "--keep-images", *own]) == 0
+    assert json.loads(capsys.readouterr().out)["keeps_images"] is True
+    for name in (BUSH, POWELL):
+        assert main(["gallery", "add", str(folder), name, photo(shared_data, name, 1), *own,
+                     "--quiet"]) == 0
+    query = photo(shared_data, POWELL, 2)
+    assert main(["gallery", "search", str(folder), query]) == 2
+    assert "re-embed it with these weights (`facefuse gallery reembed" in \
+        capsys.readouterr().err
+    assert main(["gallery", "reembed", str(folder)]) == 0
+    out, err = capsys.readouterr()
+    done = json.loads(out)
+    assert done["faces"] == 2 and done["dim"] == {"old": 128, "new": 256}
+    assert done["fingerprint"]["old"].startswith("model:facefuse-mtl-small:")
+    assert done["fingerprint"]["new"].startswith("identity:dlib_resnet+sface:")
+    assert done["threshold"] == pytest.approx(0.813463)
+    assert "2/2" in err  # the progress bar
+    assert main(["gallery", "search", str(folder), query, "--quiet"]) == 0
+    assert lines(capsys.readouterr().out)[0]["match"] == POWELL
+    assert main(["gallery", "list", str(folder), "--faces", "--json"]) == 0
+    assert [f["subject"] for f in lines(capsys.readouterr().out)] == [BUSH, POWELL]
+    assert main(["gallery", "list", str(folder)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "256-d embeddings of identity:dlib_resnet+sface:" in header
+    assert header.endswith("; keeps its photos")
+
+
+@pytest.mark.parametrize("command", ["create", "add", "remove", "list", "search",
+                                     "reembed"])
 def test_help_has_examples(command: str, capsys) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["gallery", command, "--help"])

@@ -104,3 +104,16 @@ def test_blas_threads_are_limited_and_bad_values_refused() -> None:
             limit_blas_threads(bad)
     limit_blas_threads(None)  # leaves them as they are
     assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def test_sessions_keep_the_cpu_arena_unless_told_not_to() -> None:
+    from facefuse.runtime.graph import session_options, use_cpu_arena
+
+    assert session_options().enable_cpu_mem_arena
+    use_cpu_arena(False)
+    try:
+        options = session_options(2)
+        assert not options.enable_cpu_mem_arena and options.intra_op_num_threads == 2
+    finally:
+        use_cpu_arena(True)
+    assert session_options().enable_cpu_mem_arena

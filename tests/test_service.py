@@ -243,6 +243,21 @@ def test_a_search_of_an_empty_gallery_finds_nobody(client, shared_data: Path) ->
     client.delete("/v1/galleries/empty")
 
 
+def test_a_gallery_that_keeps_photos_stores_each_upload_as_sent(client,
+                                                               shared_data: Path) -> None:
+    made = client.post("/v1/galleries", json={"name": "kept", "keep_images": True})
+    assert made.status_code == 201 and made.json()["keeps_images"] is True
+    sent = photo(shared_data, BLAIR, 2)
+    r = client.post(f"/v1/galleries/kept/subjects/{BLAIR}/faces", files=[upload(sent, "file")])
+    assert r.status_code == 201, r.text
+    gallery = client.app.state.service.galleries.get("kept")
+    ((face_id, box, data),) = gallery.source_images([r.json()["face_id"]])
+    assert data == sent.read_bytes() and box == tuple(r.json()["box"])
+    assert error_of(client.post("/v1/galleries", json={"name": "k2", "keep_images": "maybe"})
+                    ) == (400, "bad_request")
+    assert client.delete("/v1/galleries/kept").status_code == 200
+
+
 def test_a_gallery_of_other_embeddings_is_listed_with_its_error(client) -> None:
     from facefuse.gallery import FaceGallery
 
@@ -441,6 +456,29 @@ def test_serve_refuses_an_open_address_without_a_key(monkeypatch, capsys) -> Non
     assert "give an API key" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, arena", [([], False), (["--cpu-arena"], True)])
+def test_serve_sets_the_cpu_arena_before_the_models_load(monkeypatch, flag, arena) -> None:
+    from facefuse import cli_serve
+    from facefuse.cli import build_parser
+    from facefuse.runtime import graph
+
+    seen = []
+
+    def stop(*_: object) -> None:
+        seen.append(graph.session_options().enable_cpu_mem_arena)
+        raise RuntimeError("stopped before loading")
+
+    monkeypatch.setattr(cli_serve, "build_analyzer", stop)
+    args = build_parser().parse_args(["serve", *flag])
+    args.api_key = None
+    try:
+        with pytest.raises(RuntimeError, match="stopped"):
+            cli_serve.build_service(args)
+    finally:
+        graph.use_cpu_arena(True)
+    assert seen == [arena]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -540,10 +578,11 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_two_worker_processes_serve_concurrent_requests(shared_data: Path) -> None:
+def test_two_worker_processes_serve_concurrent_requests_and_one_gallery(
+        shared_data: Path, tmp_path: Path) -> None:
     import httpx
 
-    server = Server("--workers", "2")
+    server = Server("--workers", "2", "--gallery-root", str(tmp_path / "galleries"))
     try:
         paths = [photo(shared_data, name) for name in (BUSH, POWELL, BLAIR, BUSH)]
         with ThreadPoolExecutor(4) as pool:
@@ -555,13 +594,40 @@ def test_two_worker_processes_serve_concurrent_requests(shared_data: Path) -> No
         workers = [c for c in children(server.process.pid)
                    if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
         assert len(workers) == 2, workers  # spawned workers, not the resource tracker
+        # one gallery, written and read by both workers: enrolments in parallel, each
+        # acknowledged one seen by every later read, whichever worker answers it
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            assert c.post("/v1/galleries", json={"name": "people"}).status_code == 201
+        enrolments = [(name, n) for name in (BUSH, POWELL, BLAIR) for n in (1, 2)]
+        with ThreadPoolExecutor(4) as pool:
+            added = list(pool.map(lambda e: httpx.post(
+                f"{server.url}/v1/galleries/people/subjects/{e[0]}/faces",
+                files=[upload(photo(shared_data, *e), "file")], timeout=60), enrolments))
+        assert [r.status_code for r in added] == [201] * 6, [r.text for r in added]
+        assert sorted(r.json()["face_id"] for r in added) == [1, 2, 3, 4, 5, 6]
+        with ThreadPoolExecutor(4) as pool:
+            listed = list(pool.map(lambda _: httpx.get(
+                f"{server.url}/v1/galleries/people/subjects", timeout=60), range(8)))
+            found = list(pool.map(lambda name: httpx.post(
+                f"{server.url}/v1/galleries/people/search",
+                files=[upload(photo(shared_data, name, 4), "file")], timeout=60),
+                [BUSH, POWELL, BLAIR] * 2))
+        for r in listed:
+            assert [(s["name"], s["faces"]) for s in r.json()["subjects"]] == \
+                [(POWELL, 2), (BUSH, 2), (BLAIR, 2)]
+        assert [r.json()["faces"][0]["match"] for r in found] == [BUSH, POWELL, BLAIR] * 2
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            assert c.delete(f"/v1/galleries/people/subjects/{POWELL}").json()["faces"] == 2
+            for _ in range(6):  # neither worker still finds them
+                r = c.post("/v1/galleries/people/search", params={"limit": 3},
+                           files=[upload(photo(shared_data, POWELL, 4), "file")])
+                assert [t["subject"] for t in r.json()["faces"][0]["top"]] in \
+                    ([BUSH, BLAIR], [BLAIR, BUSH])
+            assert c.delete("/v1/galleries/people").status_code == 200
+            for _ in range(6):
+                assert c.get("/v1/galleries/people/subjects").status_code == 404
     finally:
         server.stop()
-
-
-def test_galleries_need_one_worker(tmp_path: Path, capsys) -> None:
-    assert main(["serve", "--workers", "2", "--gallery-root", str(tmp_path)]) == 2
-    assert "galleries need --workers 1" in capsys.readouterr().err
 
 
 def test_acknowledged_enrolments_survive_kill_9_and_a_restart(shared_data: Path,

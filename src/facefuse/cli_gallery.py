@@ -1,5 +1,5 @@
-"""``facefuse gallery create|add|remove|list|search``: a persistent face gallery in a folder
-(:mod:`facefuse.gallery`) on the command line."""
+"""``facefuse gallery create|add|remove|list|search|reembed``: a persistent face gallery in a
+folder (:mod:`facefuse.gallery`) on the command line."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def cmd_create(args: argparse.Namespace) -> int:
     try:
         space = embedding_space(build_analyzer(args, ["embedding"], None), args.model)
         threshold = space.threshold if args.threshold is None else args.threshold
-        with FaceGallery.create(args.gallery, space.dim, space.fingerprint, threshold) as g:
+        with FaceGallery.create(args.gallery, space.dim, space.fingerprint, threshold,
+                                keep_images=args.keep_images) as g:
             print(json.dumps({"gallery": str(args.gallery), **g.info().to_dict()}))
     except SETUP_ERRORS as exc:
         report(exc)
@@ -142,11 +143,47 @@ def _enrol(gallery: FaceGallery, chosen: list[Candidate], written: Written) -> N
     """Add the chosen faces in one transaction and print a JSON line for each."""
     ids = gallery.add_many([c.subject for c in chosen],
                            [c.face.predictions["embedding"] for c in chosen],
-                           [str(c.photo) for c in chosen], [c.face.box for c in chosen])
+                           [str(c.photo) for c in chosen], [c.face.box for c in chosen],
+                           kept_photos(gallery, [c.photo for c in chosen]))
     for face_id, c in zip(ids, chosen, strict=True):
         print(json.dumps({"face_id": face_id, "subject": c.subject, "source": str(c.photo),
                           "face": c.face.index, "box": [round(v, 1) for v in c.face.box]}))
         written.add()
+
+
+def kept_photos(gallery: FaceGallery, photos: list[Path]) -> list[bytes] | None:
+    """The photos' bytes for a gallery that keeps them, else None."""
+    return [p.read_bytes() for p in photos] if gallery.keeps_images else None
+
+
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from facefuse.gallery import FaceGallery
+    from facefuse.gallery.embedding_space import embedding_space
+    from facefuse.gallery.reembed import reembed
+
+    bars: list[tqdm] = []  # made on the first progress report: none before a refusal
+
+    def progress(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="face", file=sys.stderr, disable=args.quiet))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        analyzer = build_analyzer(args, ["embedding"], None)
+        space = embedding_space(analyzer, args.model)
+        with FaceGallery.open(args.gallery) as g:
+            done = reembed(g, analyzer, space, args.threshold, args.batch_images, progress)
+    except SETUP_ERRORS as exc:
+        for bar in bars:
+            bar.close()
+        report(exc)
+        return 2
+    for bar in bars:
+        bar.close()
+    print(json.dumps({"gallery": str(args.gallery), **done.to_dict()}))
+    return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -189,7 +226,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.gallery}: {info.subjects} subject(s), {info.faces} face(s); {info.dim}-d "
           f"embeddings of {info.fingerprint}, threshold {info.threshold:.4f}, made "
-          f"{info.created}")
+          f"{info.created}{'; keeps its photos' if info.keeps_images else ''}")
     if rows and "id" in rows[0]:
         print(f"{'id':>8}  {'subject':<28} {'box':<26} source")
         for r in rows:
@@ -265,7 +302,8 @@ def _batch_and_quiet(p: argparse.ArgumentParser) -> None:
 def add_gallery_parser(sub: argparse._SubParsersAction) -> None:
     """``facefuse gallery ...``: every sub-command needs the gallery extra (faiss-cpu)."""
     g = sub.add_parser("gallery", help="a persistent face gallery in a folder: create, add, "
-                                       "remove, list, search (needs facefuse[gallery])",
+                                       "remove, list, search, reembed (needs "
+                                       "facefuse[gallery])",
         **examples("facefuse gallery create people.gallery",
                    "facefuse gallery add people.gallery --from-folder people/",
                    "facefuse gallery search people.gallery query.jpg --top 3"))
@@ -279,6 +317,9 @@ def add_gallery_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--threshold", type=float, default=None,
                    help="cosine at or above which a search is a match (default: the "
                         "identity embedding's own, fitted on training identities)")
+    c.add_argument("--keep-images", action="store_true",
+                   help="keep each enrolled face's photo in the gallery, so that `gallery "
+                        "reembed` can embed it again with other weights")
     add_analyzer_options(c)
     c.set_defaults(func=cmd_create)
     a = gsub.add_parser("add", help="enrol one face of each photo (JSON line per face added)",
@@ -331,3 +372,13 @@ def add_gallery_parser(sub: argparse._SubParsersAction) -> None:
     _batch_and_quiet(s)
     add_analyzer_options(s)
     s.set_defaults(func=cmd_search)
+    e = gsub.add_parser("reembed", help="embed every face again with the analyzer's weights "
+                                        "(a gallery made with --keep-images)",
+        **examples("facefuse gallery reembed people.gallery",
+                   "facefuse gallery reembed people.gallery --identity none   # the model's head"))
+    _gallery_argument(e)
+    e.add_argument("--threshold", type=float, default=None,
+                   help="the gallery's new match threshold (default: the new embeddings' own)")
+    _batch_and_quiet(e)
+    add_analyzer_options(e)
+    e.set_defaults(func=cmd_reembed)

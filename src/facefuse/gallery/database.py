@@ -1,5 +1,7 @@
 """The gallery's SQLite file, ``gallery.sqlite``: its settings, subjects and faces, each face
-with its embedding as a float32 BLOB (the source of truth the faiss index is built from).
+with its embedding as a float32 BLOB (the source of truth the faiss index is built from),
+and in a gallery made to keep them, each face's photo (``face_images``), from which the
+faces can be embedded again by other weights.
 
 Writes are transactions in WAL mode with ``synchronous=FULL``: once one returns, its rows
 are on disk and survive the process being killed at any moment (or the machine losing
@@ -40,6 +42,12 @@ CREATE TABLE faces (id INTEGER PRIMARY KEY AUTOINCREMENT,
     source TEXT, box TEXT, embedding BLOB NOT NULL, created TEXT NOT NULL);
 CREATE INDEX faces_by_subject ON faces(subject_id);
 """
+#: the table of a gallery that keeps its faces' photos (the bytes of the file as enrolled);
+#: its presence is the setting, so galleries made without it read as before
+IMAGES_TABLE = "face_images"
+IMAGES_SCHEMA = f"""CREATE TABLE {IMAGES_TABLE} (
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    data BLOB NOT NULL)"""
 #: ids a statement names at most (SQLite's default variable limit is 999 before 3.32)
 CHUNK = 900
 #: SQLite page size of a new gallery: a 512-d embedding (2 KiB and a few bytes of row) fills
@@ -94,20 +102,36 @@ class GalleryDatabase:
             conn.close()
             raise GalleryError(f"{path} is not a facefuse gallery (format "
                                f"{row[0] if row else None!r}, expected {FORMAT!r})")
+        self._settings(row)
+        self.keeps_images = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (IMAGES_TABLE,)).fetchone()[0] == 1
+
+    def _settings(self, row: tuple) -> None:
         self.dim, self.fingerprint = int(row[1]), str(row[2])
         self.threshold, self.created = float(row[3]), str(row[4])
 
+    def data_version(self) -> int:
+        """SQLite's ``data_version``: it changes when another connection (any process) has
+        committed since this connection last asked."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def reload_settings(self) -> None:
+        """Read the settings again (another process may have re-embedded the gallery)."""
+        self._settings(self.conn.execute("SELECT format, dim, fingerprint, threshold, "
+                                         "created FROM gallery").fetchone())
+
     @classmethod
-    def create(cls, path: Path, dim: int, fingerprint: str, threshold: float
-               ) -> GalleryDatabase:
+    def create(cls, path: Path, dim: int, fingerprint: str, threshold: float,
+               keep_images: bool = False) -> GalleryDatabase:
         """Write a new, empty gallery file at ``path`` (made whole under a temporary name,
-        then renamed) and open it."""
+        then renamed) and open it; ``keep_images``: with the table of the faces' photos."""
         tmp = path.with_name(path.name + ".tmp")
         tmp.unlink(missing_ok=True)
         conn = _connect(tmp, readonly=False, new=True)
         try:
             with _transaction(conn):
-                for statement in SCHEMA.split(";"):
+                for statement in [*SCHEMA.split(";"), IMAGES_SCHEMA if keep_images else ""]:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("INSERT INTO gallery VALUES (1, ?, ?, ?, ?, ?)",
@@ -131,12 +155,14 @@ class GalleryDatabase:
         subjects = self.conn.execute("SELECT count(*) FROM subjects").fetchone()[0]
         faces = self.conn.execute("SELECT count(*) FROM faces").fetchone()[0]
         return GalleryInfo(self.dim, self.fingerprint, self.threshold, self.created,
-                           int(subjects), int(faces))
+                           int(subjects), int(faces), self.keeps_images)
 
     # -- writes ----------------------------------------------------------------------------
     def insert(self, subjects: Sequence[str], vectors: np.ndarray,
-               sources: Sequence[str | None], boxes: Sequence[Box | None]) -> list[int]:
-        """Add faces (subjects made as needed) in one transaction; their new ids."""
+               sources: Sequence[str | None], boxes: Sequence[Box | None],
+               images: Sequence[bytes] | None = None) -> list[int]:
+        """Add faces (subjects made as needed) in one transaction; their new ids.
+        ``images``: each face's photo, for a gallery that keeps them."""
         created = now()
         ids = []
         with _transaction(self.conn):
@@ -152,8 +178,26 @@ class GalleryDatabase:
                     (subject_ids[name], source, None if box is None else json.dumps(box),
                      np.ascontiguousarray(vec, np.float32).tobytes(), created))
                 ids.append(int(cur.lastrowid))
+            if images is not None:
+                self.conn.executemany(f"INSERT INTO {IMAGES_TABLE} VALUES (?, ?)",
+                                      zip(ids, images, strict=True))
         return ids
 
+    def replace_embeddings(self, ids: np.ndarray, vectors: np.ndarray, dim: int,
+                           fingerprint: str, threshold: float) -> None:
+        """Every face's embedding replaced by ``vectors`` (``dim``-d rows in the order of
+        ``ids``, which must be exactly the faces held), and the gallery's width, fingerprint
+        and threshold set to theirs, in one transaction: all or nothing."""
+        with _transaction(self.conn):
+            if not np.array_equal(self.ids(), np.sort(ids)):
+                raise GalleryError("the faces changed while they were being re-embedded")
+            self.conn.executemany("UPDATE faces SET embedding = ? WHERE id = ?", (
+                (np.ascontiguousarray(v, np.float32).tobytes(), int(i))
+                for i, v in zip(ids, vectors, strict=True)))
+            self.conn.execute("UPDATE gallery SET dim = ?, fingerprint = ?, threshold = ?",
+                              (int(dim), fingerprint, float(threshold)))
+        self.dim, self.fingerprint = int(dim), fingerprint
+        self.threshold = float(threshold)
     def delete_face(self, face_id: int) -> None:
         """Remove one face (:class:`UnknownFace` if none)."""
         with _transaction(self.conn):
@@ -206,6 +250,22 @@ class GalleryDatabase:
                                f"float32 values")
         matrix = np.frombuffer(b"".join(r[1] for r in rows), np.float32)
         return np.asarray([r[0] for r in rows], np.int64), matrix.reshape(len(rows), self.dim)
+
+    def images(self, ids: Sequence[int]) -> list[tuple[int, Box | None, bytes | None]]:
+        """(face id, box, photo or None) of those of ``ids`` that exist, by id."""
+        found = []
+        ids = list(ids)
+        for start in range(0, len(ids), CHUNK):
+            part = ids[start:start + CHUNK]
+            table = f"LEFT JOIN {IMAGES_TABLE} i ON i.face_id = f.id" if self.keeps_images \
+                else ""
+            data = "i.data" if self.keeps_images else "NULL"
+            rows = self.conn.execute(f"SELECT f.id, f.box, {data} FROM faces f {table} "
+                                     f"WHERE f.id IN ({','.join('?' * len(part))}) "
+                                     f"ORDER BY f.id", part).fetchall()
+            found += [(int(i), None if box is None else tuple(json.loads(box)), blob)
+                      for i, box, blob in rows]
+        return found
 
     def names_of(self, ids: Sequence[int]) -> dict[int, str]:
         """Face id -> subject name, for those of ``ids`` that exist."""

@@ -45,7 +45,8 @@ class GalleryBusy(GalleryError):
 @dataclass(frozen=True)
 class GalleryInfo:
     """A gallery's settings and size: its embeddings' width and fingerprint (which weights
-    made them), the decision threshold on the cosine, when it was made (UTC, ISO 8601)."""
+    made them), the decision threshold on the cosine, when it was made (UTC, ISO 8601),
+    whether it keeps its faces' photos (and so can be re-embedded)."""
 
     dim: int
     fingerprint: str
@@ -53,6 +54,7 @@ class GalleryInfo:
     created: str
     subjects: int
     faces: int
+    keeps_images: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +141,27 @@ def check_faces(subjects: Sequence[str], embeddings: object,
     if any(s is not None and not isinstance(s, str) for s in sources):
         raise GalleryError("a face's source is a string (a path or a name) or None")
     return names, vectors, sources, checked
+
+
+def check_images(images: Sequence[object] | None, count: int, keeps: bool, folder: object
+                 ) -> list[bytes] | None:
+    """The photos of ``count`` faces to add: one non-empty ``bytes`` each for a gallery
+    that keeps them (``keeps``), none for one that does not."""
+    if not keeps:
+        if images is not None:
+            raise GalleryError(f"gallery {folder} does not keep photos (it was made without "
+                               f"keep_images); add the faces without them")
+        return None
+    if images is None:
+        raise GalleryError(f"gallery {folder} keeps each face's photo: give the photos of "
+                           f"the faces to add")
+    images = list(images)
+    if len(images) != count:
+        raise GalleryError(f"{len(images)} photos for {count} faces")
+    bad = next((i for i, b in enumerate(images) if not isinstance(b, bytes) or not b), None)
+    if bad is not None:
+        raise GalleryError(f"photo {bad} is not the non-empty bytes of an image file")
+    return images
 
 
 def best_subjects(scores: Sequence[float], face_ids: Sequence[int], names: dict[int, str],

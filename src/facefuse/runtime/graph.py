@@ -76,6 +76,43 @@ def quiet_threads(options: Any) -> None:
         options.intra_op_num_threads = session_threads()
 
 
+#: whether sessions opened from now on use ONNX Runtime's CPU memory arena
+_cpu_arena = [True]
+
+
+def use_cpu_arena(enabled: bool) -> None:
+    """Whether the ONNX Runtime sessions this process opens from now on keep a CPU memory
+    arena (ONNX Runtime's default, and facefuse's unless told otherwise).
+
+    The arena keeps, for the life of a session, the most working memory any batch shape has
+    needed, rounded up: a server fed batches of 1 to 16 faces held 520 to 560 MB resident
+    with it, and without it 230 to 480 MB as batches came and went, about 310 at the median
+    (both with :mod:`facefuse.service.heap`'s care); flat either way once the largest batch
+    has run. Without it each run allocates from the system allocator: on the 2-core CPU
+    about 1.5 % more CPU time a photo one at a time and 7 to 13 % more in batches of 8 to 16
+    (measured on a busy machine; docs/SERVICE.md). ``facefuse serve`` turns it off
+    (``--cpu-arena`` keeps it).
+    """
+    _cpu_arena[0] = bool(enabled)
+
+
+def session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime session options as facefuse runs every graph: quiet idle threads
+    (:func:`quiet_threads`), ``threads`` intra-op threads (None: one per core), the CPU
+    memory arena as :func:`use_cpu_arena` last set it, and int8 constant weights folded at
+    load."""
+    options = onnxruntime().SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.enable_cpu_mem_arena = _cpu_arena[0]
+    quiet_threads(options)
+    # int8 weights (DequantizeLinear of constants) folded into float32 once, at load, not
+    # dequantised on every run (the age tail's graph)
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    return options
+
+
 class OnnxGraph:
     """An ONNX model (a file path or its bytes) in an ONNX Runtime session.
 
@@ -96,14 +133,7 @@ class OnnxGraph:
             if not Path(model).is_file():
                 raise FileNotFoundError(f"ONNX graph {model} does not exist")
             model = str(model)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        quiet_threads(options)
-        # int8 weights (DequantizeLinear of constants) folded into float32 once, at load,
-        # not dequantised on every run
-        options.add_session_config_entry("session.disable_quant_qdq", "1")
+        options = session_options(threads)
         providers = providers_for(device)
         try:
             self.session = ort.InferenceSession(model, options, providers=providers)

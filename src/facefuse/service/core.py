@@ -16,6 +16,7 @@ from facefuse.data.images import ImageError, decode_rgb
 from facefuse.inference.analyzer import FaceAnalyzer, ImageResult
 from facefuse.service.batcher import MicroBatcher
 from facefuse.service.galleries import Galleries
+from facefuse.service.heap import Trimmer
 from facefuse.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class ServiceSettings:
         request_timeout_s: how long a request waits for the model thread (503 after).
         model: the ``--model`` the analyzer was built from (None: the shipped one), which
             names the embeddings of the galleries when the model's own head makes them.
+        shared_galleries: other processes serve the same galleries (``--workers N``): no
+            gallery is held open for writing (:mod:`facefuse.service.galleries`).
     """
 
     gallery_root: Path | None = None
@@ -64,6 +67,7 @@ class ServiceSettings:
     max_pixels: int = MAX_PIXELS
     request_timeout_s: float = 60.0
     model: str | None = None
+    shared_galleries: bool = False
 
 
 def reports_embedding(analyzer: FaceAnalyzer) -> bool:
@@ -83,6 +87,7 @@ class Service:
             raise ValueError("the service's analyzer must report the 'embedding' task")
         self.analyzer, self.settings = analyzer, settings
         self.metrics = Metrics()
+        self._trimmer = Trimmer()
         #: what /v1/analyze reports when no tasks are asked for: as `facefuse analyze`
         self.default_tasks = list(analyzer.model.tasks)
         self.galleries = None
@@ -91,12 +96,16 @@ class Service:
 
             # before the model thread starts: measuring the width may run the analyzer
             space = embedding_space(analyzer, settings.model)
-            self.galleries = Galleries(settings.gallery_root, space)
+            self.galleries = Galleries(settings.gallery_root, space,
+                                       shared=settings.shared_galleries)
         self.batcher = MicroBatcher(self._analyze, settings.batch_window_ms / 1000,
                                     on_batch=self.metrics.batch)
 
     def _analyze(self, images: list[np.ndarray]) -> list[ImageResult]:
-        return self.analyzer.analyze_many(images, batch_images=max(1, len(images)))
+        try:
+            return self.analyzer.analyze_many(images, batch_images=max(1, len(images)))
+        finally:
+            self._trimmer.maybe()  # the batch's freed memory back to the system, now and then
 
     def close(self) -> None:
         self.batcher.close()

@@ -18,6 +18,7 @@ from facefuse.gallery import EmptyGallery, FaceGallery, GalleryError
 from facefuse.gallery.enrol import choose_face
 from facefuse.inference.analyzer import FaceResult, ImageResult
 from facefuse.service.core import Service, ServiceError, only_tasks
+from facefuse.service.galleries import SharedGallery
 
 analysis_router = APIRouter(prefix="/v1", tags=["analysis"])
 gallery_router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
@@ -108,6 +109,9 @@ class NewGallery(BaseModel):
     name: str = Field(description="letters, digits, '.', '-', '_' (64 at most)")
     threshold: float | None = Field(None, ge=-1, le=1, description="cosine at or above "
                                     "which a search is a match (default: the embedding's own)")
+    keep_images: bool = Field(False, description="keep each enrolled photo, so that the "
+                              "gallery can be re-embedded for other weights (`facefuse "
+                              "gallery reembed`)")
 
 
 def _galleries(request: Request):
@@ -118,13 +122,13 @@ def _galleries(request: Request):
     return galleries
 
 
-def _gallery(request: Request, name: str) -> FaceGallery:
+def _gallery(request: Request, name: str) -> FaceGallery | SharedGallery:
     return _galleries(request).get(name)
 
 
 @gallery_router.post("", status_code=201, summary="create a gallery")
 def create_gallery(request: Request, body: Annotated[NewGallery, Body()]) -> dict[str, Any]:
-    gallery = _galleries(request).create(body.name, body.threshold)
+    gallery = _galleries(request).create(body.name, body.threshold, body.keep_images)
     return {"name": body.name, **gallery.info().to_dict()}
 
 
@@ -166,7 +170,11 @@ def add_face(request: Request, gallery: str, subject: str, file: Image,
         chosen = choose_face(result, choice)
     except ValueError as exc:
         raise ServiceError(400, "no_face", str(exc)) from None
-    face_id = g.add(subject, chosen.predictions["embedding"], result.source, chosen.box)
+    image = None
+    if g.keeps_images:  # the upload as sent, read again from its spooled file
+        file.file.seek(0)
+        image = file.file.read()
+    face_id = g.add(subject, chosen.predictions["embedding"], result.source, chosen.box, image)
     return {"face_id": face_id, "subject": subject, "source": result.source,
             "face": chosen.index, "box": _box(chosen)}
 
