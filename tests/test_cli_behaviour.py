@@ -12,8 +12,8 @@ import pytest
 
 from facefuse.assets import demo_image_path
 from facefuse.cli import build_parser, main
-from facefuse.cli_analyze import label_font_size, label_position
 from facefuse.inference.analyzer import FaceAnalyzer
+from facefuse.inference.drawing import label_font_size, label_position
 
 FAST = ["--identity", "none", "--landmark-refiner", "none", "--no-flip", "--quiet"]
 

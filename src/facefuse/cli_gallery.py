@@ -322,37 +322,8 @@ def add_gallery_parser(sub: argparse._SubParsersAction) -> None:
                         "reembed` can embed it again with other weights")
     add_analyzer_options(c)
     c.set_defaults(func=cmd_create)
-    a = gsub.add_parser("add", help="enrol one face of each photo (JSON line per face added)",
-        **examples("facefuse gallery add people.gallery Ada ada1.jpg ada2.jpg",
-                   "facefuse gallery add people.gallery Ada group.jpg --face 2",
-                   "facefuse gallery add people.gallery --from-folder people/  # <name>/*.jpg",
-                   "facefuse gallery add people.gallery --from-parquet out/  # facefuse batch"))
-    _gallery_argument(a)
-    a.add_argument("items", nargs="*", metavar="SUBJECT PHOTO",
-                   help="the subject's name, then photos, folders or globs")
-    a.add_argument("--from-folder", default=None, metavar="PEOPLE",
-                   help="enrol PEOPLE/<name>/* (or PEOPLE/<name>.jpg) under each name")
-    a.add_argument("--from-parquet", default=None, metavar="OUT",
-                   help="enrol the embeddings a `facefuse batch` run wrote to OUT (one face "
-                        "per photo; subject: the photo's folder, or --subject-column)")
-    a.add_argument("--subject-column", default=None, metavar="NAME",
-                   help="with --from-parquet: the faces column that names the subject")
-    a.add_argument("--face", type=face_choice, default="largest", metavar="largest|N",
-                   help="which face of each photo: the largest (default) or number N, as "
-                        "`facefuse analyze` numbers them")
-    _batch_and_quiet(a)
-    add_analyzer_options(a)
-    a.set_defaults(func=cmd_add)
-    r = gsub.add_parser("remove", help="remove faces by id, or subjects with all their faces",
-        **examples("facefuse gallery remove people.gallery --face 12 --face 13",
-                   "facefuse gallery remove people.gallery --subject Ada"))
-    _gallery_argument(r)
-    what = r.add_mutually_exclusive_group(required=True)
-    what.add_argument("--face", type=positive_int, action="append", metavar="ID",
-                      help="a face id (`facefuse gallery list DIR --faces`); repeatable")
-    what.add_argument("--subject", action="append", metavar="NAME",
-                      help="a subject, with every face of theirs; repeatable")
-    r.set_defaults(func=cmd_remove)
+    _add_add_parser(gsub)
+    _add_remove_parser(gsub)
     ls = gsub.add_parser("list", help="the subjects (or faces) of a gallery",
         **examples("facefuse gallery list people.gallery",
                    "facefuse gallery list people.gallery --subject Ada --json"))
@@ -382,3 +353,42 @@ def add_gallery_parser(sub: argparse._SubParsersAction) -> None:
     _batch_and_quiet(e)
     add_analyzer_options(e)
     e.set_defaults(func=cmd_reembed)
+
+
+def _add_add_parser(gsub: argparse._SubParsersAction) -> None:
+    """``facefuse gallery add``."""
+    a = gsub.add_parser("add", help="enrol one face of each photo (JSON line per face added)",
+        **examples("facefuse gallery add people.gallery Ada ada1.jpg ada2.jpg",
+                   "facefuse gallery add people.gallery Ada group.jpg --face 2",
+                   "facefuse gallery add people.gallery --from-folder people/  # <name>/*.jpg",
+                   "facefuse gallery add people.gallery --from-parquet out/  # facefuse batch"))
+    _gallery_argument(a)
+    a.add_argument("items", nargs="*", metavar="SUBJECT PHOTO",
+                   help="the subject's name, then photos, folders or globs")
+    a.add_argument("--from-folder", default=None, metavar="PEOPLE",
+                   help="enrol PEOPLE/<name>/* (or PEOPLE/<name>.jpg) under each name")
+    a.add_argument("--from-parquet", default=None, metavar="OUT",
+                   help="enrol the embeddings a `facefuse batch` run wrote to OUT (one face "
+                        "per photo; subject: the photo's folder, or --subject-column)")
+    a.add_argument("--subject-column", default=None, metavar="NAME",
+                   help="with --from-parquet: the faces column that names the subject")
+    a.add_argument("--face", type=face_choice, default="largest", metavar="largest|N",
+                   help="which face of each photo: the largest (default) or number N, as "
+                        "`facefuse analyze` numbers them")
+    _batch_and_quiet(a)
+    add_analyzer_options(a)
+    a.set_defaults(func=cmd_add)
+
+
+def _add_remove_parser(gsub: argparse._SubParsersAction) -> None:
+    """``facefuse gallery remove``."""
+    r = gsub.add_parser("remove", help="remove faces by id, or subjects with all their faces",
+        **examples("facefuse gallery remove people.gallery --face 12 --face 13",
+                   "facefuse gallery remove people.gallery --subject Ada"))
+    _gallery_argument(r)
+    what = r.add_mutually_exclusive_group(required=True)
+    what.add_argument("--face", type=positive_int, action="append", metavar="ID",
+                      help="a face id (`facefuse gallery list DIR --faces`); repeatable")
+    what.add_argument("--subject", action="append", metavar="NAME",
+                      help="a subject, with every face of theirs; repeatable")
+    r.set_defaults(func=cmd_remove)

@@ -21,13 +21,12 @@ def examples(*lines: str) -> dict:
 
 def task_list(text: str) -> list[str]:
     """A comma-separated list of task names, each checked against the known tasks."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    valid = (*TASK_ORDER, "embedding")
-    unknown = [t for t in names if t not in valid]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown task {', '.join(unknown) or text!r}; valid: {', '.join(valid)}")
-    return names
+    from facefuse.tasks import parse_task_list
+
+    try:
+        return parse_task_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_analyzer_options(p: argparse.ArgumentParser, *, tasks: bool = False,

@@ -40,13 +40,12 @@ def non_negative_int(text: str) -> int:
 
 def face_choice(text: str) -> str | int:
     """``largest`` or a face number (0 or more), for ``--face``."""
-    if text == "largest":
-        return text
+    from facefuse.gallery.enrol import parse_face_choice
+
     try:
-        return non_negative_int(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"expected 'largest' or a face number: {exc}") \
-            from None
+        return parse_face_choice(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _number(text: str) -> float:

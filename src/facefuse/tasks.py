@@ -254,3 +254,19 @@ def age_group_task(cut_points: tuple[float, ...] = (18.0, 60.0)) -> Task:
     return Task("age_group", TaskKind.CLASSIFICATION, tuple(names), "cross_entropy",
                 ("accuracy", "balanced_accuracy"),
                 description=f"age in groups cut at {', '.join(edges)} years")
+
+
+def parse_task_list(text: str) -> list[str]:
+    """Task names from a comma-separated list, each one of :data:`TASK_ORDER` or
+    ``embedding``.
+
+    Raises:
+        ValueError: an empty list or an unknown name (one line naming the valid ones).
+    """
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    valid = (*TASK_ORDER, "embedding")
+    unknown = [t for t in names if t not in valid]
+    if not names or unknown:
+        raise ValueError(f"unknown task {', '.join(unknown) or text!r}; valid: "
+                         f"{', '.join(valid)}")
+    return names

@@ -23,6 +23,23 @@ class Candidate:
     note: str | None = None
 
 
+def parse_face_choice(text: str) -> str | int:
+    """``"largest"`` or a face number (0 or more), from text.
+
+    Raises:
+        ValueError: anything else (one line).
+    """
+    if text == LARGEST:
+        return text
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if number < 0 or str(number) != text.strip():
+        raise ValueError(f"expected 'largest' or a face number (0 or more), got {text!r}")
+    return number
+
+
 def choose_face(result: ImageResult, choice: str | int = LARGEST) -> FaceResult:
     """The face of ``result`` that ``choice`` names: ``"largest"`` or a face index.
 

@@ -109,22 +109,7 @@ def create_app(service: Service) -> FastAPI:
                                 time.perf_counter() - start)
         return response
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(GalleryError)
-    async def gallery_refused(_: Request, exc: GalleryError) -> JSONResponse:
-        return gallery_error(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(400, "bad_request", validation_message(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
-        return error(exc.status_code, code, str(exc.detail))
+    _add_error_handlers(app)
 
     @app.get("/healthz", summary="liveness: the model thread is running")
     async def healthz() -> JSONResponse:  # on the event loop: answers under any load
@@ -149,3 +134,24 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(analysis_router)
     app.include_router(gallery_router)
     return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refused request as one JSON error with a stable code, never a stack trace."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(GalleryError)
+    async def gallery_refused(_: Request, exc: GalleryError) -> JSONResponse:
+        return gallery_error(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(400, "bad_request", validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
+        return error(exc.status_code, code, str(exc.detail))

@@ -166,13 +166,11 @@ class Service:
         """The tasks a request asks for (a comma list; None: the default ones)."""
         if text is None:
             return self.default_tasks
-        import argparse
-
-        from facefuse.cli_options import task_list
+        from facefuse.tasks import parse_task_list
 
         try:
-            tasks = task_list(text)
-        except argparse.ArgumentTypeError as exc:
+            tasks = parse_task_list(text)
+        except ValueError as exc:
             raise ServiceError(400, "unknown_task", str(exc)) from None
         missing = [t for t in tasks if t not in (*self.analyzer.model.tasks, "embedding")]
         if missing:

@@ -5,7 +5,6 @@ model thread (:class:`~facefuse.service.batcher.MicroBatcher`)."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 from typing import Annotated, Any
@@ -47,7 +46,7 @@ def _decode_and_run(service: Service, uploads: list[UploadFile]
 
 
 def _png(rgb: np.ndarray, result: ImageResult) -> str:
-    from facefuse.cli_analyze import draw_faces
+    from facefuse.inference.drawing import draw_faces
 
     buffer = io.BytesIO()
     draw_faces(rgb, result).save(buffer, format="PNG")
@@ -156,12 +155,12 @@ def add_face(request: Request, gallery: str, subject: str, file: Image,
              face: Annotated[str, Query(description="'largest' (default) or the face number "
                                         "/v1/analyze gives it")] = "largest"
              ) -> dict[str, Any]:
-    from facefuse.cli_values import face_choice
+    from facefuse.gallery.enrol import parse_face_choice
     from facefuse.gallery.records import check_name
 
     try:
-        choice = face_choice(face)
-    except argparse.ArgumentTypeError as exc:
+        choice = parse_face_choice(face)
+    except ValueError as exc:
         raise ServiceError(400, "bad_request", f"face: {exc}") from None
     check_name(subject)
     g = _gallery(request, gallery)
