@@ -476,7 +476,7 @@ def test_tta_margins_in_the_analyzer_and_cli(model_path: Path, faces, capsys) ->
 
 def test_annotations_of_same_named_photos_do_not_overwrite_each_other(model_path, faces,
                                                                       tmp_path) -> None:
-    from facefuse.cli_outputs import annotation_names
+    from facefuse.cli.outputs import annotation_names
 
     root = tmp_path / "photos"
     for sub in ("2019", "2020"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facefuse.assets import demo_image_path
-from facefuse.cli import build_parser, main
+from facefuse.cli.main import build_parser, main
 from facefuse.inference.analyzer import FaceAnalyzer
 from facefuse.inference.drawing import label_font_size, label_position
 

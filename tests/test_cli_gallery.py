@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facefuse.cli import build_parser, main
+from facefuse.cli.main import build_parser, main
 
 pytest.importorskip("faiss")
 

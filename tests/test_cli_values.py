@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from facefuse.cli_values import non_negative_int, positive_float, positive_int, share
+from facefuse.cli.values import non_negative_int, positive_float, positive_int, share
 
 
 def test_good_values_come_back_typed() -> None:

@@ -89,7 +89,7 @@ def forbids(prefix: str, target: str) -> bool:
 
 
 def test_forbidding_the_command_line_covers_its_modules() -> None:
-    assert forbids("facefuse.cli", "facefuse.cli_options")
+    assert forbids("facefuse.cli", "facefuse.cli.options")
     assert forbids("facefuse.cli", "facefuse.cli")
     assert not forbids("facefuse.train", "facefuse.training_notes")
 
@@ -133,8 +133,8 @@ CORE_RUN = textwrap.dedent("""
     sys.meta_path.insert(0, Blocker())
     import facefuse.batch, facefuse.detection, facefuse.gallery, facefuse.inference
     import facefuse.runtime, facefuse.service
-    names = ["facefuse", "facefuse.cli", "facefuse.cli_analyze", "facefuse.cli_video",
-             "facefuse.cli_batch", "facefuse.tasks", "facefuse.weights",
+    names = ["facefuse", "facefuse.cli", "facefuse.cli.analyze", "facefuse.cli.video",
+             "facefuse.cli.batch", "facefuse.tasks", "facefuse.weights",
              "facefuse.inference.landmark_refiner"]
     for package in (facefuse.inference, facefuse.runtime, facefuse.gallery, facefuse.service,
                     facefuse.detection, facefuse.batch):

@@ -458,8 +458,8 @@ def test_serve_refuses_an_open_address_without_a_key(monkeypatch, capsys) -> Non
 
 @pytest.mark.parametrize("flag, arena", [([], False), (["--cpu-arena"], True)])
 def test_serve_sets_the_cpu_arena_before_the_models_load(monkeypatch, flag, arena) -> None:
-    from facefuse import cli_serve
-    from facefuse.cli import build_parser
+    from facefuse.cli import serve as cli_serve
+    from facefuse.cli.main import build_parser
     from facefuse.runtime import graph
 
     seen = []
@@ -690,7 +690,7 @@ def test_acknowledged_enrolments_survive_kill_9_and_a_restart(shared_data: Path,
 
 
 def test_the_command_line_loads_no_web_framework_until_serve_runs() -> None:
-    code = ("import sys; from facefuse.cli import build_parser; build_parser(); "
+    code = ("import sys; from facefuse.cli.main import build_parser; build_parser(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('fastapi', 'uvicorn', 'starlette', 'pydantic')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -200,7 +200,7 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_model, 
     video = write_video(tmp_path / "v.mp4", [np.full((32, 32, 3), 90, np.uint8)] * 3)
     (tmp_path / "clips.csv").write_text("video,label\nv.mp4,a\nv.mp4,b\n")
     model = ["--model", str(tiny_model)]
-    import facefuse.cli_video as cli_video
+    import facefuse.cli.video as cli_video
 
     analyzed = []
     real = cli_video._clip_features

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facefuse.cli_options import examples
-from facefuse.cli_outputs import make_folder
+from facefuse.cli.options import examples
+from facefuse.cli.outputs import make_folder
 
 
 def model_starts(images: list[np.ndarray], model, detector: str, quiet: bool,
@@ -103,13 +103,27 @@ def cmd_fit_landmarks(args: argparse.Namespace) -> int:
     return 0
 
 
+FIT_HELP = "fit the cascaded landmark refiner on 300-W from a model's own landmark predictions"
+
+
+def add_model_fit_landmarks(model_sub: argparse._SubParsersAction) -> None:
+    """``facefuse model fit-landmarks``."""
+    _fit_landmarks_arguments(model_sub.add_parser(
+        "fit-landmarks", help=FIT_HELP,
+        **examples("facefuse model fit-landmarks ../shared/data --out my-refiner")))
+
+
 def add_landmarks_parser(sub: argparse._SubParsersAction) -> None:
+    """``facefuse fit-landmarks``: the older name of ``facefuse model fit-landmarks``."""
+    _fit_landmarks_arguments(sub.add_parser(
+        "fit-landmarks", help=f"{FIT_HELP} (= facefuse model fit-landmarks)",
+        **examples("facefuse fit-landmarks ../shared/data --out my-refiner")))
+
+
+def _fit_landmarks_arguments(p: argparse.ArgumentParser) -> None:
     from facefuse.inference.landmark_refiner import RefinerConfig
 
     d = RefinerConfig()
-    p = sub.add_parser("fit-landmarks", help="fit the cascaded landmark refiner on 300-W "
-                                             "from a model's own landmark predictions",
-        **examples("facefuse fit-landmarks ../shared/data --out my-refiner"))
     p.add_argument("root", nargs="?", help="data root holding 300w/ (default: ../shared/data)")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--out", required=True, help="refiner path (NAME: writes NAME.safetensors "

@@ -15,9 +15,9 @@ import json
 import sys
 from pathlib import Path
 
-from facefuse.cli_options import examples
-from facefuse.cli_outputs import make_folder
-from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report
+from facefuse.cli.options import examples
+from facefuse.cli.outputs import make_folder
+from facefuse.cli.values import SETUP_ERRORS, positive_float, positive_int, report
 
 IMPORT_NAMES = ("dlib", "sface")
 COMPRESSIONS = ("float16", "int8-block", "float32")
@@ -296,7 +296,7 @@ def _add_card(model_sub: argparse._SubParsersAction) -> None:
 
 def add_model_parser(sub: argparse._SubParsersAction) -> None:
     model = sub.add_parser("model", help="calibrate, average, ship, export, import and "
-                                         "describe models")
+                                         "describe models; fit the landmark refiner")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     _add_calibrate_and_average(model_sub)
     _add_ship(model_sub)
@@ -304,3 +304,6 @@ def add_model_parser(sub: argparse._SubParsersAction) -> None:
     add_export_onnx_arguments(export)
     _add_import(model_sub)
     _add_card(model_sub)
+    from facefuse.cli.landmarks import add_model_fit_landmarks
+
+    add_model_fit_landmarks(model_sub)

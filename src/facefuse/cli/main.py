@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facefuse import __version__
-from facefuse.cli_options import examples
-from facefuse.cli_outputs import make_folder
-from facefuse.cli_values import positive_int
+from facefuse.cli.options import examples
+from facefuse.cli.outputs import make_folder
+from facefuse.cli.values import positive_int
 from facefuse.extras import (
     missing_extra_message,
     require_batch_extra,
@@ -206,8 +206,22 @@ def add_run_options(p: argparse.ArgumentParser, output_what: str) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or report echo")
 
 
+#: what every command's exit status means (the root --help prints it)
+EXIT_CODES = """exit status, for every command:
+  0    done
+  1    done, but some inputs failed (each reported as 'facefuse: ...' on stderr), or a
+       worker died
+  2    nothing done: a usage error, bad input or settings, or a missing extra
+  130  interrupted (Ctrl-C); what was written so far is kept and reported
+  141  the reader of standard output went away (e.g. '| head')
+
+Errors are one line on stderr, prefixed 'facefuse: '."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facefuse", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="facefuse", description=__doc__.splitlines()[0],
+                                     epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"facefuse {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-v info, -vv debug)")
@@ -215,13 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_data_parser(sub)
     _add_training_parsers(sub)
-    from facefuse.cli_analyze import add_analyze_parsers
-    from facefuse.cli_batch import add_batch_parser
-    from facefuse.cli_gallery import add_gallery_parser
-    from facefuse.cli_landmarks import add_landmarks_parser
-    from facefuse.cli_model import add_export_onnx_alias, add_model_parser
-    from facefuse.cli_serve import add_serve_parser
-    from facefuse.cli_video import add_video_parser
+    from facefuse.cli.analyze import add_analyze_parsers
+    from facefuse.cli.batch import add_batch_parser
+    from facefuse.cli.gallery import add_gallery_parser
+    from facefuse.cli.landmarks import add_landmarks_parser
+    from facefuse.cli.model import add_export_onnx_alias, add_model_parser
+    from facefuse.cli.serve import add_serve_parser
+    from facefuse.cli.video import add_video_parser
 
     add_analyze_parsers(sub)
     add_landmarks_parser(sub)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from facefuse.cli_values import non_negative_int, share
+from facefuse.cli.values import non_negative_int, share
 from facefuse.inference.backends import BACKENDS
 from facefuse.tasks import TASK_ORDER
 

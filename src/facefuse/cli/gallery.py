@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from facefuse.cli_options import add_analyzer_options, build_analyzer, examples
-from facefuse.cli_outputs import Written
-from facefuse.cli_values import SETUP_ERRORS, face_choice, positive_int, report
+from facefuse.cli.options import add_analyzer_options, build_analyzer, examples
+from facefuse.cli.outputs import Written
+from facefuse.cli.values import SETUP_ERRORS, face_choice, positive_int, report
 
 if TYPE_CHECKING:  # the gallery modules load with the command that uses them
     from facefuse.gallery import FaceGallery
@@ -65,7 +65,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         return _add_from_parquet(args)
     from tqdm.auto import tqdm
 
-    from facefuse.cli_analyze import crop_hint
+    from facefuse.cli.analyze import crop_hint
     from facefuse.gallery import FaceGallery
     from facefuse.gallery.embedding_space import embedding_fingerprint
     from facefuse.gallery.enrol import candidates
@@ -243,7 +243,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from facefuse.cli_analyze import crop_hint
+    from facefuse.cli.analyze import crop_hint
     from facefuse.gallery import FaceGallery
     from facefuse.gallery.embedding_space import embedding_fingerprint
 

@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from facefuse.cli_options import add_analyzer_options, examples
-from facefuse.cli_outputs import Written, counted, make_folder, output_stems
-from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report
+from facefuse.cli.options import add_analyzer_options, examples
+from facefuse.cli.outputs import Written, counted, make_folder, output_stems
+from facefuse.cli.values import SETUP_ERRORS, positive_float, positive_int, report
 
 
 def add_frame_sampling(p: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ VIDEO_TASKS_SKIPPED = ("identity",)
 
 
 def _analyzer(args: argparse.Namespace):
-    from facefuse.cli_options import build_analyzer
+    from facefuse.cli.options import build_analyzer
 
     analyzer = build_analyzer(args, landmark_refiner="shipped" if args.refine_landmarks
                               else None)

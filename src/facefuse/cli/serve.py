@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from facefuse.cli_options import add_analyzer_options, build_analyzer, examples
-from facefuse.cli_values import (
+from facefuse.cli.options import add_analyzer_options, build_analyzer, examples
+from facefuse.cli.values import (
     SETUP_ERRORS,
     non_negative_float,
     non_negative_int,
@@ -99,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     del service
     options = {k: v for k, v in vars(args).items() if k not in ("func", "written")}
     os.environ[WORKER_OPTIONS_ENV] = json.dumps(options, default=str)
-    uvicorn.run("facefuse.cli_serve:app_from_environment", factory=True,
+    uvicorn.run("facefuse.cli.serve:app_from_environment", factory=True,
                 workers=args.workers, **run)
     return 0
 

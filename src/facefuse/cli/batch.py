@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facefuse.cli_options import add_analyzer_options, examples
-from facefuse.cli_values import SETUP_ERRORS, positive_float, positive_int, report
-from facefuse.cli_video import add_frame_sampling
+from facefuse.cli.options import add_analyzer_options, examples
+from facefuse.cli.values import SETUP_ERRORS, positive_float, positive_int, report
+from facefuse.cli.video import add_frame_sampling
 
 
 def settings_from(args: argparse.Namespace):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from facefuse.cli_options import add_analyzer_options, build_analyzer, examples
-from facefuse.cli_outputs import Written, annotation_names, counted, make_folder
-from facefuse.cli_values import SETUP_ERRORS, positive_int, report
-from facefuse.cli_video import add_frame_sampling, frame_sampling
+from facefuse.cli.options import add_analyzer_options, build_analyzer, examples
+from facefuse.cli.outputs import Written, annotation_names, counted, make_folder
+from facefuse.cli.values import SETUP_ERRORS, positive_int, report
+from facefuse.cli.video import add_frame_sampling, frame_sampling
 from facefuse.inference.drawing import draw_faces
 from facefuse.inference.rows import FaceRowWriter
 
