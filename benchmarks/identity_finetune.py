@@ -441,7 +441,7 @@ def ship_age(args, module, run: dict, entry: dict, maps_val: np.ndarray, pool_st
     """Write the fine-tuned tail of ``run`` (the first seed's, at its age-best epoch) as the
     age tail of the identity heads in ``--ship-age``: its int8 graph, and a ``tails`` entry
     in the heads' JSON with the fusion weight chosen on validation."""
-    from facefuse.identity_format import write_json_atomic
+    from facefuse.files import write_json_atomic
     from facefuse.train.identity_tail import write_value_graph
 
     if args.from_block != len(module.blocks) - 1:

@@ -218,3 +218,33 @@ def test_batch_without_its_extras_says_so_in_one_line(tmp_path: Path) -> None:
         "facefuse: facefuse batch --engine ray needs the ray extra (ray is not installed): "
         "pip install 'facefuse[ray]'"]
     assert not (tmp_path / "o").exists()
+
+
+def test_the_layout_report_counts_nothing_to_mend() -> None:
+    """issue 36's layout, kept: no module over 500 lines, no function over 80, no upward
+    import, no import cycle (``python tools/layout_report.py --list`` names them)."""
+    from scripts import load_script
+
+    found = load_script("tools/layout_report.py").report(PACKAGE)
+    assert not any(found.values()), {k: v for k, v in found.items() if v}
+
+
+def test_the_layout_report_sees_each_kind(tmp_path: Path) -> None:
+    from scripts import load_script
+
+    tool = load_script("tools/layout_report.py")
+    pkg = tmp_path / "facefuse"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "inference").mkdir()
+    for init in (pkg, pkg / "data", pkg / "inference"):
+        (init / "__init__.py").write_text("")
+    body = "\n".join(f"    x{i} = {i}" for i in range(90))
+    (pkg / "data" / "a.py").write_text("from facefuse.inference import b\n\n\ndef f():\n"
+                                       + body + "\n" + "\n" * 420)
+    (pkg / "inference" / "b.py").write_text("from facefuse.data import a\n")
+    found = tool.report(pkg)
+    assert found["modules over 500 lines"] == ["facefuse.data.a (514)"]
+    assert found["functions over 80 lines"] == ["facefuse.data.a.f (91)"]
+    assert found["upward imports"] == ["facefuse.data.a -> facefuse.inference",
+                                       "facefuse.data.a -> facefuse.inference.b"]
+    assert found["import cycles"] == ["facefuse.data.a <-> facefuse.inference.b"]

@@ -26,6 +26,7 @@ engine owns the rest:
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import math
@@ -66,9 +67,9 @@ class Loss(NamedTuple):
     weight: float | None = None
 
 
-class Recipe:
+class Recipe(abc.ABC):
     """What to train, on what, with which loss; subclasses set the attributes and implement
-    :meth:`batches` and :meth:`losses`, and may override the hooks.
+    :meth:`batches` and :meth:`losses` (abstract), and may override the hooks.
 
     Attributes:
         model: the model (the engine moves it to its device).
@@ -97,7 +98,8 @@ class Recipe:
         """The optimiser over ``params`` (the trained weights, then the weighting's) and its
         scheduler (stepped after every epoch; None: none)."""
         if self.optim is None:
-            raise NotImplementedError("a recipe sets optim or overrides optimizers()")
+            raise ValueError(f"{type(self).__name__} has no optim: a recipe sets optim or "
+                             f"overrides optimizers()")
         return make_optimizer(params, self.optim)
 
     def loss_names(self, epoch: int) -> list[str]:
@@ -109,35 +111,35 @@ class Recipe:
         returns fields for the epoch's log entry."""
         return {}
 
+    @abc.abstractmethod
     def batches(self, epoch: int) -> Iterable[Any]:
         """This rank's batches of ``epoch`` (1-based)."""
-        raise NotImplementedError
 
     def forward(self, model: nn.Module, batch: Any, epoch: int) -> Any:
         """The model's output on a batch (under autocast); ``model`` may be DDP-wrapped."""
         return model(batch.images)
 
+    @abc.abstractmethod
     def losses(self, output: Any, batch: Any, epoch: int) -> Mapping[str, Loss]:
         """The masked loss terms of one batch."""
-        raise NotImplementedError
 
     def validate(self, model: nn.Module, epoch: int) -> dict[str, Any]:
         """Fields for the epoch's log entry (rank 0 only, in eval mode without gradients;
         every rank gets the result). JSON-able: the history is stored as JSON."""
         return {}
 
-    def end_epoch(self, epoch: int, entry: dict[str, Any]) -> None:
+    def end_epoch(self, epoch: int, entry: dict[str, Any]) -> None:  # noqa: B027 (a hook: nothing by default)
         """After the evaluation, on every rank, with the epoch's whole log entry."""
 
-    def on_saved(self, folder: Path, epoch: int) -> None:
+    def on_saved(self, folder: Path, epoch: int) -> None:  # noqa: B027 (a hook: nothing by default)
         """After rank 0 wrote the epoch's state (e.g. a checkpoint of the last epoch)."""
 
     def state_dict(self) -> dict[str, Any]:
         """The recipe's own state a resumed run needs (its loaders' position, ...)."""
         return {}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        pass
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: B027 (a hook: nothing by default)
+        """Restore what :meth:`state_dict` gave (nothing, by default)."""
 
 
 def static_weighting(weights: Mapping[str, float]) -> StaticWeighting:

@@ -86,9 +86,9 @@ def write_value_graph(tail: IdentityTail, column: int, centre: float, scale: flo
     """Write output ``column`` of ``tail`` (``centre + scale * output``: an age in years)
     as an ONNX graph at ``path``: input ``tail_in`` (N, C*H*W) float32, output ``value``
     (N,). Large weights are stored as ``compression`` (``int8-block``, ``float16`` or
-    ``float32``; :mod:`facefuse.models.onnx_compress`). Written to a temporary file, then
-    renamed. Returns the graph's size and its parity with ``tail`` on ``check`` (flattened
-    maps; default 64 random ones).
+    ``float32``; :mod:`facefuse.models.onnx_compress`), written through
+    :func:`facefuse.files.atomic_path`. Returns the graph's size and its parity with
+    ``tail`` on ``check`` (flattened maps; default 64 random ones).
 
     Raises:
         ValueError: an unknown compression, or a column outside the head.
@@ -96,6 +96,7 @@ def write_value_graph(tail: IdentityTail, column: int, centre: float, scale: flo
     import onnx
     import onnxruntime as ort
 
+    from facefuse.files import atomic_path
     from facefuse.models.onnx_compress import compress_initializers
 
     if compression not in ("int8-block", "float16", "float32"):
@@ -122,10 +123,8 @@ def write_value_graph(tail: IdentityTail, column: int, centre: float, scale: flo
         want = module(torch.from_numpy(np.asarray(check, np.float32))).numpy()
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
     got = session.run(None, {"tail_in": np.asarray(check, np.float32)})[0].reshape(-1)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(graph)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(graph)
     return {"graph_bytes": len(graph), "weights_storage": compression,
             "parameters": int(sum(p.numel() for p in tail.blocks.parameters())
                               + tail.norm.num_features * 2 + tail.head.in_features + 1),
