@@ -68,6 +68,9 @@ class CacheLoader:
             (equal contiguous parts of the same global order on every rank, the remainder
             dropped, so every rank takes the same number of steps); its augmentation draws
             its own random numbers.
+        inputs: instead of the cache's images, one precomputed array per cache row (e.g. a
+            frozen trunk's feature maps, :mod:`facefuse.train.frozen_prefix`), served as
+            float32 as they are: no normalisation, no augmentation.
     """
 
     def __init__(self, cache: TrainingCache, rows: Sequence[int] | np.ndarray,
@@ -78,7 +81,7 @@ class CacheLoader:
                  labels: Mapping[str, np.ndarray] | None = None,
                  mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
                  channels_last: bool = False, prefetch: int = 2,
-                 shard: tuple[int, int] = (0, 1)) -> None:
+                 shard: tuple[int, int] = (0, 1), inputs: np.ndarray | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if not 0 <= shard[0] < shard[1]:
@@ -91,6 +94,11 @@ class CacheLoader:
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.drop_last, self.device = drop_last, torch.device(device)
         self.augment = augment
+        if inputs is not None and len(inputs) != len(cache):
+            raise ValueError(f"inputs has {len(inputs)} rows, the cache {len(cache)}")
+        if inputs is not None and augment is not None:
+            raise ValueError("precomputed inputs cannot be augmented: give augment=None")
+        self.inputs = inputs
         if labels is not None and tasks is not None:
             raise ValueError("give either tasks (table columns) or labels (arrays), not both")
         self.tasks = tuple(labels) if labels is not None else \
@@ -148,7 +156,8 @@ class CacheLoader:
     def _host_batch(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor],
                                                      np.ndarray]:
         idx = np.sort(idx)  # sequential reads from the memory map
-        images = torch.from_numpy(np.ascontiguousarray(self.cache.images[idx]))
+        source = self.cache.images if self.inputs is None else self.inputs
+        images = torch.from_numpy(np.ascontiguousarray(source[idx]))
         labels = {t: torch.from_numpy(np.ascontiguousarray(v[idx])) for t, v in
                   self._labels.items()}
         if self.device.type == "cuda":
@@ -164,7 +173,9 @@ class CacheLoader:
         for t, v in labels.items():
             present = ~torch.isnan(v) if v.is_floating_point() else v >= 0
             masks[t] = present.reshape(len(v), -1).any(dim=1)
-        if self.augment is not None:
+        if self.inputs is not None:
+            x = x.float()
+        elif self.augment is not None:
             x = x.permute(0, 3, 1, 2).float().div_(255)
             x, pts = augment_batch(x, labels.get("landmarks"), self.augment, self._generator)
             if pts is not None:

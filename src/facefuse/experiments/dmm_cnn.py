@@ -18,6 +18,7 @@ trains with DDP, rank 0 writing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -34,7 +35,7 @@ from torch import nn
 from facefuse.config import save_config, to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
-from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
+from facefuse.data.loader import CacheLoader
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.table import SampleTable
 from facefuse.devices import resolve_device
@@ -56,7 +57,8 @@ from facefuse.train.distributed import (
     shutdown,
 )
 from facefuse.train.engine import STATE_FILE, Engine, Loss, Recipe, run_lock, static_weighting
-from facefuse.train.loop import OptimConfig
+from facefuse.train.frozen_prefix import prefix_inputs, start_block, trunk_normalisation
+from facefuse.train.loop import OptimConfig, make_optimizer
 from facefuse.train.losses import landmark_l1
 from facefuse.train.mtl_data import hold_in_memory
 from facefuse.train.thresholds import apply_thresholds, select_thresholds
@@ -121,6 +123,8 @@ class DMMTrainConfig:
     temperature: float = 2.0  # dynamic weighting temperature
     threshold_objective: str = "accuracy"
     augment: bool = True
+    # the pretrained trunk's learning rate, as a fraction of the heads' (1: the same)
+    trunk_lr_scale: float = 1.0
     bf16: bool = True  # autocast on CUDA
     channels_last: bool = True  # on CUDA
 
@@ -150,6 +154,13 @@ class DMMConfig:
             raise ValueError(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
         if "full" not in self.variants:
             raise ValueError("variants must include 'full' (the reference model)")
+        if self.model.trunk_options.get("start_block") and self.train.augment:
+            raise ValueError("a trunk with a start_block trains on its frozen prefix's maps, "
+                             "computed once, which cannot be augmented: set "
+                             "train.augment: false")
+        if not 0 < self.train.trunk_lr_scale <= 1:
+            raise ValueError(f"train.trunk_lr_scale must be in (0, 1], "
+                             f"got {self.train.trunk_lr_scale}")
 
 
 def model_spec(cfg: DMMConfig, two_branches: bool, landmarks: bool) -> ModelSpec:
@@ -216,7 +227,7 @@ class DMMRecipe(Recipe):
     landmarks."""
 
     def __init__(self, cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
-                 device: torch.device, dist: DistInfo) -> None:
+                 device: torch.device, dist: DistInfo, progress: bool = False) -> None:
         two_branches, self.landmarks, self.dynamic, _, _ = VARIANTS[name]
         t = cfg.train
         torch.manual_seed(seed)
@@ -225,17 +236,18 @@ class DMMRecipe(Recipe):
         use = cache.valid & (cache.table.present("attributes") | (has_lm & self.landmarks))
         self.rows = {s: np.flatnonzero(use & (cache.table.split == s))
                      for s in ("train", "val", "test")}
-        tasks = ("attributes", "landmarks")
         augment = AugmentSpec(max_rotation=10, max_scale=0.1, max_shift=0.05) if t.augment \
             else None
         self.bf16, self.channels_last = t.bf16, t.channels_last
-        self.train = CacheLoader(cache, self.rows["train"], t.batch_size, seed=seed,
-                                 device=device, augment=augment, tasks=tasks,
-                                 shard=(dist.rank, dist.world_size),
+        self.cache, self.device, self.trunk_lr_scale = cache, device, t.trunk_lr_scale
+        self.inputs = None if start_block(self.model.trunk) == 0 else rank0_first(
+            dist, lambda: prefix_inputs(self.model.trunk, cache, device,
+                                        progress=progress and dist.is_main))
+        self.train = self.loader("train", t.batch_size, shuffle=True, seed=seed,
+                                 augment=augment, shard=(dist.rank, dist.world_size),
                                  channels_last=t.channels_last and device.type == "cuda")
-        self.val = CacheLoader(cache, self.rows["val"], 512, shuffle=False, device=device,
-                               tasks=tasks)
-        self.optim, self.epochs, self.device = t.optim, t.optim.epochs, device
+        self.val = self.loader("val", 512, shuffle=False)
+        self.optim, self.epochs = t.optim, t.optim.epochs
         self.attribute_weights = DynamicWeightAverage(list(CELEBA_ATTRIBUTES),
                                                       temperature=t.temperature)
         self.weighting = static_weighting({"attributes": 1.0, "landmarks": t.landmark_weight})
@@ -245,6 +257,22 @@ class DMMRecipe(Recipe):
         self.config.update(variant=name, seed=seed)
         self.weights = np.ones(40)
         self.w = torch.ones(40, device=device)
+
+    def loader(self, split: str, batch_size: int, shuffle: bool, **options: Any
+               ) -> CacheLoader:
+        """Batches of a split: the cache's images, normalised for the trunk, or its frozen
+        prefix's maps."""
+        mean, std = trunk_normalisation(self.model.trunk)
+        return CacheLoader(self.cache, self.rows[split], batch_size, shuffle=shuffle,
+                           device=self.device, tasks=("attributes", "landmarks"),
+                           mean=mean, std=std, inputs=self.inputs, **options)
+
+    def optimizers(self, params: list[nn.Parameter]
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """The trunk's parameters at ``trunk_lr_scale`` times the heads' learning rate."""
+        trunk = {id(p) for p in self.model.trunk.parameters()}
+        return make_optimizer(params, self.optim,
+                              lr_scale=lambda p: self.trunk_lr_scale if id(p) in trunk else 1.0)
 
     def loss_names(self, epoch: int) -> list[str]:
         return ["attributes", "landmarks"] if self.landmarks else ["attributes"]
@@ -304,7 +332,7 @@ def train_variant(cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
         return json.loads(result_file.read_text()) | {
             "arrays": dict(np.load(folder / "predictions.npz"))}
     start = time.perf_counter()
-    recipe = DMMRecipe(cfg, cache, name, seed, device, dist)
+    recipe = DMMRecipe(cfg, cache, name, seed, device, dist, progress)
     history = Engine(recipe, device, folder, f"{name}-seed{seed}", progress).fit()
     result = {"variant": name, "seed": seed, "history": history,
               "rows": {k: int(len(r)) for k, r in recipe.rows.items()}}
@@ -322,29 +350,40 @@ def train_variant(cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
 def _store_run(cfg: DMMConfig, cache: TrainingCache, recipe: DMMRecipe, folder: Path,
                name: str, seed: int) -> dict[str, np.ndarray]:
     """Thresholds chosen on validation, test predictions and the checkpoint of a run."""
-    model, device = recipe.model, recipe.device
+    model = recipe.model
     v = collect(model, recipe.val)
     thresholds = select_thresholds(v["probabilities"], v["attributes"],
                                    cfg.train.threshold_objective)
-    test = CacheLoader(cache, recipe.rows["test"], 512, shuffle=False, device=device,
-                       tasks=("attributes", "landmarks"))
-    arrays = {f"test_{k}": a for k, a in collect(model, test).items()}
+    arrays = {f"test_{k}": a for k, a in collect(model, recipe.loader("test", 512, False)
+                                                 ).items()}
     arrays["thresholds"] = thresholds
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / "predictions.npz", **arrays)
-    save_checkpoint(model, folder / "model",
+    mean, std = trunk_normalisation(model.trunk)
+    save_checkpoint(image_model(model), folder / "model",
                     tasks={"attributes": list(CELEBA_ATTRIBUTES),
                            **({"landmarks": 68} if recipe.landmarks else {})},
                     thresholds=thresholds.round(2).tolist(),
                     attribute_groups={"objective": list(cfg.model.objective),
                                       "subjective": list(cfg.model.subjective)},
                     input_size=cfg.image_size,
-                    normalisation={"mean": list(DEFAULT_MEAN), "std": list(DEFAULT_STD)},
+                    normalisation={"mean": list(mean), "std": list(std)},
                     crop={"landmark_margin": cfg.landmark_margin,
                           "center_crop": cfg.center_crop},
                     landmark_coordinates="0..1 of the input crop (x right, y down)",
                     training_data=cache.table.datasets(), seed=seed, variant=name)
     return arrays
+
+
+def image_model(model: MultiTaskModel) -> MultiTaskModel:
+    """``model`` taking images: a model trained on a frozen prefix's maps, rebuilt with the
+    same weights without its ``start_block`` (what a checkpoint stores)."""
+    if start_block(model.trunk) == 0:
+        return model
+    options = {k: v for k, v in model.spec.trunk_options.items() if k != "start_block"}
+    whole = build_model(dataclasses.replace(model.spec, trunk_options=options))
+    whole.load_state_dict(model.state_dict())
+    return whole.eval()
 
 
 def score_variant(name: str, run: dict[str, Any]) -> dict[str, Any]:

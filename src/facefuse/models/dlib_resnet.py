@@ -164,6 +164,19 @@ class DlibResNet(nn.Module):
         self.loss = spec.loss
         if weights is None:
             self.reset_parameters()
+        self.start_block = 0  # >0: forward_features takes the map entering this block
+
+    def freeze_prefix(self) -> None:
+        """Stop training the stem and the blocks before ``start_block`` (what
+        :meth:`prefix` computes, once, for a run that trains only the tail)."""
+        for module in (self.stem_conv, self.stem_affine, *self.blocks[:self.start_block]):
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def prefix(self, images: torch.Tensor) -> torch.Tensor:
+        """What :meth:`forward_features` takes: the images themselves, or with
+        ``start_block`` the map entering that block."""
+        return self.map_before(images, self.start_block) if self.start_block else images
 
     def reset_parameters(self) -> None:
         """Random init for training from scratch (He normal convolutions, unit affines)."""
@@ -274,8 +287,15 @@ class DlibResNet(nn.Module):
                                  "tail_in": tail_in.flatten(1)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The descriptor, exactly dlib's (not normalised)."""
-        x, _ = self._body(x)
+        """The descriptor, exactly dlib's (not normalised). With ``start_block``, ``x`` is
+        the map entering that block (:meth:`prefix` of the images), and only the blocks
+        from there on run."""
+        if self.start_block:
+            sizes = self.block_sizes((self.image_size, self.image_size))
+            for i in range(self.start_block, len(self.blocks)):
+                x = self.blocks[i](x, sizes[i])
+        else:
+            x, _ = self._body(x)
         return self.fc(x.mean(dim=(2, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -334,9 +354,35 @@ def dlib_resnet_skeleton(blocks: tuple[tuple[int, bool], ...] = DLIB_BLOCKS,
 
 
 @TRUNKS.register("dlib_resnet")
-def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None) -> DlibResNet:
+def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None,
+                      weights: str | None = None, start_block: int = 0) -> DlibResNet:
     """The ``dlib_resnet`` trunk: dlib's layout with random init, or loaded from ``dat`` (a
-    ``dlib_face_recognition_resnet_model_v1.dat`` path; nothing is downloaded)."""
+    ``dlib_face_recognition_resnet_model_v1.dat`` path; nothing is downloaded), or with
+    ``weights: shipped`` from the dlib graph facefuse ships
+    (:mod:`facefuse.models.dlib_shipped`). With ``start_block`` (1 to 13) the trunk takes
+    the map entering that block (:meth:`DlibResNet.prefix`) and the blocks before it are
+    frozen."""
+    if dat is not None and weights is not None:
+        raise ValueError("give dlib_resnet either dat or weights, not both")
+    if weights not in (None, "shipped"):
+        raise ValueError(f"dlib_resnet weights must be 'shipped' (or a dat path), "
+                         f"got {weights!r}")
     if dat is not None:
-        return DlibResNet.from_dat(dat, image_size=image_size)
-    return DlibResNet(None, image_size=image_size)
+        model = DlibResNet.from_dat(dat, image_size=image_size)
+    else:
+        model = DlibResNet(None, image_size=image_size)
+    if weights == "shipped":
+        from facefuse.models.dlib_shipped import load_shipped_graph
+
+        load_shipped_graph(model)
+    if start_block:
+        model.start_block = _checked_start(model, start_block)
+        model.freeze_prefix()
+    return model
+
+
+def _checked_start(model: DlibResNet, start_block: int) -> int:
+    if not 0 < start_block < len(model.blocks):
+        raise ValueError(f"start_block must be within [1, {len(model.blocks) - 1}], "
+                         f"got {start_block}")
+    return start_block

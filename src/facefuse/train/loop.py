@@ -9,7 +9,7 @@ so that one learning rate suits every head; predictions are scaled back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +45,18 @@ class OptimConfig:
             raise ValueError("lr must be positive, epochs >= 1 and lr_decay in (0, 1]")
 
 
-def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig
+def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig,
+                   lr_scale: Callable[[nn.Parameter], float] | None = None
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    params = [p for p in params if p.requires_grad]
+    """``cfg``'s optimiser over the trained ``params`` and its exponential schedule; with
+    ``lr_scale``, each parameter's learning rate is ``cfg.lr`` times its scale (one
+    parameter group per scale)."""
+    trained = [p for p in params if p.requires_grad]
+    groups: dict[float, list[nn.Parameter]] = {}
+    for p in trained:
+        groups.setdefault(1.0 if lr_scale is None else float(lr_scale(p)), []).append(p)
+    params = [{"params": ps, "lr": cfg.lr * scale} for scale, ps in groups.items()] \
+        if set(groups) != {1.0} else trained
     fused = {"fused": True} if cfg.fused else {}
     if cfg.optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
