@@ -1,19 +1,16 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.paths import SHARED_DATA
 
 
 @pytest.fixture
 def fake_root(tmp_path: Path) -> Path:
     """A data root holding every fake dataset in its native layout."""
-    from fakes import write_all
+    from tests.fakes import write_all
 
     return write_all(tmp_path / "data")
 

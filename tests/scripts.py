@@ -4,10 +4,9 @@ their functions."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import ROOT
 
 
 def load_script(relative: str) -> ModuleType:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from scripts import load_script
+
+from tests.scripts import load_script
 
 
 def _bench():

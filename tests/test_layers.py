@@ -223,14 +223,14 @@ def test_batch_without_its_extras_says_so_in_one_line(tmp_path: Path) -> None:
 def test_the_layout_report_counts_nothing_to_mend() -> None:
     """issue 36's layout, kept: no module over 500 lines, no function over 80, no upward
     import, no import cycle (``python tools/layout_report.py --list`` names them)."""
-    from scripts import load_script
+    from tests.scripts import load_script
 
     found = load_script("tools/layout_report.py").report(PACKAGE)
     assert not any(found.values()), {k: v for k, v in found.items() if v}
 
 
 def test_the_layout_report_sees_each_kind(tmp_path: Path) -> None:
-    from scripts import load_script
+    from tests.scripts import load_script
 
     tool = load_script("tools/layout_report.py")
     pkg = tmp_path / "facefuse"

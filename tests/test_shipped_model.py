@@ -13,8 +13,7 @@ from facefuse.assets import demo_image_path
 from facefuse.cli import main
 from facefuse.inference.analyzer import FaceAnalyzer
 from facefuse.weights import shipped_model_path
-
-EXPECTED = Path(__file__).parent / "data" / "shipped_expected.json"
+from tests.paths import SHIPPED_EXPECTED
 
 
 def test_shipped_model_is_small_and_explains_itself() -> None:
@@ -40,7 +39,7 @@ def test_readme_first_command_analyzes_the_embedded_photo(capsys) -> None:
 
 def test_predictions_on_the_demo_photo_are_stable() -> None:
     face = FaceAnalyzer(device="cpu").analyze(demo_image_path()).faces[0]
-    expected = json.loads(EXPECTED.read_text())
+    expected = json.loads(SHIPPED_EXPECTED.read_text())
     np.testing.assert_allclose(face.box, expected["box"], atol=1.0)
     p = face.predictions
     assert p["age"] == pytest.approx(expected["age"], abs=0.5)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scripts import load_script
 
 from facefuse.detection.detectors import square_around, square_crop
+from tests.scripts import load_script
 
 
 def _scan():
