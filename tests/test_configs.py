@@ -41,7 +41,10 @@ def run_spec(spec: ModelSpec, size: int) -> None:
         return
     model = build_model(spec).eval()
     with torch.no_grad():
-        out = model(torch.rand(2, 3, size, size))
+        images = torch.rand(2, 3, size, size)
+        # a trunk trained from a start block takes its frozen prefix's map
+        out = model(model.trunk.prefix(images) if getattr(model.trunk, "start_block", 0)
+                    else images)
     for task, head in spec.heads.items():
         assert out[task].shape[0] == 2 and torch.isfinite(out[task]).all(), task
         if head.kind in ("mlp", "branched"):  # cosine and distribution heads map on

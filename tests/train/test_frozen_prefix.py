@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fakes import write_300w, write_celeba, write_utkface
 
 from facefuse.data.cache import CacheSpec, build_cache
 from facefuse.data.loader import CacheLoader
@@ -18,6 +17,7 @@ from facefuse.models.dlib_shipped import SHIPPED_GRAPH, load_shipped_graph
 from facefuse.models.trunks import build_trunk
 from facefuse.train.frozen_prefix import frozen_key, prefix_inputs, trunk_normalisation
 from facefuse.train.loop import OptimConfig, make_optimizer
+from tests.fakes import write_300w, write_celeba, write_utkface
 
 
 def test_shipped_graph_loads_into_the_module_with_the_graphs_outputs() -> None:
