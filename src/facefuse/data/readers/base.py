@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +78,11 @@ class SplitConfig:
     #: share of an official train split held out as validation (FER2013)
     val_fraction: float = 0.1
 
+    @property
+    def fractions_text(self) -> str:
+        """The train/val/test fractions as notes write them, e.g. ``0.8/0.1/0.1``."""
+        return "/".join(str(f) for f in self.fractions)
+
 
 class DatasetReader(abc.ABC):
     """Reads one public dataset layout into a :class:`SampleTable`.
@@ -112,6 +117,17 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def subfolders(folder: Path, log_: SkipLog, outside: str) -> Iterator[Path]:
+    """The folders directly in ``folder``, sorted; a file among them is logged as skipped
+    (``file outside <outside>``, e.g. ``an emotion folder``) when the walk reaches it, so
+    the skip log keeps the order of the folder."""
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            yield p
+        else:
+            log_.skip(p, f"file outside {outside}")
+
+
 def check_files(paths: Sequence[Path], log_: SkipLog) -> list[bool]:
     """Structural image check for many files at once; bad ones are logged as skipped."""
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -135,15 +151,30 @@ def list_images(folder: Path, log_: SkipLog) -> list[Path]:
     return out
 
 
-def relative_id(dataset: str, root: Path, path: Path) -> str:
-    """Sample id ``dataset/relative/path``."""
-    return f"{dataset}/{path.relative_to(root).as_posix()}"
+def keep_readable(log_: SkipLog, paths: Sequence[Path],
+                  *columns: Sequence) -> tuple[list, ...]:
+    """Check the image files (:func:`check_files`, which logs the bad ones) and return
+    ``paths`` and each column parallel to it without the entries of unreadable files."""
+    ok = check_files(paths, log_)
+    return tuple([x for x, good in zip(column, ok, strict=True) if good]
+                 for column in (paths, *columns))
+
+
+def relative_ids(dataset: str, root: Path, paths: Iterable[Path]) -> list[str]:
+    """Sample ids ``dataset/relative/path``, one per path under ``root``."""
+    return [f"{dataset}/{p.relative_to(root).as_posix()}" for p in paths]
+
+
+def build_result(log_: SkipLog, root: Path, ids: Sequence[str], paths: Sequence[Path],
+                 split: Sequence[str], labels: dict[str, Sequence | np.ndarray],
+                 fold: Sequence[int] | None = None) -> ReadResult:
+    """A reader's result: the table of ``paths`` (dataset name from ``log_``) with what
+    ``log_`` skipped and noted."""
+    table = SampleTable.from_columns(ids, [str(p) for p in paths], log_.dataset,
+                                     split=split, fold=fold, labels=labels)
+    return log_.result(root, table)
 
 
 def first_existing(candidates: Iterable[Path]) -> Path | None:
     """The first candidate folder that exists."""
     return next((c for c in candidates if c.is_dir()), None)
-
-
-def as_array(values: list, dtype: object) -> np.ndarray:
-    return np.asarray(values, dtype=dtype)

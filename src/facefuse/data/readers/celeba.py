@@ -12,6 +12,7 @@ from the train rows identity-disjoint (seeded), so no person is in two splits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,14 @@ from facefuse.data.readers.base import (
     ReadResult,
     SkipLog,
     SplitConfig,
-    check_files,
+    build_result,
     first_existing,
+    keep_readable,
     list_images,
-    relative_id,
+    relative_ids,
 )
 from facefuse.data.splits import assign_splits
-from facefuse.data.table import SPLITS, SampleTable
+from facefuse.data.table import SPLITS
 from facefuse.tasks import CELEBA_ATTRIBUTES
 
 IDENTITY_FILE = "identity_CelebA.txt"
@@ -38,14 +40,20 @@ PARTITION_FILE = "list_eval_partition.txt"
 IMAGE_FOLDERS = ("img_celeba", "img_align_celeba")
 
 
+def _numbered_lines(path: Path, lines: list[str],
+                    start: int) -> Iterator[tuple[str, str, list[str]]]:
+    """``(path:lineno, line, fields)`` of each non-blank line, the first numbered ``start``."""
+    for lineno, line in enumerate(lines, start=start):
+        fields = line.split()
+        if fields:
+            yield f"{path}:{lineno}", line, fields
+
+
 def _pairs_file(path: Path, log: SkipLog, parse) -> dict[str, object]:
     """``<image> <value>`` lines into a dict; bad lines are logged as skipped."""
     out: dict[str, object] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}:{lineno}"
+    lines = path.read_text().splitlines()
+    for where, line, fields in _numbered_lines(path, lines, start=1):
         if len(fields) != 2:
             log.skip(where, f"expected '<image> <value>', got {line.strip()!r}")
             continue
@@ -72,11 +80,7 @@ def _read_attributes(path: Path, log: SkipLog) -> dict[str, np.ndarray]:
         raise DatasetError(f"celeba: {path} line 2: header is not the 40 CelebA attribute "
                            f"names in order (differences: {unknown[:5]})")
     out: dict[str, np.ndarray] = {}
-    for lineno, line in enumerate(lines[2:], start=3):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}:{lineno}"
+    for where, _, fields in _numbered_lines(path, lines[2:], start=3):
         if len(fields) != 41:
             log.skip(where, f"{fields[0]}: {len(fields) - 1} attribute values, expected 40")
             continue
@@ -136,8 +140,7 @@ class CelebAReader(DatasetReader):
         for p in files:
             if p.name not in identities and p.name not in attributes:
                 log.skip(p, f"no entry in {IDENTITY_FILE} or {ATTRIBUTE_FILE}")
-        ok = check_files(labelled, log)
-        paths = [p for p, good in zip(labelled, ok, strict=True) if good]
+        (paths,) = keep_readable(log, labelled)
         if not paths:
             raise DatasetError(f"celeba: no readable labelled images in {image_dir}")
         names = [p.name for p in paths]
@@ -145,7 +148,7 @@ class CelebAReader(DatasetReader):
         if n_partial and identities and attributes:
             log.note(f"{n_partial} images carry only one of identity / attributes; the other "
                      f"is kept as missing")
-        ids = [relative_id(self.name, root, p) for p in paths]
+        ids = relative_ids(self.name, root, paths)
         identity = np.asarray([f"celeba:{identities[n]}" if n in identities else ""
                                for n in names], dtype=object)
         attr = np.full((len(paths), len(CELEBA_ATTRIBUTES)), -1, dtype=np.int8)
@@ -154,9 +157,8 @@ class CelebAReader(DatasetReader):
                 attr[i] = attributes[n]
         split = np.asarray([partition.get(n, "") for n in names], dtype=object)
         split = self._complete_splits(ids, split, identity, splits, log)
-        table = SampleTable.from_columns(ids, [str(p) for p in paths], self.name, split=split,
-                                         labels={"identity": identity, "attributes": attr})
-        return log.result(root, table)
+        return build_result(log, root, ids, paths, split,
+                            labels={"identity": identity, "attributes": attr})
 
     @staticmethod
     def _complete_splits(ids: list[str], split: np.ndarray, identity: np.ndarray,
@@ -176,5 +178,5 @@ class CelebAReader(DatasetReader):
         out[pool] = carved
         log.note(f"partition file has no {' or '.join(sorted({'val', 'test'} - has))} rows: "
                  f"val and test carved from train identity-disjoint "
-                 f"({'/'.join(str(f) for f in splits.fractions)}, seed {splits.seed})")
+                 f"({splits.fractions_text}, seed {splits.seed})")
         return out

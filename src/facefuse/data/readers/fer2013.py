@@ -17,12 +17,13 @@ from facefuse.data.readers.base import (
     ReadResult,
     SkipLog,
     SplitConfig,
-    check_files,
+    build_result,
+    keep_readable,
     list_images,
-    relative_id,
+    relative_ids,
+    subfolders,
 )
 from facefuse.data.splits import assign_splits
-from facefuse.data.table import SampleTable
 from facefuse.tasks import EMOTIONS
 
 OFFICIAL_SPLITS = ("train", "test")
@@ -49,10 +50,7 @@ class FER2013Reader(DatasetReader):
                 log.note(f"official {s!r} folder missing under {root}")
         paths, emotion, official = [], [], []
         for s in present:
-            for folder in sorted((root / s).iterdir()):
-                if not folder.is_dir():
-                    log.skip(folder, "file outside an emotion folder")
-                    continue
+            for folder in subfolders(root / s, log, "an emotion folder"):
                 files = list_images(folder, log)
                 if folder.name.lower() not in EMOTIONS:
                     for f in files:
@@ -62,13 +60,12 @@ class FER2013Reader(DatasetReader):
                 paths += files
                 emotion += [EMOTIONS.index(folder.name.lower())] * len(files)
                 official += [s] * len(files)
-        ok = np.asarray(check_files(paths, log), dtype=bool)
-        if not ok.any():
+        paths, emotion, official = keep_readable(log, paths, emotion, official)
+        if not paths:
             raise DatasetError(f"fer2013: no readable images under {root}")
-        paths = [p for p, good in zip(paths, ok, strict=True) if good]
-        emotion_arr = np.asarray(emotion, dtype=np.int16)[ok]
-        split = np.asarray(official, dtype=object)[ok]
-        ids = [relative_id(self.name, root, p) for p in paths]
+        emotion_arr = np.asarray(emotion, dtype=np.int16)
+        split = np.asarray(official, dtype=object)
+        ids = relative_ids(self.name, root, paths)
         train = np.flatnonzero(split == "train")
         if len(train):
             vf = splits.val_fraction
@@ -77,6 +74,4 @@ class FER2013Reader(DatasetReader):
             split[train] = held
             log.note(f"official train/test kept; {vf:.0%} of train held out as val, "
                      f"stratified by emotion (seed {splits.seed})")
-        table = SampleTable.from_columns(ids, [str(p) for p in paths], self.name, split=split,
-                                         labels={"emotion": emotion_arr})
-        return log.result(root, table)
+        return build_result(log, root, ids, paths, split, labels={"emotion": emotion_arr})

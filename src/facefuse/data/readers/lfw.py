@@ -24,12 +24,13 @@ from facefuse.data.readers.base import (
     ReadResult,
     SkipLog,
     SplitConfig,
-    check_files,
+    build_result,
+    keep_readable,
     list_images,
-    relative_id,
+    relative_ids,
+    subfolders,
 )
 from facefuse.data.splits import assign_splits
-from facefuse.data.table import SampleTable
 
 FILE_PATTERN = re.compile(r"^(?P<name>.+)_(?P<num>\d{4})\.(jpg|jpeg|png)$", re.IGNORECASE)
 
@@ -126,10 +127,7 @@ class LFWReader(DatasetReader):
         if not images_root.is_dir():
             raise DatasetError(f"lfw: image folder {images_root} does not exist")
         paths, people = [], []
-        for person in sorted(p for p in images_root.iterdir()):
-            if not person.is_dir():
-                log.skip(person, "file outside a person folder")
-                continue
+        for person in subfolders(images_root, log, "a person folder"):
             for f in list_images(person, log):
                 m = FILE_PATTERN.match(f.name)
                 if m is None or m.group("name") != person.name:
@@ -139,16 +137,14 @@ class LFWReader(DatasetReader):
                 people.append(person.name)
         if not paths:
             raise DatasetError(f"lfw: no images in person folders under {images_root}")
-        ok = check_files(paths, log)
-        paths = [p for p, good in zip(paths, ok, strict=True) if good]
-        people = [p for p, good in zip(people, ok, strict=True) if good]
+        paths, people = keep_readable(log, paths, people)
         fold_of: dict[str, int] = {}
         pairs_file = root / "pairs.txt"
         if pairs_file.is_file():
             fold_of = person_folds(read_pairs(pairs_file, images_root, log))
         else:
             log.note(f"{pairs_file} missing: no View-2 folds, identity-disjoint split only")
-        ids = [relative_id(self.name, root, p) for p in paths]
+        ids = relative_ids(self.name, root, paths)
         fold = np.asarray([fold_of.get(p, -1) for p in people], dtype=np.int16)
         split = np.full(len(ids), "test", dtype=object)
         rest = np.flatnonzero(fold < 0)
@@ -160,7 +156,5 @@ class LFWReader(DatasetReader):
         log.note(f"{int((fold >= 0).sum())} images of {len(set(fold_of))} people in View-2 "
                  f"pairs -> split 'test' with their fold; {len(rest)} other images split "
                  f"identity-disjoint into train/val (seed {splits.seed})")
-        table = SampleTable.from_columns(
-            ids, [str(p) for p in paths], self.name, split=split, fold=fold,
-            labels={"identity": [f"lfw:{p}" for p in people]})
-        return log.result(root, table)
+        return build_result(log, root, ids, paths, split, fold=fold,
+                            labels={"identity": [f"lfw:{p}" for p in people]})

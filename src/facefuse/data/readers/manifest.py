@@ -29,10 +29,11 @@ from facefuse.data.readers.base import (
     ReadResult,
     SkipLog,
     SplitConfig,
-    check_files,
+    build_result,
+    keep_readable,
 )
 from facefuse.data.splits import assign_splits
-from facefuse.data.table import SPLITS, SampleTable
+from facefuse.data.table import SPLITS
 from facefuse.tasks import CELEBA_ATTRIBUTES, LANDMARK_68_NAMES, get_task
 
 CLASS_COLUMNS = ("gender", "race", "emotion")
@@ -173,28 +174,24 @@ class ManifestReader(DatasetReader):
                     keep.append(i)
             paths, ids, labels, given_split = ([x[i] for i in keep] for x in
                                                (paths, ids, labels, given_split))
-        ok = check_files(paths, log)
-        keep = [i for i, good in enumerate(ok) if good]
-        if not keep:
+        paths, ids, labels, given_split = keep_readable(log, paths, ids, labels, given_split)
+        if not paths:
             raise DatasetError(f"manifest: no readable labelled image in {path} "
                                f"({len(log.skipped)} row(s) skipped)")
         columns: dict[str, np.ndarray] = {}
-        for task_name in {k for i in keep for k in labels[i]}:
+        for task_name in {k for row_labels in labels for k in row_labels}:
             task = get_task(task_name)
-            col = task.empty_column(len(keep))
-            for j, i in enumerate(keep):
-                if task_name in labels[i]:
-                    col[j] = labels[i][task_name]
+            col = task.empty_column(len(labels))
+            for j, row_labels in enumerate(labels):
+                if task_name in row_labels:
+                    col[j] = row_labels[task_name]
             columns[task_name] = col
-        ids = [ids[i] for i in keep]
-        split = np.asarray([given_split[i] for i in keep], dtype=object)
+        split = np.asarray(given_split, dtype=object)
         split = self._complete_splits(ids, split, columns, splits, log)
         if "identity" in columns:
             columns["identity"] = np.asarray([f"{dataset}:{v}" if v else "" for v in
                                               columns["identity"]], dtype=object)
-        table = SampleTable.from_columns(ids, [str(paths[i]) for i in keep], dataset,
-                                         split=split, labels=columns)
-        return log.result(path, table)
+        return build_result(log, path, ids, paths, split, labels=columns)
 
     @staticmethod
     def _complete_splits(ids: list[str], split: np.ndarray, columns: dict[str, np.ndarray],

@@ -19,13 +19,14 @@ from facefuse.data.readers.base import (
     ReadResult,
     SkipLog,
     SplitConfig,
-    check_files,
+    build_result,
     first_existing,
+    keep_readable,
     list_images,
-    relative_id,
+    relative_ids,
+    require_dir,
 )
 from facefuse.data.splits import assign_splits
-from facefuse.data.table import SampleTable
 from facefuse.tasks import AGE_RANGE, GENDERS, RACES, age_group
 
 NAME_PATTERN = re.compile(r"^(?P<fields>[^.]+)\.jpg(\.chip\.jpg)?$", re.IGNORECASE)
@@ -67,8 +68,7 @@ class UTKFaceReader(DatasetReader):
 
     def read(self, root: Path, splits: SplitConfig = SplitConfig()) -> ReadResult:
         log = SkipLog(self.name)
-        if not root.is_dir():
-            raise DatasetError(f"utkface: folder {root} does not exist")
+        require_dir(root, self.name)
         candidates = []
         labels: list[tuple[int, int, int]] = []
         for path in list_images(root, log):
@@ -78,22 +78,18 @@ class UTKFaceReader(DatasetReader):
                 continue
             candidates.append(path)
             labels.append(parsed)
-        ok = check_files(candidates, log)
-        paths = [p for p, good in zip(candidates, ok, strict=True) if good]
-        kept = np.asarray([lab for lab, good in zip(labels, ok, strict=True) if good],
-                          dtype=np.float32).reshape(-1, 3)
+        paths, labels = keep_readable(log, candidates, labels)
+        kept = np.asarray(labels, dtype=np.float32).reshape(-1, 3)
         if not paths:
             raise DatasetError(f"utkface: no readable UTKFace images in {root} "
                                f"({len(log.skipped)} file(s) skipped)")
-        ids = [relative_id(self.name, root, p) for p in paths]
+        ids = relative_ids(self.name, root, paths)
         strata = np.char.add(np.char.add(kept[:, 1].astype(int).astype(str), "_"),
                              np.char.add(kept[:, 2].astype(int).astype(str),
                                          age_group(kept[:, 0]).astype(str)))
         split = assign_splits(ids, splits.fractions, splits.seed, stratify=strata)
         log.note(f"no official split: seeded (seed {splits.seed}) "
-                 f"{'/'.join(str(f) for f in splits.fractions)} split stratified by gender, "
+                 f"{splits.fractions_text} split stratified by gender, "
                  f"race and age group; identities unknown, so not identity-disjoint")
-        table = SampleTable.from_columns(
-            ids, [str(p) for p in paths], self.name, split=split,
-            labels={"age": kept[:, 0], "gender": kept[:, 1], "race": kept[:, 2]})
-        return log.result(root, table)
+        return build_result(log, root, ids, paths, split,
+                            labels={"age": kept[:, 0], "gender": kept[:, 1], "race": kept[:, 2]})

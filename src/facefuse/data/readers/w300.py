@@ -20,11 +20,12 @@ from facefuse.data.readers.base import (
     ReadResult,
     SkipLog,
     SplitConfig,
-    check_files,
-    relative_id,
+    build_result,
+    keep_readable,
+    relative_ids,
+    require_dir,
 )
 from facefuse.data.splits import assign_splits
-from facefuse.data.table import SampleTable
 
 N_POINTS = 68
 
@@ -82,8 +83,7 @@ class W300Reader(DatasetReader):
 
     def read(self, root: Path, splits: SplitConfig = SplitConfig()) -> ReadResult:
         log = SkipLog(self.name)
-        if not root.is_dir():
-            raise DatasetError(f"300w: folder {root} does not exist")
+        require_dir(root, self.name)
         all_files = sorted(p for p in root.rglob("*") if p.is_file())
         if not all_files:
             raise DatasetError(f"300w: no files under {root}")
@@ -107,15 +107,12 @@ class W300Reader(DatasetReader):
                 log.skip(pts_file, f"malformed .pts: {exc}")
                 continue
             paths.append(img)
-        ok = check_files(paths, log)
-        if not any(ok):
+        paths, points = keep_readable(log, paths, points)
+        if not paths:
             raise DatasetError(f"300w: no readable image with a valid .pts file under {root}")
-        paths = [p for p, good in zip(paths, ok, strict=True) if good]
-        landmarks = np.stack([p for p, good in zip(points, ok, strict=True) if good])
-        ids = [relative_id(self.name, root, p) for p in paths]
+        landmarks = np.stack(points)
+        ids = relative_ids(self.name, root, paths)
         split = assign_splits(ids, splits.fractions, splits.seed)
         log.note(f"no official split here: seeded (seed {splits.seed}) random "
-                 f"{'/'.join(str(f) for f in splits.fractions)} split")
-        table = SampleTable.from_columns(ids, [str(p) for p in paths], self.name, split=split,
-                                         labels={"landmarks": landmarks})
-        return log.result(root, table)
+                 f"{splits.fractions_text} split")
+        return build_result(log, root, ids, paths, split, labels={"landmarks": landmarks})
