@@ -118,25 +118,27 @@ class _Reader:
             raise self.fail(f"bad bool byte {byte!r} in {what}")
         return byte == b"1"
 
-    def tensor(self, what: str) -> np.ndarray:
-        version = self.int(what)
-        if version != TENSOR_VERSION:
-            raise self.fail(f"unsupported tensor version {version} in {what}")
+    def _shape(self, what: str, version: int, kind: str,
+               dimension: str) -> tuple[int, int, int, int]:
+        """A packed version (``version`` expected) and four packed non-negative dimensions:
+        the start of a tensor and the whole of an aliased tensor. ``kind`` and ``dimension``
+        name them in the errors."""
+        found = self.int(what)
+        if found != version:
+            raise self.fail(f"unsupported {kind} version {found} in {what}")
         dims = tuple(self.int(what) for _ in range(4))
         if min(dims) < 0:
-            raise self.fail(f"negative tensor dimension {dims} in {what}")
+            raise self.fail(f"negative {dimension} {dims} in {what}")
+        return dims  # type: ignore[return-value]
+
+    def tensor(self, what: str) -> np.ndarray:
+        dims = self._shape(what, TENSOR_VERSION, "tensor", "tensor dimension")
         count = math.prod(dims)
         raw = self.take(4 * count, f"{what} values {dims}")
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(dims)
 
     def alias(self, what: str) -> tuple[int, int, int, int]:
-        version = self.int(what)
-        if version != ALIAS_VERSION:
-            raise self.fail(f"unsupported aliased-tensor version {version} in {what}")
-        dims = tuple(self.int(what) for _ in range(4))
-        if min(dims) < 0:
-            raise self.fail(f"negative dimension {dims} in {what}")
-        return dims  # type: ignore[return-value]
+        return self._shape(what, ALIAS_VERSION, "aliased-tensor", "dimension")
 
     def ints(self, n: int, what: str) -> list[int]:
         return [self.int(what) for _ in range(n)]
