@@ -242,6 +242,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 1 if failures else 0  # as analyze: the other queries answered, failures reported
 
 
+def _batch_and_quiet(p: argparse.ArgumentParser,
+                     quiet_help: str = "no progress bar or summary") -> None:
+    """``--batch-images`` and ``--quiet``, the options of a command that reads many photos."""
+    p.add_argument("--batch-images", type=positive_int, default=32,
+                   help="images decoded and predicted together (bounds the memory used)")
+    p.add_argument("--quiet", action="store_true", help=quiet_help)
+
+
 def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("analyze", help="detect faces and predict every task (images, "
                                        "folders, globs, videos)",
@@ -264,9 +272,7 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
                         "(default: the shipped one; none: the model's points as they are; "
                         "fit one with `facefuse fit-landmarks`)")
     add_frame_sampling(a)
-    a.add_argument("--batch-images", type=positive_int, default=32,
-                   help="images decoded and predicted together (bounds the memory used)")
-    a.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _batch_and_quiet(a)
     add_analyzer_options(a, tasks=True)
     a.set_defaults(func=cmd_analyze)
     v = sub.add_parser("verify", help="are two photos the same person?",
@@ -281,9 +287,7 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("embed", help="identity embeddings of every face (JSON lines)",
         **examples("facefuse embed photos/ > embeddings.jsonl"))
     e.add_argument("paths", nargs="+", help="photos, folders (recursive) or globs")
-    e.add_argument("--batch-images", type=positive_int, default=32,
-                   help="images decoded and predicted together (bounds the memory used)")
-    e.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    _batch_and_quiet(e)
     add_analyzer_options(e)
     e.set_defaults(func=cmd_embed)
     s = sub.add_parser("search", help="nearest identity in a gallery folder",
@@ -296,8 +300,6 @@ def add_analyze_parsers(sub: argparse._SubParsersAction) -> None:
                    help="cosine threshold for a match (default: the identity embedding's own)")
     s.add_argument("--top", type=positive_int, default=1,
                    help="also list the K nearest people per face, with their similarity")
-    s.add_argument("--batch-images", type=positive_int, default=32,
-                   help="images decoded and predicted together (bounds the memory used)")
-    s.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    _batch_and_quiet(s, quiet_help="no progress bars or summary")
     add_analyzer_options(s)
     s.set_defaults(func=cmd_search)
