@@ -1,7 +1,9 @@
 """One reader per public dataset layout, registered in :data:`READERS`.
 
 To add a layout, copy a neighbouring module, register the class with
-``@READERS.register("name")`` and import the module below.
+``@READERS.register("name")`` and import the module below. The steps every reader shares
+(walking folders, checking image files, ids, the result table) are helpers in
+:mod:`facefuse.data.readers.base`.
 """
 
 from __future__ import annotations
