@@ -169,3 +169,25 @@ def test_concat_refuses_duplicate_ids(tmp_path: Path) -> None:
     t = read_dataset("utkface", tmp_path).table
     with pytest.raises(ValueError, match="share sample ids"):
         SampleTable.concat([t, t])
+
+
+def test_shared_reader_steps_keep_folder_order_and_parallel_columns(tmp_path: Path) -> None:
+    from facefuse.data.readers.base import SkipLog, keep_readable, subfolders
+
+    for name in ("a", "c"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "b.txt").write_text("between the folders")
+    log = SkipLog("test")
+    walked = []
+    for folder in subfolders(tmp_path, log, "a class folder"):
+        walked.append(folder.name)
+        log.skip(folder / "inside", "walked")
+    # the stray file is logged when the walk reaches it, between the two folders
+    assert walked == ["a", "c"]
+    assert [s.reason for s in log.skipped] == ["walked", "file outside a class folder",
+                                               "walked"]
+    good, bad = write_image(tmp_path / "good.jpg"), tmp_path / "bad.jpg"
+    bad.write_text("not a jpeg")
+    paths, labels = keep_readable(log, [bad, good], ["b", "g"])
+    assert paths == [good] and labels == ["g"]
+    assert log.skipped[-1].path == str(bad)
