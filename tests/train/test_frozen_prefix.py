@@ -60,6 +60,15 @@ def test_start_block_runs_the_tail_on_the_prefix_and_freezes_the_rest() -> None:
             build_trunk("dlib_resnet", start_block=bad)
     with pytest.raises(ValueError, match="weights must be 'shipped'"):
         build_trunk("dlib_resnet", weights="imagenet")
+    pool = build_trunk("dlib_resnet", weights="shipped", start_block=13, output="pool").eval()
+    with torch.no_grad():
+        vector = pool.forward_features(maps)
+        assert vector.shape == (2, 256) and pool.feature_dim == 256
+        assert torch.allclose(whole.fc(vector), whole.forward_features(x), atol=1e-5)
+    assert not pool.fc.weight.requires_grad and pool.blocks[13].conv_a.weight.requires_grad
+    assert frozen_key(pool, 150) == frozen_key(tail, 150)  # the same prefix, the same maps
+    with pytest.raises(ValueError, match="output must be 'descriptor' or 'pool'"):
+        build_trunk("dlib_resnet", output="map")
 
 
 @pytest.fixture(scope="module")

@@ -32,31 +32,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facefuse.config import save_config, to_dict
+from facefuse.config import to_dict
 from facefuse.data.augment import AugmentSpec
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
 from facefuse.data.loader import CacheLoader
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.table import SampleTable
-from facefuse.devices import resolve_device
 from facefuse.evaluation.metrics import (
     nme_per_face,
     per_attribute_accuracy,
     per_attribute_balanced_accuracy,
 )
+from facefuse.experiments.launch import experiment_run
 from facefuse.experiments.registry import EXPERIMENTS, Experiment
 from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import CELEBA_ATTRIBUTES
 from facefuse.train.distributed import (
     DistInfo,
-    barrier,
     from_rank0,
-    join,
     rank0_first,
-    shutdown,
 )
-from facefuse.train.engine import STATE_FILE, Engine, Loss, Recipe, run_lock, static_weighting
+from facefuse.train.engine import STATE_FILE, Engine, Loss, Recipe, static_weighting
 from facefuse.train.frozen_prefix import prefix_inputs, start_block, trunk_normalisation
 from facefuse.train.loop import OptimConfig, make_optimizer
 from facefuse.train.losses import landmark_l1
@@ -424,12 +421,7 @@ def run_dmm(cfg: DMMConfig, progress: bool = False) -> Path:
 
     from facefuse.evaluation.dmm_report import write_report
 
-    out = Path(cfg.output)
-    with run_lock(out):
-        device, dist = join(resolve_device(cfg.device))
-        progress = progress and dist.is_main
-        if dist.is_main:
-            save_config(cfg, out / "config.yaml")
+    with experiment_run(cfg, progress) as (out, device, dist, progress):
         start = time.perf_counter()
         table, counts = load_table(cfg)
         spec = CacheSpec(size=cfg.image_size, landmark_margin=cfg.landmark_margin,
@@ -453,8 +445,6 @@ def run_dmm(cfg: DMMConfig, progress: bool = False) -> Path:
                       for s in cfg.seeds]
             write_report(out, cfg, scores, runs, _positive_rate(cache), counts,
                          {"total": time.perf_counter() - start}, device)
-        barrier(dist)
-        shutdown(dist)
     return out
 
 

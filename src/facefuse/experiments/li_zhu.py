@@ -27,14 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facefuse.config import save_config, to_dict
+from facefuse.config import to_dict
 from facefuse.data.augment import paper_augment
 from facefuse.data.cache import CacheSpec, TrainingCache, build_cache
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
 from facefuse.data.readers import SplitConfig, read_dataset
 from facefuse.data.splits import assign_splits
 from facefuse.data.table import SPLITS, SampleTable
-from facefuse.devices import resolve_device
+from facefuse.experiments.launch import experiment_run
 from facefuse.experiments.registry import EXPERIMENTS, Experiment
 from facefuse.features.probe import ProbeConfig, fit_probe, out_width
 from facefuse.features.store import FeatureSet, extract_features
@@ -45,11 +45,9 @@ from facefuse.train.distributed import (
     DistInfo,
     barrier,
     from_rank0,
-    join,
     rank0_first,
-    shutdown,
 )
-from facefuse.train.engine import STATE_FILE, run_lock
+from facefuse.train.engine import STATE_FILE
 from facefuse.train.loop import OptimConfig
 from facefuse.train.mtl_data import hold_in_memory
 from facefuse.train.supervised import fit
@@ -339,12 +337,7 @@ def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
     Under ``torchrun`` every rank takes part in each training; rank 0 writes."""
     from facefuse.evaluation.li_zhu_report import write_report
 
-    out = Path(cfg.output)
-    with run_lock(out):
-        device, dist = join(resolve_device(cfg.device))
-        progress = progress and dist.is_main
-        if dist.is_main:
-            save_config(cfg, out / "config.yaml")
+    with experiment_run(cfg, progress) as (out, device, dist, progress):
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         table, counts = load_tables(cfg)
@@ -358,8 +351,6 @@ def run_li_zhu(cfg: LiZhuConfig, progress: bool = False) -> Path:
         timings["total"] = time.perf_counter() - t0
         if dist.is_main:
             write_report(out, cfg, cells, targets, counts, timings, device)
-        barrier(dist)
-        shutdown(dist)
     return out
 
 

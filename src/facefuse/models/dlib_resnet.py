@@ -15,6 +15,7 @@ dlib's ``(pixel - mean) / 256``. Output: the 128-d descriptor, not normalised, a
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -165,13 +166,22 @@ class DlibResNet(nn.Module):
         if weights is None:
             self.reset_parameters()
         self.start_block = 0  # >0: forward_features takes the map entering this block
+        self.output = "descriptor"  # or "pool": forward_features gives the 256-d pooled map
 
     def freeze_prefix(self) -> None:
         """Stop training the stem and the blocks before ``start_block`` (what
         :meth:`prefix` computes, once, for a run that trains only the tail)."""
-        for module in (self.stem_conv, self.stem_affine, *self.blocks[:self.start_block]):
-            for p in module.parameters():
-                p.requires_grad_(False)
+        for _, p in self.prefix_parameters():
+            p.requires_grad_(False)
+
+    def prefix_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The named parameters :meth:`prefix` uses (the stem and the blocks before
+        ``start_block``)."""
+        for name, p in self.named_parameters():
+            part = name.split(".")
+            if part[0].startswith("stem") or (part[0] == "blocks"
+                                              and int(part[1]) < self.start_block):
+                yield name, p
 
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
         """What :meth:`forward_features` takes: the images themselves, or with
@@ -296,7 +306,8 @@ class DlibResNet(nn.Module):
                 x = self.blocks[i](x, sizes[i])
         else:
             x, _ = self._body(x)
-        return self.fc(x.mean(dim=(2, 3)))
+        pooled = x.mean(dim=(2, 3))
+        return pooled if self.output == "pool" else self.fc(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
@@ -355,13 +366,16 @@ def dlib_resnet_skeleton(blocks: tuple[tuple[int, bool], ...] = DLIB_BLOCKS,
 
 @TRUNKS.register("dlib_resnet")
 def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None,
-                      weights: str | None = None, start_block: int = 0) -> DlibResNet:
+                      weights: str | None = None, start_block: int = 0,
+                      output: str = "descriptor") -> DlibResNet:
     """The ``dlib_resnet`` trunk: dlib's layout with random init, or loaded from ``dat`` (a
     ``dlib_face_recognition_resnet_model_v1.dat`` path; nothing is downloaded), or with
     ``weights: shipped`` from the dlib graph facefuse ships
     (:mod:`facefuse.models.dlib_shipped`). With ``start_block`` (1 to 13) the trunk takes
     the map entering that block (:meth:`DlibResNet.prefix`) and the blocks before it are
-    frozen."""
+    frozen. ``output``: ``descriptor`` (the 128-d identity descriptor) or ``pool`` (the
+    256-d vector the descriptor's fc layer takes, which keeps more of what identity
+    ignores: hair, glasses, expression)."""
     if dat is not None and weights is not None:
         raise ValueError("give dlib_resnet either dat or weights, not both")
     if weights not in (None, "shipped"):
@@ -375,6 +389,11 @@ def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None,
         from facefuse.models.dlib_shipped import load_shipped_graph
 
         load_shipped_graph(model)
+    if output not in ("descriptor", "pool"):
+        raise ValueError(f"dlib_resnet output must be 'descriptor' or 'pool', got {output!r}")
+    if output == "pool":
+        model.output, model.feature_dim = "pool", int(model.fc.in_features)
+        model.fc.requires_grad_(False)  # not on the path
     if start_block:
         model.start_block = _checked_start(model, start_block)
         model.freeze_prefix()

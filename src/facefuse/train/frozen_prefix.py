@@ -2,7 +2,8 @@
 
 A trunk with a ``start_block`` (e.g. ``dlib_resnet`` with identity weights and
 ``start_block: 13``) trains only its tail; its ``prefix(images)`` (the stem and the frozen
-blocks) gives the same map for an image every epoch. :func:`prefix_inputs` computes that map
+blocks, whose weights ``prefix_parameters()`` names) gives the same map for an image every
+epoch. :func:`prefix_inputs` computes that map
 for every valid row of a training cache once, stores it (float16) in the cache's folder under
 a key of the frozen weights, and returns it for :class:`~facefuse.data.loader.CacheLoader`'s
 ``inputs``: an epoch then costs the tail and the heads only. The maps are of the unaugmented
@@ -41,14 +42,13 @@ def start_block(trunk: nn.Module) -> int:
 
 
 def frozen_key(trunk: nn.Module, image_size: int) -> str:
-    """A key of what the prefix computes: the frozen weights' bytes, the start block, the
-    normalisation and the image size."""
+    """A key of what the prefix computes: the prefix's weights (``trunk.prefix_parameters()``),
+    the start block, the normalisation and the image size."""
     h = hashlib.sha256(f"{type(trunk).__name__}:{start_block(trunk)}:{image_size}:"
                        f"{trunk_normalisation(trunk)}".encode())
-    for name, p in sorted(trunk.named_parameters()):
-        if not p.requires_grad:
-            h.update(name.encode())
-            h.update(p.detach().cpu().float().numpy().tobytes())
+    for name, p in sorted(trunk.prefix_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().float().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
