@@ -67,8 +67,17 @@ def test_start_block_runs_the_tail_on_the_prefix_and_freezes_the_rest() -> None:
         assert torch.allclose(whole.fc(vector), whole.forward_features(x), atol=1e-5)
     assert not pool.fc.weight.requires_grad and pool.blocks[13].conv_a.weight.requires_grad
     assert frozen_key(pool, 150) == frozen_key(tail, 150)  # the same prefix, the same maps
-    with pytest.raises(ValueError, match="output must be 'descriptor' or 'pool'"):
-        build_trunk("dlib_resnet", output="map")
+    flat = build_trunk("dlib_resnet", weights="shipped", start_block=13, output="map",
+                       standardise=True)
+    assert flat.feature_dim == 256 * 2 * 2
+    flat.train()
+    with torch.no_grad():
+        z = flat.forward_features(torch.cat([maps, maps.flip(0) * 0.5]))
+    # standardised over the batch: zero mean, unit variance per feature
+    assert z.shape == (4, 1024) and z.mean(0).abs().max() < 1e-4
+    assert abs(z.std(0, unbiased=False).median().item() - 1) < 1e-2
+    with pytest.raises(ValueError, match="output must be 'descriptor', 'pool' or 'map'"):
+        build_trunk("dlib_resnet", output="grid")
 
 
 @pytest.fixture(scope="module")

@@ -167,6 +167,7 @@ class DlibResNet(nn.Module):
             self.reset_parameters()
         self.start_block = 0  # >0: forward_features takes the map entering this block
         self.output = "descriptor"  # or "pool": forward_features gives the 256-d pooled map
+        self.feature_norm: nn.Module = nn.Identity()  # or BatchNorm1d: standardised features
 
     def freeze_prefix(self) -> None:
         """Stop training the stem and the blocks before ``start_block`` (what
@@ -306,8 +307,10 @@ class DlibResNet(nn.Module):
                 x = self.blocks[i](x, sizes[i])
         else:
             x, _ = self._body(x)
+        if self.output == "map":
+            return self.feature_norm(x.flatten(1))
         pooled = x.mean(dim=(2, 3))
-        return pooled if self.output == "pool" else self.fc(pooled)
+        return self.feature_norm(pooled if self.output == "pool" else self.fc(pooled))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
@@ -367,7 +370,7 @@ def dlib_resnet_skeleton(blocks: tuple[tuple[int, bool], ...] = DLIB_BLOCKS,
 @TRUNKS.register("dlib_resnet")
 def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None,
                       weights: str | None = None, start_block: int = 0,
-                      output: str = "descriptor") -> DlibResNet:
+                      output: str = "descriptor", standardise: bool = False) -> DlibResNet:
     """The ``dlib_resnet`` trunk: dlib's layout with random init, or loaded from ``dat`` (a
     ``dlib_face_recognition_resnet_model_v1.dat`` path; nothing is downloaded), or with
     ``weights: shipped`` from the dlib graph facefuse ships
@@ -375,7 +378,10 @@ def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None,
     the map entering that block (:meth:`DlibResNet.prefix`) and the blocks before it are
     frozen. ``output``: ``descriptor`` (the 128-d identity descriptor) or ``pool`` (the
     256-d vector the descriptor's fc layer takes, which keeps more of what identity
-    ignores: hair, glasses, expression)."""
+    ignores: hair, glasses, expression) or ``map`` (the last block's map before pooling,
+    flattened: 256x2x2 at 150 px, which keeps where things are). ``standardise``: a batch
+    norm on that output, so that heads get features of zero mean and unit variance (dlib's
+    are neither)."""
     if dat is not None and weights is not None:
         raise ValueError("give dlib_resnet either dat or weights, not both")
     if weights not in (None, "shipped"):
@@ -389,11 +395,16 @@ def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None,
         from facefuse.models.dlib_shipped import load_shipped_graph
 
         load_shipped_graph(model)
-    if output not in ("descriptor", "pool"):
-        raise ValueError(f"dlib_resnet output must be 'descriptor' or 'pool', got {output!r}")
-    if output == "pool":
-        model.output, model.feature_dim = "pool", int(model.fc.in_features)
+    if output not in ("descriptor", "pool", "map"):
+        raise ValueError(f"dlib_resnet output must be 'descriptor', 'pool' or 'map', "
+                         f"got {output!r}")
+    if output != "descriptor":
+        rows, cols = model.block_sizes((image_size, image_size))[-1]
+        model.output = output
+        model.feature_dim = int(model.fc.in_features) * (rows * cols if output == "map" else 1)
         model.fc.requires_grad_(False)  # not on the path
+    if standardise:
+        model.feature_norm = nn.BatchNorm1d(model.feature_dim)
     if start_block:
         model.start_block = _checked_start(model, start_block)
         model.freeze_prefix()
