@@ -151,6 +151,25 @@ def test_optimizer_groups_scale_the_learning_rate() -> None:
     assert len(opt.param_groups) == 1 and opt.param_groups[0]["lr"] == 0.01
     opt, _ = make_optimizer([a], cfg, lr_scale=lambda p: 0.5)  # one group, still scaled
     assert opt.param_groups[0]["lr"] == pytest.approx(0.005)
+    # scale 0 keeps a parameter as it was, weight decay included (a frozen trunk)
+    cfg = OptimConfig(optimizer="adamw", lr=0.1, weight_decay=0.1)
+    a.data.fill_(1.0)
+    b.data.fill_(1.0)
+    opt, _ = make_optimizer([a, b], cfg, lr_scale=lambda p: 0.0 if p is a else 1.0)
+    (a.sum() + b.sum()).backward()
+    opt.step()
+    assert torch.equal(a.data, torch.ones(2)) and not torch.equal(b.data, torch.ones(2))
+
+
+def test_dmm_config_checks_the_trunk_options() -> None:
+    from facefuse.experiments.dmm_cnn import DMMConfig, DMMModelConfig, DMMTrainConfig
+
+    tail = DMMModelConfig(trunk="dlib_resnet", trunk_options={"start_block": 13})
+    with pytest.raises(ValueError, match="set train.augment: false"):
+        DMMConfig(model=tail)
+    with pytest.raises(ValueError, match=r"trunk_lr_scale must be in \[0, 1\]"):
+        DMMConfig(train=DMMTrainConfig(trunk_lr_scale=1.5))
+    assert DMMConfig(model=tail, train=DMMTrainConfig(augment=False, trunk_lr_scale=0.0))
 
 
 def test_identity_trunk_ablation_stores_an_image_model(tmp_path: Path) -> None:

@@ -120,7 +120,8 @@ class DMMTrainConfig:
     temperature: float = 2.0  # dynamic weighting temperature
     threshold_objective: str = "accuracy"
     augment: bool = True
-    # the pretrained trunk's learning rate, as a fraction of the heads' (1: the same)
+    # the pretrained trunk's learning rate, as a fraction of the heads' (1: the same; 0: the
+    # trunk stays as it was loaded, heads on its features)
     trunk_lr_scale: float = 1.0
     bf16: bool = True  # autocast on CUDA
     channels_last: bool = True  # on CUDA
@@ -155,8 +156,8 @@ class DMMConfig:
             raise ValueError("a trunk with a start_block trains on its frozen prefix's maps, "
                              "computed once, which cannot be augmented: set "
                              "train.augment: false")
-        if not 0 < self.train.trunk_lr_scale <= 1:
-            raise ValueError(f"train.trunk_lr_scale must be in (0, 1], "
+        if not 0 <= self.train.trunk_lr_scale <= 1:
+            raise ValueError(f"train.trunk_lr_scale must be in [0, 1], "
                              f"got {self.train.trunk_lr_scale}")
 
 
