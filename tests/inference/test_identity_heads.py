@@ -61,6 +61,24 @@ def test_fitted_heads_round_trip_and_predict(tmp_path: Path) -> None:
     assert np.abs(age - (10.0 * y + 20)).mean() < 3 and age.min() >= 0
 
 
+def test_refitting_heads_keeps_the_listed_tails(tmp_path: Path) -> None:
+    import json
+
+    import pytest
+
+    path = heads_file(tmp_path)
+    heads = IdentityHeads.read(path).heads
+    doc = json.loads(path.read_text())
+    tail = {"task": "age", "graph": "facefuse-age-tail.onnx", "fusion_weight": 0.3}
+    path.write_text(json.dumps({**doc, "tails": [tail]}))
+    with pytest.warns(UserWarning, match=r"1 fine-tuned tail\(s\) \(age\): kept"):
+        write_heads(tmp_path / "heads", heads, note="refit")
+    again = json.loads(path.read_text())
+    assert again["tails"] == [tail] and again["note"] == "refit"
+    write_heads(tmp_path / "heads", heads, tails=[])  # said explicitly: none
+    assert json.loads(path.read_text())["tails"] == []
+
+
 def test_apply_fuses_with_the_models_outputs_and_decodes_as_the_model(tmp_path: Path) -> None:
     heads = IdentityHeads.read(heads_file(tmp_path))
     feats, y = blobs(n=4, seed=2)

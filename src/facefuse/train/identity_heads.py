@@ -6,6 +6,7 @@ validation rows, and the heads file written atomically (JSON + safetensors).
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,8 +113,22 @@ def choose_fusion_weight(output: str, ident: np.ndarray, own: np.ndarray, y: np.
 
 
 def write_heads(path: str | Path, heads: Mapping[str, LinearHead], **meta: object) -> Path:
-    """Write ``path.json`` and ``path.safetensors`` (atomically); returns the weights file."""
+    """Write ``path.json`` and ``path.safetensors`` (atomically); returns the weights file.
+
+    Fine-tuned tails (``tails``: their graphs lie beside the heads, the age tail among them)
+    that ``path.json`` lists already are kept unless ``meta`` gives ``tails``: refitting the
+    linear heads does not drop them. Their fusion weights were chosen against the previous
+    heads, so a warning says so."""
     from safetensors.numpy import save_file
+
+    old_doc = Path(f"{path}.json")
+    if "tails" not in meta and old_doc.is_file():
+        tails = json.loads(old_doc.read_text()).get("tails")
+        if tails:
+            warnings.warn(f"{old_doc} lists {len(tails)} fine-tuned tail(s) "
+                          f"({', '.join(t.get('task', '?') for t in tails)}): kept, with "
+                          f"fusion weights chosen against the previous heads", stacklevel=2)
+            meta = {**meta, "tails": tails}
 
     tensors, tasks = {}, {}
     for task, h in heads.items():
