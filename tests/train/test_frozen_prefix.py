@@ -170,6 +170,8 @@ def test_dmm_config_checks_the_trunk_options() -> None:
     with pytest.raises(ValueError, match=r"trunk_lr_scale must be in \[0, 1\]"):
         DMMConfig(train=DMMTrainConfig(trunk_lr_scale=1.5))
     assert DMMConfig(model=tail, train=DMMTrainConfig(augment=False, trunk_lr_scale=0.0))
+    with pytest.raises(ValueError, match=r"only celeba's rows .* got \['300w'\]"):
+        DMMConfig(detector_crop=("300w",))
 
 
 def test_identity_trunk_ablation_stores_an_image_model(tmp_path: Path) -> None:

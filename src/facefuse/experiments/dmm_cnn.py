@@ -138,6 +138,9 @@ class DMMConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     image_size: int = 64
     center_crop: dict[str, float] = field(default_factory=lambda: {"celeba": 0.8})
+    # datasets cropped the way the analyzer crops (its detector's face, the landmark box
+    # widened by landmark_margin), as the shipped model trains; others: the rule above
+    detector_crop: tuple[str, ...] = ()
     landmark_margin: float = 0.2
     split_seed: int = 0
     variants: tuple[str, ...] = tuple(VARIANTS)
@@ -156,6 +159,10 @@ class DMMConfig:
             raise ValueError("a trunk with a start_block trains on its frozen prefix's maps, "
                              "computed once, which cannot be augmented: set "
                              "train.augment: false")
+        unknown = sorted(set(self.detector_crop) - {"celeba"})
+        if unknown:
+            raise ValueError(f"detector_crop: only celeba's rows are cropped by the detector "
+                             f"(300-W's by their landmarks), got {unknown}")
         if not 0 <= self.train.trunk_lr_scale <= 1:
             raise ValueError(f"train.trunk_lr_scale must be in [0, 1], "
                              f"got {self.train.trunk_lr_scale}")
@@ -367,7 +374,8 @@ def _store_run(cfg: DMMConfig, cache: TrainingCache, recipe: DMMRecipe, folder: 
                     input_size=cfg.image_size,
                     normalisation={"mean": list(mean), "std": list(std)},
                     crop={"landmark_margin": cfg.landmark_margin,
-                          "center_crop": cfg.center_crop},
+                          "center_crop": cfg.center_crop,
+                          "detector_crop": list(cfg.detector_crop)},
                     landmark_coordinates="0..1 of the input crop (x right, y down)",
                     training_data=cache.table.datasets(), seed=seed, variant=name)
     return arrays
@@ -426,7 +434,7 @@ def run_dmm(cfg: DMMConfig, progress: bool = False) -> Path:
         start = time.perf_counter()
         table, counts = load_table(cfg)
         spec = CacheSpec(size=cfg.image_size, landmark_margin=cfg.landmark_margin,
-                         center_crop=cfg.center_crop)
+                         center_crop=cfg.center_crop, detector_crop=cfg.detector_crop)
         cache = rank0_first(dist, lambda: build_cache(
             table, cfg.cache_dir, spec, name="dmm", workers=cfg.workers, progress=progress))
         hold_in_memory(cache, cfg.cache_in_memory)
