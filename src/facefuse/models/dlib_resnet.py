@@ -166,7 +166,7 @@ class DlibResNet(nn.Module):
         if weights is None:
             self.reset_parameters()
         self.start_block = 0  # >0: forward_features takes the map entering this block
-        self.output = "descriptor"  # or "pool": forward_features gives the 256-d pooled map
+        self.output = "descriptor"  # "pool": the 256-d pooled vector; "map": the last map
         self.feature_norm: nn.Module = nn.Identity()  # or BatchNorm1d: standardised features
 
     def freeze_prefix(self) -> None:
@@ -298,9 +298,9 @@ class DlibResNet(nn.Module):
                                  "tail_in": tail_in.flatten(1)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The descriptor, exactly dlib's (not normalised). With ``start_block``, ``x`` is
-        the map entering that block (:meth:`prefix` of the images), and only the blocks
-        from there on run."""
+        """The descriptor, exactly dlib's (not normalised), or what ``output`` names (then
+        through ``feature_norm``). With ``start_block``, ``x`` is the map entering that
+        block (:meth:`prefix` of the images), and only the blocks from there on run."""
         if self.start_block:
             sizes = self.block_sizes((self.image_size, self.image_size))
             for i in range(self.start_block, len(self.blocks)):
@@ -387,6 +387,9 @@ def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None,
     if weights not in (None, "shipped"):
         raise ValueError(f"dlib_resnet weights must be 'shipped' (or a dat path), "
                          f"got {weights!r}")
+    if output not in ("descriptor", "pool", "map"):
+        raise ValueError(f"dlib_resnet output must be 'descriptor', 'pool' or 'map', "
+                         f"got {output!r}")
     if dat is not None:
         model = DlibResNet.from_dat(dat, image_size=image_size)
     else:
@@ -395,9 +398,6 @@ def build_dlib_resnet(image_size: int = 150, dat: str | Path | None = None,
         from facefuse.models.dlib_shipped import load_shipped_graph
 
         load_shipped_graph(model)
-    if output not in ("descriptor", "pool", "map"):
-        raise ValueError(f"dlib_resnet output must be 'descriptor', 'pool' or 'map', "
-                         f"got {output!r}")
     if output != "descriptor":
         rows, cols = model.block_sizes((image_size, image_size))[-1]
         model.output = output
