@@ -107,6 +107,15 @@ def test_prefix_maps_are_the_trunks_and_computed_once(cache, monkeypatch) -> Non
     assert list(Path(cache.path).glob("*.tmp.npy")) == []
 
 
+def test_maps_beyond_float16_are_refused_and_nothing_is_left(cache, monkeypatch) -> None:
+    trunk = build_trunk("dlib_resnet", start_block=12).eval()
+    monkeypatch.setattr(trunk, "prefix", lambda images: torch.full((len(images), 2), 1e6))
+    before = set(Path(cache.path).iterdir())
+    with pytest.raises(ValueError, match="exceed float16's range"):
+        prefix_inputs(trunk, cache, torch.device("cpu"))
+    assert set(Path(cache.path).iterdir()) == before
+
+
 def test_prefix_key_follows_the_frozen_weights_only() -> None:
     trunk = build_trunk("dlib_resnet", start_block=13)
     key = frozen_key(trunk, 150)

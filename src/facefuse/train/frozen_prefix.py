@@ -59,7 +59,8 @@ def prefix_inputs(trunk: nn.Module, cache: TrainingCache, device: torch.device,
     decode), read from the cache's folder when computed before.
 
     Raises:
-        ValueError: the trunk has no frozen prefix (``start_block`` 0).
+        ValueError: the trunk has no frozen prefix (``start_block`` 0), or its maps do not
+            fit float16.
     """
     if start_block(trunk) == 0:
         raise ValueError(f"{type(trunk).__name__} has no frozen prefix (start_block is 0)")
@@ -81,6 +82,9 @@ def prefix_inputs(trunk: nn.Module, cache: TrainingCache, device: torch.device,
             if out is None:
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
                                                 shape=(len(cache), *maps.shape[1:]))
+            if np.abs(maps).max(initial=0.0) > np.finfo(np.float16).max:
+                raise ValueError(f"the prefix's maps exceed float16's range (largest "
+                                 f"{np.abs(maps).max():.3g}): not storable as computed")
             out[batch.index] = maps.astype(np.float16)
         if out is None:
             raise ValueError("the cache has no valid row to compute a prefix for")
