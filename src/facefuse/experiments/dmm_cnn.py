@@ -437,7 +437,8 @@ def run_dmm(cfg: DMMConfig, progress: bool = False) -> Path:
                          center_crop=cfg.center_crop, detector_crop=cfg.detector_crop)
         cache = rank0_first(dist, lambda: build_cache(
             table, cfg.cache_dir, spec, name="dmm", workers=cfg.workers, progress=progress))
-        hold_in_memory(cache, cfg.cache_in_memory)
+        if not cfg.model.trunk_options.get("start_block"):  # else batches are prefix maps
+            hold_in_memory(cache, cfg.cache_in_memory)
         trained = sorted({VARIANTS[v][4] for v in cfg.variants})
         bar = tqdm(total=len(trained) * len(cfg.seeds), desc="dmm_cnn", unit="run",
                    disable=not progress)
