@@ -111,3 +111,17 @@ extractor:
 probe: {{hidden: [8, 8], epochs: 2, batch_size: 16}}
 """)
     return cfg
+
+
+def write_dmm_config(tmp: Path, body: str) -> Path:
+    """``tmp/dmm.yaml``: a DMM-CNN run on the fake data in ``tmp/data`` writing under
+    ``tmp`` (report, cache), on the CPU with one worker; ``body``: the rest of the YAML."""
+    cfg = tmp / "dmm.yaml"
+    cfg.write_text(f"""kind: dmm_cnn
+output: {tmp / 'report'}
+cache_dir: {tmp / 'cache'}
+data_root: {tmp / 'data'}
+device: cpu
+workers: 1
+{body}""")
+    return cfg

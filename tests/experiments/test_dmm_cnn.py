@@ -18,6 +18,7 @@ from facefuse.train.losses import landmark_l1
 from facefuse.train.thresholds import apply_thresholds, select_thresholds
 from facefuse.train.weighting import DynamicWeightAverage, dwa_weights
 from tests.fakes import write_300w, write_celeba
+from tests.training import write_dmm_config
 
 
 def test_branch_routing_by_group() -> None:
@@ -107,18 +108,11 @@ def ablation(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("dmm")
     write_celeba(tmp / "data", identities=12, per_identity=4)
     write_300w(tmp / "data", n=16)
-    cfg = tmp / "dmm.yaml"
-    cfg.write_text(f"""kind: dmm_cnn
-output: {tmp / 'report'}
-cache_dir: {tmp / 'cache'}
-data_root: {tmp / 'data'}
-device: cpu
-workers: 1
-seeds: [0, 1, 2]
+    cfg = write_dmm_config(tmp, """seeds: [0, 1, 2]
 image_size: 16
-model: {{trunk_options: {{widths: [4, 8], feature_dim: 16}}, objective_hidden: [8],
-        subjective_hidden: [8, 8], landmark_hidden: [8]}}
-train: {{optim: {{epochs: 3}}, batch_size: 16}}
+model: {trunk_options: {widths: [4, 8], feature_dim: 16}, objective_hidden: [8],
+        subjective_hidden: [8, 8], landmark_hidden: [8]}
+train: {optim: {epochs: 3}, batch_size: 16}
 """)
     assert main(["experiment", str(cfg), "--quiet"]) == 0
     return tmp / "report"

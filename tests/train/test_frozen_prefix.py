@@ -18,6 +18,7 @@ from facefuse.models.trunks import build_trunk
 from facefuse.train.frozen_prefix import frozen_key, prefix_inputs, trunk_normalisation
 from facefuse.train.loop import OptimConfig, make_optimizer
 from tests.fakes import write_300w, write_celeba, write_utkface
+from tests.training import write_dmm_config
 
 
 def test_shipped_graph_loads_into_the_module_with_the_graphs_outputs() -> None:
@@ -191,19 +192,12 @@ def test_identity_trunk_ablation_stores_an_image_model(tmp_path: Path) -> None:
 
     write_celeba(tmp_path / "data", identities=6, per_identity=3)
     write_300w(tmp_path / "data", n=8)
-    cfg = tmp_path / "dmm.yaml"
-    cfg.write_text(f"""kind: dmm_cnn
-output: {tmp_path / 'report'}
-cache_dir: {tmp_path / 'cache'}
-data_root: {tmp_path / 'data'}
-device: cpu
-workers: 1
-seeds: [0]
+    cfg = write_dmm_config(tmp_path, """seeds: [0]
 variants: [full, fixed_threshold]
 image_size: 150
-model: {{trunk: dlib_resnet, trunk_options: {{weights: shipped, start_block: 13}},
-        objective_hidden: [8], subjective_hidden: [8, 8], landmark_hidden: [8]}}
-train: {{optim: {{epochs: 2}}, batch_size: 8, augment: false, trunk_lr_scale: 0.1}}
+model: {trunk: dlib_resnet, trunk_options: {weights: shipped, start_block: 13},
+        objective_hidden: [8], subjective_hidden: [8, 8], landmark_hidden: [8]}
+train: {optim: {epochs: 2}, batch_size: 8, augment: false, trunk_lr_scale: 0.1}
 """)
     assert main(["experiment", str(cfg), "--quiet"]) == 0
     run = tmp_path / "report" / "runs" / "full-seed0"
