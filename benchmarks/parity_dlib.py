@@ -30,13 +30,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import json
 import os
 import platform
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +124,7 @@ def main() -> None:
     import torch
 
     from facefuse.models.dlib_resnet import DlibResNet
+    from facefuse.models.onnx_export import features_graph
 
     torch.set_num_threads(1)
     chips, names = make_chips(image_paths(args.data, args.dataset), predictor, args.images)
@@ -148,18 +147,10 @@ def main() -> None:
     with torch.no_grad():
         ours_torch, t_torch = timed(lambda c: model(to_input(c))[0].numpy(), items,
                                     args.repeats)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, 150, 150),), buffer,
-                          input_names=["images"], output_names=["descriptor"],
-                          opset_version=17, dynamic_axes={"images": {0: "n"},
-                                                          "descriptor": {0: "n"}},
-                          dynamo=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options,
+    session = ort.InferenceSession(features_graph(model, 150), options,
                                    providers=["CPUExecutionProvider"])
     ours_onnx, t_onnx = timed(lambda c: session.run(None, {"images": to_input(c).numpy()})[0][0],
                               items, args.repeats)

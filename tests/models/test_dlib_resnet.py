@@ -7,8 +7,6 @@ real model file byte for byte, checked below when the file is installed).
 from __future__ import annotations
 
 import importlib.util
-import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -254,18 +252,12 @@ def test_random_corruption_only_raises_value_error(tmp_path: Path,
 
 def test_onnx_export_matches_torch(tiny_file: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
+    from facefuse.models.onnx_export import features_graph
+
     model = DlibResNet.from_dat(tiny_file).eval()
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(1, 3, CHIP, CHIP),), buffer,
-                          input_names=["images"], output_names=["descriptor"],
-                          opset_version=17, dynamic_axes={"images": {0: "n"},
-                                                          "descriptor": {0: "n"}},
-                          dynamo=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(buffer.getvalue(), options,
+    session = ort.InferenceSession(features_graph(model, CHIP), options,
                                    providers=["CPUExecutionProvider"])
     x = torch.randn(4, 3, CHIP, CHIP, generator=torch.Generator().manual_seed(3))
     (got,) = session.run(None, {"images": x.numpy()})
