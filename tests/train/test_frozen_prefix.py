@@ -224,6 +224,19 @@ train: {optim: {epochs: 2}, batch_size: 8, augment: false, trunk_lr_scale: 0.1}
         got = torch.cat([torch.sigmoid(whole.eval()(b.images)["attributes"]) for b in loader])
     stored = np.load(run / "predictions.npz")["test_probabilities"]
     assert len(rows) > 0 and np.abs(got.numpy() - stored).max() < 0.02  # float16 maps
+    # standardised features (a batch norm) with a last training batch of one row: dropped,
+    # where batch norm would fail on it
+    import json
+
+    train_rows = json.loads((run / "result.json").read_text())["rows"]["train"]
+    lone = cfg.read_text().replace("start_block: 13}", "start_block: 13, standardise: true}")
+    lone = lone.replace("batch_size: 8", f"batch_size: {train_rows - 1}").replace(
+        "epochs: 2", "epochs: 1")
+    cfg.write_text(lone)
+    assert main(["experiment", str(cfg), "--quiet", "--output", str(tmp_path / "lone")]) == 0
+    history = json.loads((tmp_path / "lone" / "runs" / "full-seed0" / "result.json"
+                          ).read_text())["history"]
+    assert history[0]["loss"]["steps"] == 1
     bad = cfg.read_text().replace("augment: false", "augment: true")
     cfg.write_text(bad)
     assert main(["experiment", str(cfg), "--quiet"]) == 2

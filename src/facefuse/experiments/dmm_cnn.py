@@ -248,9 +248,12 @@ class DMMRecipe(Recipe):
         self.inputs = None if start_block(self.model.trunk) == 0 else rank0_first(
             dist, lambda: prefix_inputs(self.model.trunk, cache, device,
                                         progress=progress and dist.is_main))
+        # a last batch of one row is dropped: batch norm cannot train on a single row
+        lone_last = len(self.rows["train"]) // dist.world_size % t.batch_size == 1
         self.train = self.loader("train", t.batch_size, shuffle=True, seed=seed,
                                  augment=augment, shard=(dist.rank, dist.world_size),
-                                 channels_last=t.channels_last and device.type == "cuda")
+                                 channels_last=t.channels_last and device.type == "cuda",
+                                 drop_last=lone_last)
         self.val = self.loader("val", 512, shuffle=False)
         self.optim, self.epochs = t.optim, t.optim.epochs
         self.attribute_weights = DynamicWeightAverage(list(CELEBA_ATTRIBUTES),
