@@ -150,6 +150,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # a config the experiment reads in turn (a base config)
         print(f"facefuse: {exc}", file=sys.stderr)
         return 2
+    from facefuse.train.distributed import launched_as_main
+
+    if not launched_as_main():  # under torchrun, rank 0 speaks for the run
+        return 0
     print(f"report written to {out}")
     report = out / "report.md"
     if report.is_file() and not args.quiet:
