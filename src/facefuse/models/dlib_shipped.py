@@ -6,7 +6,8 @@ it. ``trunk: dlib_resnet`` with ``trunk_options: {weights: shipped}`` in a confi
 The graph keeps the module's parameter names for the convolutions (``module.<name>``, a
 float16 copy cast back to float32), the affines as the constant operands of their ``Mul``
 and ``Add`` nodes, and the fc layer as the constant of ``/fc/MatMul`` (transposed).
-Reading it needs the ``onnx`` package (the ``train`` extra).
+Reading it needs the ``onnx`` package (the ``train`` extra); this module is imported only
+when a trunk asks for these weights.
 """
 
 from __future__ import annotations
@@ -14,24 +15,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
+
+from facefuse.models.onnx_files import initializers, load_onnx
 
 SHIPPED_GRAPH = Path(__file__).resolve().parents[1] / "weights" / "identity" / "dlib_resnet.onnx"
 
 
-def _graph_values(graph: object) -> dict[str, np.ndarray]:
-    """Every constant of ``graph`` by name: initializers, ``Constant`` nodes, and the outputs
-    of ``Cast`` nodes whose input is a constant (float16 storage cast to float32)."""
-    from onnx import numpy_helper
-
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}  # type: ignore[attr-defined]
-    for node in graph.node:  # type: ignore[attr-defined]
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-        elif node.op_type == "Cast" and node.input[0] in values:
+def _graph_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The graph's initializers by name, and the outputs of ``Cast`` nodes that read one
+    (float16 storage cast to float32), all as float32."""
+    values = initializers(model)
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
     return {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
 
@@ -51,16 +49,15 @@ def load_shipped_graph(model: nn.Module, graph: str | Path = SHIPPED_GRAPH) -> n
 
     Raises:
         FileNotFoundError: no graph at ``graph``.
-        ValueError: the graph lacks a parameter of the module, or its shape differs.
+        ValueError: not an ONNX file, or the graph lacks a parameter of the module, or its
+            shape differs.
     """
-    import onnx
-
     path = Path(graph)
     if not path.is_file():
         raise FileNotFoundError(f"no dlib graph at {path}")
-    g = onnx.load(str(path)).graph
-    values = _graph_values(g)
-    nodes = {n.name: n for n in g.node}
+    proto, _ = load_onnx(path)
+    values = _graph_values(proto)
+    nodes = {n.name: n for n in proto.graph.node}
     state = {}
     for key, param in model.state_dict().items():
         module, _, leaf = key.rpartition(".")

@@ -29,6 +29,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from facefuse.models.onnx_compress import replace_repeated
+from facefuse.models.onnx_files import initializers, load_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +170,6 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None =
     return (diff.astype(scale.dtype) * scale).astype(scale.dtype)
 
 
-def _initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
-
-
 def _dequantize_nodes(model: onnx.ModelProto,
                       inits: dict[str, np.ndarray]) -> list[tuple[onnx.NodeProto, np.ndarray]]:
     out: list[tuple[onnx.NodeProto, np.ndarray]] = []
@@ -206,7 +203,7 @@ def dequantize_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     block included). Raises ValueError when a quantised weight's scale or zero point is not
     an initializer or the shapes do not agree.
     """
-    inits = _initializers(model)
+    inits = initializers(model)
     return {node.output[0]: value for node, value in _dequantize_nodes(model, inits)}
 
 
@@ -237,7 +234,7 @@ def dequantized_model(model: onnx.ModelProto, fold_reshapes: bool = True) -> onn
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    inits = _initializers(out)
+    inits = initializers(out)
     done = _dequantize_nodes(out, inits)
     new: dict[str, np.ndarray] = {node.output[0]: value for node, value in done}
     replace_repeated(graph.node, [n for n in graph.node
@@ -279,21 +276,6 @@ def _subgraph_inputs(graph: onnx.GraphProto) -> set[str]:
 # --------------------------------------------------------------------------------------------
 # SFace
 # --------------------------------------------------------------------------------------------
-
-
-def _load(path: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
-    if isinstance(path, onnx.ModelProto):
-        return path, "<ModelProto>"
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"{p}: no such file")
-    try:
-        model = onnx.load(str(p))
-    except Exception as exc:  # protobuf raises DecodeError, onnx others
-        raise ValueError(f"{p}: not an ONNX model ({type(exc).__name__}: {exc})") from None
-    if not model.graph.node:
-        raise ValueError(f"{p}: not an ONNX model (no graph nodes)")
-    return model, str(p)
 
 
 class _Walker:
@@ -387,13 +369,13 @@ def read_sface(path: str | Path | onnx.ModelProto) -> SFaceWeights:
     Raises ValueError naming the file and the problem when it is not an ONNX model, its graph
     is not SFace's layer sequence, or an initializer is missing.
     """
-    model, source = _load(path)
+    model, source = load_onnx(path)
     try:
         plain = dequantized_model(model)
     except ValueError as exc:
         raise ValueError(f"{source}: {exc}") from None
     graph = plain.graph
-    consts = _initializers(plain)
+    consts = initializers(plain)
     walk = _Walker(graph, consts, source)
     data_inputs = [i.name for i in graph.input if i.name not in consts]
     sub = walk.take("Sub")
