@@ -99,6 +99,11 @@ class DMMModelConfig:
     landmark_hidden: tuple[int, ...] = (256,)
     dropout: float = 0.2
 
+    @property
+    def frozen_prefix(self) -> bool:
+        """Whether the trunk trains from a start block, on its frozen prefix's maps."""
+        return bool(self.trunk_options.get("start_block"))
+
     def __post_init__(self) -> None:
         names = list(self.objective) + list(self.subjective)
         unknown = sorted(set(names) - set(CELEBA_ATTRIBUTES))
@@ -155,7 +160,7 @@ class DMMConfig:
             raise ValueError(f"unknown variants {unknown}; valid: {', '.join(VARIANTS)}")
         if "full" not in self.variants:
             raise ValueError("variants must include 'full' (the reference model)")
-        if self.model.trunk_options.get("start_block") and self.train.augment:
+        if self.model.frozen_prefix and self.train.augment:
             raise ValueError("a trunk with a start_block trains on its frozen prefix's maps, "
                              "computed once, which cannot be augmented: set "
                              "train.augment: false")
@@ -386,10 +391,12 @@ def _store_run(cfg: DMMConfig, cache: TrainingCache, recipe: DMMRecipe, folder: 
 
 def image_model(model: MultiTaskModel) -> MultiTaskModel:
     """``model`` taking images: a model trained on a frozen prefix's maps, rebuilt with the
-    same weights without its ``start_block`` (what a checkpoint stores)."""
+    same weights without its ``start_block`` (what a checkpoint stores). Its spec drops
+    ``weights`` too: every weight is in the checkpoint, so loading it reads no graph."""
     if start_block(model.trunk) == 0:
         return model
-    options = {k: v for k, v in model.spec.trunk_options.items() if k != "start_block"}
+    options = {k: v for k, v in model.spec.trunk_options.items()
+               if k not in ("start_block", "weights")}
     whole = build_model(dataclasses.replace(model.spec, trunk_options=options))
     whole.load_state_dict(model.state_dict())
     return whole.eval()
@@ -440,7 +447,7 @@ def run_dmm(cfg: DMMConfig, progress: bool = False) -> Path:
                          center_crop=cfg.center_crop, detector_crop=cfg.detector_crop)
         cache = rank0_first(dist, lambda: build_cache(
             table, cfg.cache_dir, spec, name="dmm", workers=cfg.workers, progress=progress))
-        if not cfg.model.trunk_options.get("start_block"):  # else batches are prefix maps
+        if not cfg.model.frozen_prefix:  # else the batches are the prefix's maps
             hold_in_memory(cache, cfg.cache_in_memory)
         trained = sorted({VARIANTS[v][4] for v in cfg.variants})
         bar = tqdm(total=len(trained) * len(cfg.seeds), desc="dmm_cnn", unit="run",

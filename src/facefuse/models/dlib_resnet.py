@@ -178,11 +178,10 @@ class DlibResNet(nn.Module):
     def prefix_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """The named parameters :meth:`prefix` uses (the stem and the blocks before
         ``start_block``)."""
-        for name, p in self.named_parameters():
-            part = name.split(".")
-            if part[0].startswith("stem") or (part[0] == "blocks"
-                                              and int(part[1]) < self.start_block):
-                yield name, p
+        yield from self.stem_conv.named_parameters(prefix="stem_conv")
+        yield from self.stem_affine.named_parameters(prefix="stem_affine")
+        for i in range(self.start_block):
+            yield from self.blocks[i].named_parameters(prefix=f"blocks.{i}")
 
     def prefix(self, images: torch.Tensor) -> torch.Tensor:
         """What :meth:`forward_features` takes: the images themselves, or with
