@@ -15,6 +15,7 @@ from facefuse.batch.inputs import FRAMES_PER_UNIT, list_units
 from facefuse.batch.ledger import OutputFolder
 from facefuse.batch.schema import FaceLayout, face_schema, layout_for
 from facefuse.batch.work import BatchSettings
+from facefuse.files import atomic_path
 
 ENGINES = ("local", "ray")
 
@@ -149,9 +150,8 @@ def _write_tracks_and_totals(folder: OutputFolder, layout: FaceLayout) -> dict[s
     if totals["video_units"]:
         tracks = summarize_tracks(folder.read("faces", track_columns(layout)), layout)
         tracks_dir.mkdir(exist_ok=True)
-        tmp = tracks_dir / "tracks.parquet.tmp"
-        pq.write_table(tracks, tmp)
-        tmp.replace(tracks_dir / "tracks.parquet")
+        with atomic_path(tracks_dir / "tracks.parquet") as tmp:
+            pq.write_table(tracks, tmp)
         totals["tracks"] = tracks.num_rows
     return totals
 

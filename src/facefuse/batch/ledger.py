@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facefuse.batch.inputs import unit_key
+from facefuse.files import write_text_atomic
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -132,9 +133,7 @@ class OutputFolder:
             raise BatchConflict(f"{self.manifest_path}: unreadable ({exc})") from None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        tmp = self.manifest_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-        os.replace(tmp, self.manifest_path)
+        write_text_atomic(self.manifest_path, json.dumps(manifest, indent=1) + "\n")
 
     def check_settings(self, settings: dict[str, Any], layout: dict[str, Any]) -> None:
         """Refuse to add to results made with other settings.

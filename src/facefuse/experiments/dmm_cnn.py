@@ -45,6 +45,7 @@ from facefuse.evaluation.metrics import (
 )
 from facefuse.experiments.launch import experiment_run
 from facefuse.experiments.registry import EXPERIMENTS, Experiment
+from facefuse.files import write_json_atomic
 from facefuse.models.checkpoint import save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import CELEBA_ATTRIBUTES
@@ -352,9 +353,7 @@ def train_variant(cfg: DMMConfig, cache: TrainingCache, name: str, seed: int,
     if dist.is_main:
         arrays = _store_run(cfg, cache, recipe, folder, name, seed)
         result["seconds"] = round(time.perf_counter() - start, 1)
-        tmp = result_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(result_file)
+        write_json_atomic(result_file, result)
         (folder / STATE_FILE).unlink(missing_ok=True)  # the result holds what it held
         result["arrays"] = arrays
     return result

@@ -38,6 +38,7 @@ from facefuse.experiments.launch import experiment_run
 from facefuse.experiments.registry import EXPERIMENTS, Experiment
 from facefuse.features.probe import ProbeConfig, fit_probe, out_width
 from facefuse.features.store import FeatureSet, extract_features
+from facefuse.files import write_json_atomic
 from facefuse.models.checkpoint import load_checkpoint, save_checkpoint
 from facefuse.models.multitask import HeadSpec, ModelSpec, MultiTaskModel, build_model
 from facefuse.tasks import Task, TaskKind, age_group, age_group_task, get_task
@@ -311,10 +312,7 @@ def run_cell(path: Path, work, dist: DistInfo | None = None) -> dict:
     result = work()
     result["seconds"] = round(time.perf_counter() - start, 2)
     if dist.is_main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(path)
+        write_json_atomic(path, result)
     return result
 
 

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from facefuse.config import ConfigError, same_config, to_dict
 from facefuse.data.file_lock import LockHeld, exclusive_lock
+from facefuse.files import atomic_path
 from facefuse.train.distributed import barrier, from_rank0, gather, join, launched_as_main
 from facefuse.train.loop import OptimConfig, make_optimizer
 from facefuse.train.weighting import LossWeighting, StaticWeighting
@@ -335,10 +336,8 @@ class Engine:
                  "config": json.dumps(to_dict(self.recipe.config), sort_keys=True)}
         if self.dist.enabled:
             state["ranks"] = ranks
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
         self.recipe.on_saved(path.parent, epoch)
 
 

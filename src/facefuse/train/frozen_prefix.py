@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from torch import nn
 
 from facefuse.data.cache import TrainingCache
 from facefuse.data.loader import DEFAULT_MEAN, DEFAULT_STD, CacheLoader
+from facefuse.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -72,27 +72,26 @@ def prefix_inputs(trunk: nn.Module, cache: TrainingCache, device: torch.device,
                          tasks=(), mean=mean, std=std)
     was_training = trunk.training
     trunk.eval()
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    out: np.ndarray | None = None
     from tqdm.auto import tqdm
 
     try:
-        for batch in tqdm(loader, desc="frozen prefix", unit="batch", disable=not progress):
-            maps = trunk.prefix(batch.images).float().cpu().numpy()
+        with atomic_path(path) as tmp:
+            out: np.ndarray | None = None
+            for batch in tqdm(loader, desc="frozen prefix", unit="batch",
+                              disable=not progress):
+                maps = trunk.prefix(batch.images).float().cpu().numpy()
+                if np.abs(maps).max(initial=0.0) > np.finfo(np.float16).max:
+                    raise ValueError(f"the prefix's maps exceed float16's range (largest "
+                                     f"{np.abs(maps).max():.3g}): not storable as computed")
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                    shape=(len(cache), *maps.shape[1:]))
+                out[batch.index] = maps.astype(np.float16)
             if out is None:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
-                                                shape=(len(cache), *maps.shape[1:]))
-            if np.abs(maps).max(initial=0.0) > np.finfo(np.float16).max:
-                raise ValueError(f"the prefix's maps exceed float16's range (largest "
-                                 f"{np.abs(maps).max():.3g}): not storable as computed")
-            out[batch.index] = maps.astype(np.float16)
-        if out is None:
-            raise ValueError("the cache has no valid row to compute a prefix for")
-        out.flush()
-        del out
-        tmp.replace(path)
+                raise ValueError("the cache has no valid row to compute a prefix for")
+            out.flush()
+            del out
     finally:
-        tmp.unlink(missing_ok=True)
         trunk.train(was_training)
     log.info("frozen prefix of %d rows stored in %s", len(cache), path)
     return np.load(path, mmap_mode="r")
