@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facefuse.models.dlib_format import (
+from facefuse.models.dlib_weights import (
     AffineSpec,
     ConvSpec,
     DlibResnetWeights,

@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facefuse.models.dlib_format import (
+from facefuse.models.dlib_format import read_dlib_resnet
+from facefuse.models.dlib_weights import (
     AffineSpec,
     ConvSpec,
     DlibResnetWeights,
     LossInfo,
     PoolSpec,
     ResidualBlock,
-    read_dlib_resnet,
 )
 from facefuse.models.trunks import TRUNKS
 
